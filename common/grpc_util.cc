@@ -1,0 +1,94 @@
+#include "common/grpc_util.h"
+
+#include <array>
+#include <charconv>
+#include <utility>
+
+namespace owrap {
+
+namespace {
+constexpr std::array<std::pair<grpc::StatusCode, std::string_view>, 17> kCodes{{
+    {grpc::OK, "OK"},
+    {grpc::CANCELLED, "CANCELLED"},
+    {grpc::UNKNOWN, "UNKNOWN"},
+    {grpc::INVALID_ARGUMENT, "INVALID_ARGUMENT"},
+    {grpc::DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"},
+    {grpc::NOT_FOUND, "NOT_FOUND"},
+    {grpc::ALREADY_EXISTS, "ALREADY_EXISTS"},
+    {grpc::PERMISSION_DENIED, "PERMISSION_DENIED"},
+    {grpc::RESOURCE_EXHAUSTED, "RESOURCE_EXHAUSTED"},
+    {grpc::FAILED_PRECONDITION, "FAILED_PRECONDITION"},
+    {grpc::ABORTED, "ABORTED"},
+    {grpc::OUT_OF_RANGE, "OUT_OF_RANGE"},
+    {grpc::UNIMPLEMENTED, "UNIMPLEMENTED"},
+    {grpc::INTERNAL, "INTERNAL"},
+    {grpc::UNAVAILABLE, "UNAVAILABLE"},
+    {grpc::DATA_LOSS, "DATA_LOSS"},
+    {grpc::UNAUTHENTICATED, "UNAUTHENTICATED"},
+}};
+}  // namespace
+
+std::string_view status_code_name(grpc::StatusCode code) {
+  for (auto& [c, n] : kCodes)
+    if (c == code) return n;
+  return "UNKNOWN";
+}
+
+std::optional<grpc::StatusCode> parse_status_code(std::string_view name) {
+  for (auto& [c, n] : kCodes)
+    if (n == name) return c;
+  return std::nullopt;
+}
+
+bool is_transport_metadata(std::string_view key) {
+  if (key.empty() || key.front() == ':') return true;
+  if (key.rfind("grpc-", 0) == 0) return true;
+  return key == "content-type" || key == "te" || key == "user-agent" || key == "host" ||
+         key == "accept-encoding" || key == "content-encoding" || key == "lb-token";
+}
+
+void copy_request_metadata(const grpc::ServerContextBase& from, grpc::ClientContext& to) {
+  for (const auto& [k, v] : from.client_metadata()) {
+    std::string_view key(k.data(), k.size());
+    if (is_transport_metadata(key)) continue;
+    to.AddMetadata(std::string(key), std::string(v.data(), v.size()));
+  }
+}
+
+void copy_response_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to) {
+  for (const auto& [k, v] : from.GetServerInitialMetadata()) {
+    std::string_view key(k.data(), k.size());
+    if (!is_transport_metadata(key)) to.AddInitialMetadata(std::string(key), std::string(v.data(), v.size()));
+  }
+  for (const auto& [k, v] : from.GetServerTrailingMetadata()) {
+    std::string_view key(k.data(), k.size());
+    if (!is_transport_metadata(key)) to.AddTrailingMetadata(std::string(key), std::string(v.data(), v.size()));
+  }
+}
+
+void copy_deadline(const grpc::ServerContextBase& from, grpc::ClientContext& to) {
+  gpr_timespec raw = from.raw_deadline();
+  if (gpr_time_cmp(raw, gpr_inf_future(raw.clock_type)) != 0) to.set_deadline(from.deadline());
+}
+
+std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  double value = 0;
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) i++;
+  if (i == 0) return std::nullopt;
+  try {
+    value = std::stod(std::string(text.substr(0, i)));
+  } catch (...) {
+    return std::nullopt;
+  }
+  std::string_view unit = text.substr(i);
+  double ms;
+  if (unit.empty() || unit == "s") ms = value * 1000;
+  else if (unit == "ms") ms = value;
+  else if (unit == "m") ms = value * 60000;
+  else return std::nullopt;
+  return std::chrono::milliseconds(static_cast<int64_t>(ms));
+}
+
+}  // namespace owrap

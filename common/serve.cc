@@ -1,0 +1,64 @@
+#include "common/serve.h"
+
+#include "common/log.h"
+
+#include <grpcpp/server_builder.h>
+
+#include <csignal>
+#include <pthread.h>
+
+namespace owrap {
+
+Result<std::unique_ptr<UdsGrpcServer>> UdsGrpcServer::start(const std::string& path,
+                                                             std::vector<grpc::Service*> services,
+                                                             grpc::CallbackGenericService* generic, std::string who) {
+  auto socket = GuardedSocket::bind(path);
+  if (!socket) return Error{socket.error()};
+  std::unique_ptr<UdsGrpcServer> out(new UdsGrpcServer());
+  out->socket_ = std::move(socket.value());
+  grpc::ServerBuilder builder;
+  // Large sandboxes lists must not trip the default 4 MiB limit.
+  builder.SetMaxReceiveMessageSize(64 * 1024 * 1024);
+  builder.SetMaxSendMessageSize(64 * 1024 * 1024);
+  for (auto* s : services) builder.RegisterService(s);
+  if (generic != nullptr) builder.RegisterCallbackGenericService(generic);
+  out->server_ = builder.BuildAndStart();
+  if (!out->server_) return Error{"cannot start gRPC server for " + path};
+  out->acceptor_ = std::make_unique<PeerCheckedAcceptor>(*out->socket_, out->server_.get(), std::move(who));
+  out->acceptor_->start();
+  return out;
+}
+
+UdsGrpcServer::~UdsGrpcServer() { shutdown(std::chrono::milliseconds(0)); }
+
+void UdsGrpcServer::shutdown(std::chrono::milliseconds grace) {
+  if (stopped_) return;
+  stopped_ = true;
+  acceptor_->stop();
+  socket_->close_listener();
+  server_->Shutdown(std::chrono::system_clock::now() + grace);
+  server_->Wait();
+  socket_.reset();
+}
+
+void block_termination_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+}
+
+int wait_for_termination_signal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int sig = 0;
+  while (sigwait(&set, &sig) != 0) {
+  }
+  return sig;
+}
+
+}  // namespace owrap

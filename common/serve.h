@@ -1,0 +1,45 @@
+// Serving gRPC on a guarded Unix socket, and waiting for SIGTERM/SIGINT.
+#pragma once
+
+#include "common/result.h"
+#include "common/uds.h"
+
+#include <grpcpp/generic/async_generic_service.h>
+#include <grpcpp/server.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace owrap {
+
+class UdsGrpcServer {
+ public:
+  // Binds `path` (see GuardedSocket), starts a server with `services` and an
+  // optional catch-all generic service, and accepts same-uid peers only.
+  static Result<std::unique_ptr<UdsGrpcServer>> start(const std::string& path, std::vector<grpc::Service*> services,
+                                                      grpc::CallbackGenericService* generic, std::string who);
+  ~UdsGrpcServer();
+
+  // Stops accepting, lets in-flight calls finish within `grace`, then
+  // cancels what is left. The socket file is removed.
+  void shutdown(std::chrono::milliseconds grace);
+  grpc::Server* server() { return server_.get(); }
+  const std::string& path() const { return socket_->path(); }
+
+ private:
+  UdsGrpcServer() = default;
+  std::unique_ptr<GuardedSocket> socket_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<PeerCheckedAcceptor> acceptor_;
+  bool stopped_ = false;
+};
+
+// Blocks SIGTERM, SIGINT and SIGPIPE in the calling thread; call first thing
+// in main() so every thread created later inherits the mask.
+void block_termination_signals();
+// Waits for SIGTERM or SIGINT and returns its number.
+int wait_for_termination_signal();
+
+}  // namespace owrap

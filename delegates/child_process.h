@@ -1,0 +1,53 @@
+// One child process: forked with PR_SET_PDEATHSIG so it never outlives the
+// thread that started it, in its own process group, with stdout and stderr
+// on pipes. Reaping is explicit so a pid is never signalled after reuse.
+#pragma once
+
+#include "common/result.h"
+#include "common/uds.h"
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace owrap {
+
+struct ExitInfo {
+  int code = -1;    // exit code, or -1 when killed by a signal
+  int signal = 0;   // terminating signal, or 0
+  std::string describe() const;
+};
+
+class ChildProcess {
+ public:
+  // Spawns argv[0] (searched in PATH) with exactly `env`.
+  static Result<std::unique_ptr<ChildProcess>> spawn(const std::vector<std::string>& argv,
+                                                     const std::map<std::string, std::string>& env);
+  ~ChildProcess();  // kills (SIGKILL) and reaps if still running
+
+  pid_t pid() const { return pid_; }
+  int stdout_fd() const { return out_.get(); }
+  int stderr_fd() const { return err_.get(); }
+
+  // Blocks until the process has exited, without reaping it.
+  void wait_exited();
+  // True once the process has exited (not reaped).
+  bool exited();
+  // Reaps an exited process and returns how it ended.
+  ExitInfo reap();
+  // Signals the whole process group, unless already reaped.
+  void signal(int sig);
+
+ private:
+  ChildProcess(pid_t pid, UniqueFd out, UniqueFd err) : pid_(pid), out_(std::move(out)), err_(std::move(err)) {}
+  std::mutex mu_;
+  pid_t pid_;
+  bool reaped_ = false;
+  UniqueFd out_, err_;
+};
+
+}  // namespace owrap

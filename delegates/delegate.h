@@ -1,0 +1,61 @@
+// The base driver the wrapper forwards to. Either a process the wrapper
+// launches and supervises (ManagedDelegate) or a socket somebody else runs
+// (EndpointDelegate). A wrapper is itself a valid delegate of another.
+#pragma once
+
+#include "common/result.h"
+
+#include <grpcpp/channel.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace owrap {
+
+class Delegate {
+ public:
+  virtual ~Delegate() = default;
+  // The base driver's driver_config key, used in messages and logs.
+  virtual const std::string& name() const = 0;
+  virtual std::shared_ptr<grpc::Channel> channel() const = 0;
+  // False while a managed process is down or restarting: calls fail fast.
+  virtual bool available() const = 0;
+  virtual std::string unavailable_reason() const = 0;
+  // Blocks until the delegate answers GetCapabilities or the ready timeout
+  // passes. A managed delegate that never becomes ready is an error.
+  virtual Result<bool> start() = 0;
+  virtual void stop(std::chrono::milliseconds grace) = 0;
+};
+
+struct DelegateOptions {
+  std::string name;
+  // managed: argv with {socket} and {pid} placeholders, plus env.
+  std::vector<std::string> command;
+  std::map<std::string, std::string> env;
+  bool inherit_env = true;
+  // endpoint: "unix:///path".
+  std::string endpoint;
+  std::chrono::milliseconds ready_timeout{30000};
+  std::chrono::milliseconds restart_backoff_initial{200};
+  std::chrono::milliseconds restart_backoff_max{30000};
+  std::chrono::milliseconds stop_grace{10000};
+  // Where the managed delegate's private runtime directory is created.
+  std::string runtime_parent;
+  // Used to name the runtime directory.
+  std::string wrapper_name;
+};
+
+// A channel to a unix: target that reconnects quickly after a restart.
+std::shared_ptr<grpc::Channel> make_delegate_channel(const std::string& target);
+
+// Waits until `channel` answers GetCapabilities, up to `timeout`; `give_up`
+// is polled between attempts.
+bool wait_until_answers(const std::shared_ptr<grpc::Channel>& channel, std::chrono::milliseconds timeout,
+                        const std::function<bool()>& give_up, std::string* capabilities = nullptr);
+
+std::unique_ptr<Delegate> make_delegate(const DelegateOptions& options);
+
+}  // namespace owrap

@@ -1,0 +1,203 @@
+#include "proxy/config.h"
+
+#include <toml++/toml.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace owrap {
+
+bool valid_driver_name(const std::string& name) {
+  if (name.empty() || name.size() > 63) return false;
+  for (unsigned char c : name)
+    if (!(std::islower(c) || std::isdigit(c) || c == '_' || c == '-')) return false;
+  return true;
+}
+
+namespace {
+
+class Reader {
+ public:
+  std::vector<std::string> errors;
+
+  void allow_only(const toml::table& t, const std::string& prefix, std::set<std::string> keys) {
+    for (const auto& [k, _] : t) {
+      std::string key(k.str());
+      if (!keys.count(key)) errors.push_back(prefix + key + ": unknown key");
+    }
+  }
+  template <class T>
+  std::optional<T> get(const toml::table& t, const std::string& table, const std::string& key, const char* type) {
+    const toml::node* n = t.get(key);
+    if (!n) return std::nullopt;
+    if (auto v = n->value<T>(); v && n->is<T>()) return *v;
+    if constexpr (std::is_same_v<T, int64_t>) {
+      if (auto v = n->value<int64_t>()) return *v;
+    }
+    errors.push_back(table + "." + key + ": must be " + type);
+    return std::nullopt;
+  }
+  std::optional<std::chrono::milliseconds> millis(const toml::table& t, const std::string& table,
+                                                  const std::string& key) {
+    auto v = get<int64_t>(t, table, key, "a non-negative integer (milliseconds)");
+    if (!v) return std::nullopt;
+    if (*v < 0) {
+      errors.push_back(table + "." + key + ": must not be negative");
+      return std::nullopt;
+    }
+    return std::chrono::milliseconds(*v);
+  }
+};
+
+}  // namespace
+
+Result<WrapperConfig> parse_config(const std::string& text, const std::string& source) {
+  toml::table root;
+  try {
+    root = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream msg;
+    msg << source << ":" << e.source().begin.line << ":" << e.source().begin.column << ": " << e.description();
+    return Error{msg.str()};
+  }
+  WrapperConfig cfg;
+  Reader r;
+  r.allow_only(root, "", {"wrapper", "delegate", "capabilities"});
+
+  const toml::table* w = root["wrapper"].as_table();
+  if (!w) {
+    r.errors.push_back("wrapper: missing table [wrapper]");
+  } else {
+    r.allow_only(*w, "wrapper.", {"name", "socket", "config_mode", "log_level", "shutdown_grace_ms",
+                                  "watch_queue_capacity", "watch_finish_grace_ms"});
+    cfg.name = r.get<std::string>(*w, "wrapper", "name", "a string").value_or("");
+    if (!valid_driver_name(cfg.name)) {
+      r.errors.push_back("wrapper.name: \"" + cfg.name + "\" must match [a-z0-9_-]{1,63} (the gateway lowercases driver names)");
+    }
+    cfg.socket = r.get<std::string>(*w, "wrapper", "socket", "a string").value_or("");
+    if (auto mode = r.get<std::string>(*w, "wrapper", "config_mode", "a string")) {
+      if (*mode == "nested") cfg.config_mode = ConfigMode::kNested;
+      else if (*mode == "inline") cfg.config_mode = ConfigMode::kInline;
+      else r.errors.push_back("wrapper.config_mode: must be \"nested\" or \"inline\", not \"" + *mode + "\"");
+    }
+    if (auto level = r.get<std::string>(*w, "wrapper", "log_level", "a string")) {
+      if (auto l = parse_log_level(*level)) cfg.log_level = *l;
+      else r.errors.push_back("wrapper.log_level: must be debug, info, warn or error");
+    }
+    if (auto v = r.millis(*w, "wrapper", "shutdown_grace_ms")) cfg.shutdown_grace = *v;
+    if (auto v = r.millis(*w, "wrapper", "watch_finish_grace_ms")) cfg.watch_finish_grace = *v;
+    if (auto v = r.get<int64_t>(*w, "wrapper", "watch_queue_capacity", "a positive integer")) {
+      if (*v < 1) r.errors.push_back("wrapper.watch_queue_capacity: must be at least 1");
+      else cfg.watch_queue_capacity = static_cast<size_t>(*v);
+    }
+  }
+
+  if (const toml::node* c = root.get("capabilities")) {
+    if (const toml::table* caps = c->as_table()) {
+      r.allow_only(*caps, "capabilities.", {"default_image", "gateway_manages_lifecycle"});
+      cfg.default_image = r.get<std::string>(*caps, "capabilities", "default_image", "a string");
+      cfg.gateway_manages_lifecycle = r.get<bool>(*caps, "capabilities", "gateway_manages_lifecycle", "a boolean");
+    } else {
+      r.errors.push_back("capabilities: must be a table");
+    }
+  }
+
+  const toml::table* d = root["delegate"].as_table();
+  DelegateOptions& del = cfg.delegate;
+  if (!d) {
+    r.errors.push_back("delegate: missing table [delegate]");
+  } else {
+    r.allow_only(*d, "delegate.", {"name", "command", "endpoint", "env", "inherit_env", "ready_timeout_ms",
+                                   "restart_backoff_initial_ms", "restart_backoff_max_ms", "stop_grace_ms",
+                                   "runtime_dir"});
+    del.name = r.get<std::string>(*d, "delegate", "name", "a string").value_or("");
+    if (!valid_driver_name(del.name)) {
+      r.errors.push_back("delegate.name: \"" + del.name + "\" must match [a-z0-9_-]{1,63} (the base driver's driver_config key)");
+    }
+    if (const toml::node* n = d->get("command")) {
+      const toml::array* arr = n->as_array();
+      if (!arr || arr->empty()) r.errors.push_back("delegate.command: must be a non-empty array of strings");
+      else
+        for (size_t i = 0; i < arr->size(); i++) {
+          if (auto s = (*arr)[i].value<std::string>(); s && (*arr)[i].is_string()) del.command.push_back(*s);
+          else r.errors.push_back("delegate.command[" + std::to_string(i) + "]: must be a string");
+        }
+    }
+    del.endpoint = r.get<std::string>(*d, "delegate", "endpoint", "a string").value_or("");
+    if (del.command.empty() == del.endpoint.empty()) {
+      r.errors.push_back("delegate: exactly one of delegate.command and delegate.endpoint must be set");
+    }
+    if (!del.endpoint.empty() && del.endpoint.rfind("unix:", 0) != 0) {
+      r.errors.push_back("delegate.endpoint: must be a unix: address such as \"unix:///run/openshell/k8s.sock\"");
+    }
+    if (const toml::node* n = d->get("env")) {
+      if (const toml::table* env = n->as_table()) {
+        for (const auto& [k, v] : *env) {
+          if (auto s = v.value<std::string>(); s && v.is_string()) del.env[std::string(k.str())] = *s;
+          else r.errors.push_back("delegate.env." + std::string(k.str()) + ": must be a string");
+        }
+      } else {
+        r.errors.push_back("delegate.env: must be a table of strings");
+      }
+    }
+    del.inherit_env = r.get<bool>(*d, "delegate", "inherit_env", "a boolean").value_or(true);
+    if (auto v = r.millis(*d, "delegate", "ready_timeout_ms")) del.ready_timeout = *v;
+    if (auto v = r.millis(*d, "delegate", "restart_backoff_initial_ms")) del.restart_backoff_initial = *v;
+    if (auto v = r.millis(*d, "delegate", "restart_backoff_max_ms")) del.restart_backoff_max = *v;
+    if (auto v = r.millis(*d, "delegate", "stop_grace_ms")) del.stop_grace = *v;
+    del.runtime_parent = r.get<std::string>(*d, "delegate", "runtime_dir", "a string").value_or("");
+    if (del.restart_backoff_initial.count() == 0) del.restart_backoff_initial = std::chrono::milliseconds(1);
+  }
+  if (w && d && cfg.name == del.name && cfg.config_mode == ConfigMode::kNested) {
+    r.errors.push_back("wrapper.name: must differ from delegate.name in nested mode (the delegate's block is keyed by its name)");
+  }
+
+  if (!r.errors.empty()) {
+    std::string all;
+    for (const auto& e : r.errors) all += (all.empty() ? "" : "\n") + e;
+    return Error{all};
+  }
+  del.wrapper_name = cfg.name;
+  return cfg;
+}
+
+Result<WrapperConfig> load_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Error{path + ": cannot read the file"};
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return parse_config(buf.str(), path);
+}
+
+nlohmann::json WrapperConfig::to_json() const {
+  nlohmann::json j;
+  j["wrapper"] = {{"name", name},
+                  {"socket", socket},
+                  {"config_mode", config_mode == ConfigMode::kNested ? "nested" : "inline"},
+                  {"log_level", log_level_name(log_level)},
+                  {"shutdown_grace_ms", shutdown_grace.count()},
+                  {"watch_queue_capacity", watch_queue_capacity},
+                  {"watch_finish_grace_ms", watch_finish_grace.count()}};
+  nlohmann::json caps = nlohmann::json::object();
+  if (default_image) caps["default_image"] = *default_image;
+  if (gateway_manages_lifecycle) caps["gateway_manages_lifecycle"] = *gateway_manages_lifecycle;
+  j["capabilities"] = caps;
+  nlohmann::json d = {{"name", delegate.name}, {"ready_timeout_ms", delegate.ready_timeout.count()}};
+  if (!delegate.endpoint.empty()) {
+    d["endpoint"] = delegate.endpoint;
+  } else {
+    d["command"] = delegate.command;
+    d["env"] = delegate.env;
+    d["inherit_env"] = delegate.inherit_env;
+    d["restart_backoff_initial_ms"] = delegate.restart_backoff_initial.count();
+    d["restart_backoff_max_ms"] = delegate.restart_backoff_max.count();
+    d["stop_grace_ms"] = delegate.stop_grace.count();
+    d["runtime_dir"] = delegate.runtime_parent;
+  }
+  j["delegate"] = d;
+  return j;
+}
+
+}  // namespace owrap

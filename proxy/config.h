@@ -1,0 +1,42 @@
+// The wrapper's TOML configuration (docs/configuration.md documents every
+// key). Unknown keys are errors; every error names its TOML key.
+#pragma once
+
+#include "common/log.h"
+#include "delegates/delegate.h"
+#include "policy/config_split.h"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace owrap {
+
+struct WrapperConfig {
+  std::string name;
+  std::string socket;
+  ConfigMode config_mode = ConfigMode::kNested;
+  LogLevel log_level = LogLevel::kInfo;
+  std::chrono::milliseconds shutdown_grace{10000};
+  size_t watch_queue_capacity = 1024;
+  std::chrono::milliseconds watch_finish_grace{10000};
+  // [capabilities]: overrides of what the delegate reports.
+  std::optional<std::string> default_image;
+  std::optional<bool> gateway_manages_lifecycle;
+  DelegateOptions delegate;
+
+  nlohmann::json to_json() const;
+};
+
+// Parses and validates; on failure returns every error, one per line, each
+// starting with its TOML key.
+Result<WrapperConfig> load_config(const std::string& path);
+Result<WrapperConfig> parse_config(const std::string& toml_text, const std::string& source);
+
+// [a-z0-9_-]{1,63}: the gateway lowercases driver names.
+bool valid_driver_name(const std::string& name);
+
+}  // namespace owrap

@@ -1,0 +1,27 @@
+#include "proxy/unary_call.h"
+
+namespace owrap {
+
+grpc::Status name_unavailable_delegate(const grpc::Status& s, const grpc::ClientContext& ctx, const Delegate& d) {
+  if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return s;
+  // With the connection up, the delegate itself said UNAVAILABLE: pass it
+  // untouched. Otherwise the transport failed and the caller should learn
+  // which delegate is down.
+  if (d.available() && d.channel()->GetState(false) == GRPC_CHANNEL_READY) return s;
+  std::string reason = d.available() ? s.error_message() : d.unavailable_reason() + " (" + s.error_message() + ")";
+  return grpc::Status(s.error_code(), "delegate \"" + d.name() + "\" is unavailable: " + reason, s.error_details());
+}
+
+void log_call(const CallContext& ctx, std::chrono::steady_clock::time_point start, const grpc::Status& s) {
+  const LogLevel level = s.ok() ? LogLevel::kInfo : LogLevel::kWarn;
+  if (!Logger::instance().enabled(level)) return;
+  auto latency = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+  nlohmann::json fields = {{"rpc", rpc_name(ctx.rpc)},
+                           {"latency_us", latency.count()},
+                           {"status", status_code_name(s.error_code())}};
+  if (!ctx.sandbox_id.empty()) fields["sandbox_id"] = ctx.sandbox_id;
+  if (!s.ok()) fields["error"] = Logger::redact(s.error_message(), ctx.secret);
+  Logger::instance().write(level, "rpc", std::move(fields));
+}
+
+}  // namespace owrap

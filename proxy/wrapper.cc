@@ -1,0 +1,120 @@
+#include "proxy/wrapper.h"
+
+#include "common/serve.h"
+#include "proxy/generic_relay.h"
+#include "proxy/watch_hub.h"
+#include "proxy/wrapper_service.h"
+
+#include <boost/asio/executor_work_guard.hpp>
+
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+namespace owrap {
+
+namespace {
+
+v1::DriverSandbox* sandbox_in(google::protobuf::Message& request) {
+  if (auto* r = dynamic_cast<v1::CreateSandboxRequest*>(&request)) return r->mutable_sandbox();
+  if (auto* r = dynamic_cast<v1::ValidateSandboxCreateRequest*>(&request)) return r->mutable_sandbox();
+  return nullptr;
+}
+
+}  // namespace
+
+void add_builtin_stages(Pipeline& pipeline, const WrapperConfig& config) {
+  auto splitter = std::make_shared<DriverConfigSplitter>(
+      ConfigSplitOptions{config.name, config.delegate.name, config.config_mode, {}});
+  pipeline.add(Stage{
+      "driver_config_split",
+      {Rpc::kValidateSandboxCreate, Rpc::kCreateSandbox},
+      [splitter](CallContext& ctx, google::protobuf::Message& request) {
+        v1::DriverSandbox* sandbox = sandbox_in(request);
+        if (sandbox == nullptr || !sandbox->has_spec() || !sandbox->spec().has_template_()) return grpc::Status::OK;
+        return splitter->split(*sandbox->mutable_spec()->mutable_template_(), ctx.wrapper_config);
+      },
+      nullptr,
+      nullptr,
+  });
+
+  pipeline.add(Stage{
+      "capabilities",
+      {Rpc::kGetCapabilities},
+      nullptr,
+      [name = config.name, image = config.default_image, lifecycle = config.gateway_manages_lifecycle,
+       delegate = config.delegate.name](CallContext&, google::protobuf::Message& response) {
+        auto& caps = dynamic_cast<v1::GetCapabilitiesResponse&>(response);
+        std::string base = caps.driver_name().empty() ? delegate : caps.driver_name();
+        caps.set_driver_version(std::string("openshell-driver-wrapper ") + OWRAP_VERSION + " (delegate " + delegate +
+                                ": " + base + " " + caps.driver_version() + ")");
+        caps.set_driver_name(name);
+        if (image) caps.set_default_image(*image);
+        if (lifecycle) caps.set_gateway_manages_lifecycle(*lifecycle);
+        return grpc::Status::OK;
+      },
+      nullptr,
+  });
+}
+
+int run_wrapper(WrapperConfig config) {
+  Logger::instance().set_level(config.log_level);
+  if (config.socket.empty()) {
+    log_error("no socket: set wrapper.socket, --bind-socket or OPENSHELL_COMPUTE_DRIVER_SOCKET");
+    return 2;
+  }
+  if (config.delegate.runtime_parent.empty()) {
+    config.delegate.runtime_parent = std::filesystem::path(config.socket).parent_path().string();
+  }
+
+  boost::asio::io_context io;
+  auto work = boost::asio::make_work_guard(io);
+  std::thread io_thread([&io] { io.run(); });
+  auto stop_io = [&] {
+    work.reset();
+    io.stop();
+    io_thread.join();
+  };
+
+  std::unique_ptr<Delegate> delegate = make_delegate(config.delegate);
+  // The socket is bound only once the delegate answers: the gateway calls
+  // GetCapabilities once at start-up and aborts on failure.
+  if (auto started = delegate->start(); !started) {
+    log_error("cannot start the delegate", {{"delegate", config.delegate.name}, {"error", started.error()}});
+    delegate->stop(config.delegate.stop_grace);
+    stop_io();
+    return 1;
+  }
+
+  Pipeline pipeline;
+  add_builtin_stages(pipeline, config);
+  WatchHub hub(io, *delegate, WatchFanoutOptions{config.watch_queue_capacity, config.watch_finish_grace});
+  WrapperService service(*delegate, pipeline, hub);
+  GenericRelay relay(*delegate);
+  auto server = UdsGrpcServer::start(config.socket, {&service}, &relay, "wrapper " + config.name);
+  if (!server) {
+    log_error("cannot serve", {{"error", server.error()}});
+    delegate->stop(config.delegate.stop_grace);
+    stop_io();
+    return 1;
+  }
+  hub.start();
+  log_info("wrapper serving", {{"wrapper", config.name},
+                               {"socket", config.socket},
+                               {"delegate", config.delegate.name},
+                               {"pid", ::getpid()},
+                               {"version", OWRAP_VERSION}});
+
+  int sig = wait_for_termination_signal();
+  log_info("shutting down", {{"signal", strsignal(sig)}, {"grace_ms", config.shutdown_grace.count()}});
+  // Watchers are long-lived: end them now so the gateway reconnects, and
+  // give unary calls the grace to finish.
+  hub.stop(grpc::Status(grpc::StatusCode::UNAVAILABLE, "wrapper \"" + config.name + "\" is shutting down"));
+  server.value()->shutdown(config.shutdown_grace);
+  delegate->stop(config.delegate.stop_grace);
+  stop_io();
+  log_info("stopped", {{"wrapper", config.name}});
+  return 0;
+}
+
+}  // namespace owrap

@@ -1,0 +1,111 @@
+// openshell-driver-memory: see memory_driver.h. Launch convention as the
+// upstream drivers: --bind-socket PATH (env OPENSHELL_COMPUTE_DRIVER_SOCKET),
+// --log-level (env OPENSHELL_LOG_LEVEL).
+#include "common/log.h"
+#include "common/serve.h"
+#include "tools/memory_driver/memory_driver.h"
+
+#include <boost/asio/executor_work_guard.hpp>
+
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <thread>
+
+namespace {
+
+void usage() {
+  std::cerr << "usage: openshell-driver-memory --bind-socket PATH [--log-level LEVEL] [--state-file PATH]\n"
+               "       [--fail RPC=CODE]... [--delay RPC=MS]... [--record PATH] [--name NAME]\n"
+               "       [--driver-version V] [--default-image IMAGE] [--gateway-manages-lifecycle]\n"
+               "       [--listener loopback|default-route|exact:ADDR]... [--watch-queue N]\n"
+               "       [--expected-peer-pid PID] [--allow-same-uid-peer]\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  owrap::block_termination_signals();
+  owrap::memory::Options options;
+  std::string socket_path;
+  std::string log_level = "info";
+  if (const char* env = std::getenv("OPENSHELL_COMPUTE_DRIVER_SOCKET")) socket_path = env;
+  if (const char* env = std::getenv("OPENSHELL_LOG_LEVEL")) log_level = env;
+
+  for (int i = 1; i < argc; i++) {
+    std::string arg = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::cerr << "openshell-driver-memory: " << arg << " needs a value\n";
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    std::string error;
+    if (arg == "--bind-socket") socket_path = next();
+    else if (arg == "--log-level") log_level = next();
+    else if (arg == "--state-file") options.state_file = next();
+    else if (arg == "--record") options.record_file = next();
+    else if (arg == "--name") options.driver_name = next();
+    else if (arg == "--driver-version") options.driver_version = next();
+    else if (arg == "--default-image") options.default_image = next();
+    else if (arg == "--gateway-manages-lifecycle") options.gateway_manages_lifecycle = true;
+    else if (arg == "--listener") options.listener_requirements.push_back(next());
+    else if (arg == "--watch-queue") options.watch_queue_capacity = std::stoul(next());
+    else if (arg == "--expected-peer-pid") next();  // accepted for VM-driver compatibility
+    else if (arg == "--allow-same-uid-peer") {
+    } else if (arg == "--fail" || arg == "--delay") {
+      if (!owrap::memory::parse_fault_flag(next(), arg == "--delay", options.global_faults, error)) {
+        std::cerr << "openshell-driver-memory: " << arg << ": " << error << "\n";
+        return 2;
+      }
+    } else if (arg == "--help" || arg == "-h") {
+      usage();
+      return 0;
+    } else {
+      std::cerr << "openshell-driver-memory: unknown argument " << arg << "\n";
+      usage();
+      return 2;
+    }
+  }
+  auto level = owrap::parse_log_level(log_level);
+  if (!level) {
+    std::cerr << "openshell-driver-memory: unknown log level " << log_level << "\n";
+    return 2;
+  }
+  owrap::Logger::instance().set_level(*level);
+  if (socket_path.empty()) {
+    std::cerr << "openshell-driver-memory: --bind-socket PATH (or OPENSHELL_COMPUTE_DRIVER_SOCKET) is required\n";
+    return 2;
+  }
+
+  boost::asio::io_context io;
+  auto work = boost::asio::make_work_guard(io);
+  std::thread io_thread([&io] { io.run(); });
+
+  owrap::memory::MemoryDriver driver(io, options);
+  if (auto err = driver.load_state(); !err.empty()) {
+    owrap::log_error(err);
+    work.reset();
+    io.stop();
+    io_thread.join();
+    return 1;
+  }
+  auto server = owrap::UdsGrpcServer::start(socket_path, {&driver}, driver.extension_service(), "memory driver");
+  if (!server) {
+    owrap::log_error("cannot serve", {{"error", server.error()}});
+    work.reset();
+    io.stop();
+    io_thread.join();
+    return 1;
+  }
+  owrap::log_info("memory driver serving", {{"socket", socket_path}, {"pid", ::getpid()}});
+  int sig = owrap::wait_for_termination_signal();
+  owrap::log_info("shutting down", {{"signal", strsignal(sig)}});
+  driver.shutdown_watchers();
+  server.value()->shutdown(std::chrono::milliseconds(2000));
+  work.reset();
+  io.stop();
+  io_thread.join();
+  return 0;
+}
