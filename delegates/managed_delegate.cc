@@ -75,8 +75,15 @@ Result<bool> ManagedDelegate::start() {
   std::string parent = options_.runtime_parent.empty() ? "/tmp" : options_.runtime_parent;
   if (auto ok = ensure_private_dir(parent); !ok) return Error{"delegate runtime directory: " + ok.error()};
   std::string tmpl = parent + "/." + options_.wrapper_name + "-delegate-XXXXXX";
+  // Chained wrappers nest runtime directories; Unix socket paths end at 107
+  // bytes, so a deep chain falls back to a private directory in /tmp.
+  if (tmpl.size() + options_.name.size() + 6 >= 108) {
+    log_info("delegate runtime directory would be too deep; using /tmp",
+             {{"delegate", options_.name}, {"runtime_dir", parent}});
+    tmpl = "/tmp/." + options_.wrapper_name + "-delegate-XXXXXX";
+  }
   if (::mkdtemp(tmpl.data()) == nullptr) {
-    return Error{"cannot create delegate runtime directory under " + parent + ": " + std::strerror(errno)};
+    return Error{"cannot create delegate runtime directory " + tmpl + ": " + std::strerror(errno)};
   }
   runtime_dir_ = tmpl;
   socket_path_ = runtime_dir_ + "/" + options_.name + ".sock";

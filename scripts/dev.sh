@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian bookworm machine (run as root):
+#   scripts/dev.sh demo   install what is missing, build, run the demo
+#   scripts/dev.sh test   install what is missing, build, run the whole suite
+#   scripts/dev.sh build  install what is missing, build
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(meson ninja-build pkg-config g++ libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
+          protobuf-compiler libboost-dev nlohmann-json3-dev libtomlplusplus-dev catch2 util-linux procps)
+
+install_deps() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+build() {
+  if [ ! -f build/build.ninja ]; then
+    meson setup build --buildtype=debugoptimized >/dev/null
+  fi
+  ninja -C build -j2
+}
+
+case "${1:-}" in
+  deps) install_deps ;;
+  build) install_deps; build ;;
+  test) install_deps; build; exec bash tests/run-tests build ;;
+  demo) install_deps; build; exec bash examples/demo.sh build ;;
+  *) echo "usage: scripts/dev.sh demo|test|build|deps" >&2; exit 2 ;;
+esac

@@ -1,0 +1,404 @@
+// Every RPC through one wrapper and through a chain of three returns what the
+// memory driver returns directly; unknown fields and methods pass through;
+// deadline, cancellation and traceparent reach the base driver; the sandbox
+// token never reaches a log.
+#include "future.pb.h"
+#include "tests/support/harness.h"
+
+#include <catch2/catch.hpp>
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/security/credentials.h>
+#include <nlohmann/json.hpp>
+
+#include <condition_variable>
+#include <csignal>
+#include <sstream>
+#include <thread>
+
+using namespace owrap::test;
+using Catch::Contains;
+
+namespace {
+
+// A chain outer -> middle -> inner -> memory, each launching the next.
+struct Chain {
+  explicit Chain(const TempDir& dir, const std::string& record) {
+    WrapperSpec inner{"inner", "memory", "nested", memory_command(record)};
+    std::string inner_cfg = dir.file("inner.toml");
+    write_file(inner_cfg, wrapper_toml(inner, dir.file("unused-inner.sock")));
+    WrapperSpec middle{"middle", "inner", "nested",
+                       {wrapper_bin(), "run", "--config", inner_cfg, "--bind-socket", "{socket}"}};
+    std::string middle_cfg = dir.file("middle.toml");
+    write_file(middle_cfg, wrapper_toml(middle, dir.file("unused-middle.sock")));
+    WrapperSpec outer{"outer", "middle", "nested",
+                      {wrapper_bin(), "run", "--config", middle_cfg, "--bind-socket", "{socket}"}};
+    wrapper = std::make_unique<WrapperProc>(dir, outer);
+  }
+  std::unique_ptr<WrapperProc> wrapper;
+};
+
+std::string describe(const grpc::Status& s, const google::protobuf::Message& m) {
+  std::string json;
+  (void)google::protobuf::util::MessageToJsonString(m, &json);
+  // Transition times have one-second resolution and differ between runs.
+  nlohmann::json j = nlohmann::json::parse(json.empty() ? "{}" : json);
+  std::function<void(nlohmann::json&)> scrub = [&](nlohmann::json& v) {
+    if (v.is_object()) {
+      v.erase("lastTransitionTime");
+      for (auto& [_, x] : v.items()) scrub(x);
+    } else if (v.is_array()) {
+      for (auto& x : v) scrub(x);
+    }
+  };
+  scrub(j);
+  std::ostringstream out;
+  out << s.error_code() << "|" << s.error_message() << "|" << s.error_details().size() << "|"
+      << (s.ok() ? j.dump() : "");
+  return out.str();
+}
+
+// The same conversation against any socket; `wrap` nests a base block the
+// way the caller in front of that socket must.
+std::vector<std::string> converse(const std::string& socket, const std::function<std::string(std::string)>& wrap) {
+  auto stub = stub_for(socket);
+  std::vector<std::string> out;
+  auto call = [&](auto method, const auto& req, auto resp) {
+    grpc::ClientContext ctx;
+    grpc::Status s = ((*stub).*method)(&ctx, req, &resp);
+    out.push_back(describe(s, resp));
+  };
+  namespace v1 = openshell::compute::v1;
+  using Stub = v1::ComputeDriver::Stub;
+
+  call(&Stub::GetGatewayListenerRequirements, v1::GetGatewayListenerRequirementsRequest{},
+       v1::GetGatewayListenerRequirementsResponse{});
+  call(&Stub::EnsureWorkspace, [] { v1::EnsureWorkspaceRequest r; r.set_workspace("ws1"); return r; }(),
+       v1::EnsureWorkspaceResponse{});
+  call(&Stub::EnsureWorkspace, [] { v1::EnsureWorkspaceRequest r; r.set_workspace("../bad"); return r; }(),
+       v1::EnsureWorkspaceResponse{});
+
+  auto create = [&](v1::DriverSandbox sb) {
+    v1::CreateSandboxRequest r;
+    *r.mutable_sandbox() = std::move(sb);
+    call(&Stub::CreateSandbox, r, v1::CreateSandboxResponse{});
+  };
+  auto validate = [&](v1::DriverSandbox sb) {
+    v1::ValidateSandboxCreateRequest r;
+    *r.mutable_sandbox() = std::move(sb);
+    call(&Stub::ValidateSandboxCreate, r, v1::ValidateSandboxCreateResponse{});
+  };
+  validate(make_sandbox("sb-1", wrap(R"({"delay_ms": {"GetSandbox": 1}})")));
+  validate(make_sandbox("sb-1", wrap(R"({"nonsense": 1})")));
+  auto with_ws = make_sandbox("sb-1", wrap(R"({"fail": {"DeleteSandbox": "RESOURCE_EXHAUSTED"}})"));
+  with_ws.set_workspace("ws1");
+  create(with_ws);
+  create(make_sandbox("sb-1"));                 // duplicate
+  create(make_sandbox("bad/id"));               // id rule
+  create(make_sandbox("sb-2", wrap(R"({"fail": {"CreateSandbox": "RESOURCE_EXHAUSTED"}})")));
+  create(make_sandbox("sb-3"));
+  auto nows = make_sandbox("sb-4");
+  nows.set_workspace("missing");
+  create(nows);
+
+  auto by_id = [](auto r, const std::string& id) {
+    r.set_sandbox_id(id);
+    return r;
+  };
+  call(&Stub::GetSandbox, by_id(v1::GetSandboxRequest{}, "sb-1"), v1::GetSandboxResponse{});
+  call(&Stub::GetSandbox, by_id(v1::GetSandboxRequest{}, "nope"), v1::GetSandboxResponse{});
+  call(&Stub::StopSandbox, by_id(v1::StopSandboxRequest{}, "sb-3"), v1::StopSandboxResponse{});
+  call(&Stub::StopSandbox, by_id(v1::StopSandboxRequest{}, "sb-3"), v1::StopSandboxResponse{});
+  call(&Stub::GetSandbox, by_id(v1::GetSandboxRequest{}, "sb-3"), v1::GetSandboxResponse{});
+  call(&Stub::StartSandbox, by_id(v1::StartSandboxRequest{}, "sb-3"), v1::StartSandboxResponse{});
+  call(&Stub::StartSandbox, by_id(v1::StartSandboxRequest{}, "nope"), v1::StartSandboxResponse{});
+  call(&Stub::ListSandboxes, v1::ListSandboxesRequest{}, v1::ListSandboxesResponse{});
+  call(&Stub::DeleteWorkspace, [] { v1::DeleteWorkspaceRequest r; r.set_workspace("ws1"); return r; }(),
+       v1::DeleteWorkspaceResponse{});
+  call(&Stub::DeleteSandbox, by_id(v1::DeleteSandboxRequest{}, "sb-1"), v1::DeleteSandboxResponse{});
+  call(&Stub::DeleteSandbox, by_id(v1::DeleteSandboxRequest{}, "sb-3"), v1::DeleteSandboxResponse{});
+  call(&Stub::DeleteSandbox, by_id(v1::DeleteSandboxRequest{}, "sb-3"), v1::DeleteSandboxResponse{});
+  call(&Stub::ListSandboxes, v1::ListSandboxesRequest{}, v1::ListSandboxesResponse{});
+  return out;
+}
+
+std::function<std::string(std::string)> nest(std::vector<std::string> keys) {
+  return [keys](std::string base) {
+    for (auto it = keys.rbegin(); it != keys.rend(); ++it) base = "{\"" + *it + "\": " + base + "}";
+    return base;
+  };
+}
+
+}  // namespace
+
+TEST_CASE("every RPC returns the same through one wrapper and a chain of three", "[e2e][passthrough]") {
+  TempDir dir;
+  MemoryDriverProc direct(dir, "direct");
+  WrapperProc one(dir, WrapperSpec{"acme", "memory", "nested", memory_command()});
+  Chain chain(dir, {});
+
+  auto expected = converse(direct.socket, nest({}));
+  REQUIRE(expected.size() == 24);
+  CHECK(converse(one.socket, nest({"memory"})) == expected);
+  CHECK(converse(chain.wrapper->socket, nest({"middle", "inner", "memory"})) == expected);
+  // The expected list really exercised errors with details and both delete answers.
+  CHECK_THAT(expected[8], Contains("injected failure: CreateSandbox RESOURCE_EXHAUSTED"));
+  CHECK_THAT(expected[20], Contains("injected failure: DeleteSandbox RESOURCE_EXHAUSTED"));
+  CHECK_THAT(expected[21], Contains("\"deleted\":true"));
+  CHECK(expected[22] == "0||0|{}");  // false is the proto3 default
+
+  SECTION("GetCapabilities names the wrapper and its delegate") {
+    openshell::compute::v1::GetCapabilitiesResponse direct_caps, caps, chain_caps;
+    grpc::ClientContext c1, c2, c3;
+    REQUIRE(stub_for(direct.socket)->GetCapabilities(&c1, {}, &direct_caps).ok());
+    REQUIRE(stub_for(one.socket)->GetCapabilities(&c2, {}, &caps).ok());
+    REQUIRE(stub_for(chain.wrapper->socket)->GetCapabilities(&c3, {}, &chain_caps).ok());
+    CHECK(caps.driver_name() == "acme");
+    CHECK_THAT(caps.driver_version(), Contains("openshell-driver-wrapper") && Contains("memory 0.1.0"));
+    CHECK(caps.default_image() == direct_caps.default_image());
+    CHECK(caps.gateway_manages_lifecycle() == direct_caps.gateway_manages_lifecycle());
+    CHECK(chain_caps.driver_name() == "outer");
+    CHECK_THAT(chain_caps.driver_version(), Contains("delegate middle: middle"));
+  }
+}
+
+TEST_CASE("capabilities overrides and inline mode", "[e2e][passthrough]") {
+  TempDir dir;
+  WrapperSpec spec{"acme", "memory", "inline", memory_command()};
+  spec.extra_toml = "";
+  spec.extra_delegate_toml = "";
+  std::string socket = dir.file("run/acme.sock");
+  std::string cfg = wrapper_toml(spec, socket) +
+                    "[capabilities]\ndefault_image = \"acme/sandbox:2\"\ngateway_manages_lifecycle = true\n";
+  write_file(dir.file("acme.toml"), cfg);
+  Process wrapper({wrapper_bin(), "run", "--config", dir.file("acme.toml")}, dir.file("acme.log"));
+  REQUIRE(wait_for_socket(socket));
+  auto stub = stub_for(socket);
+  openshell::compute::v1::GetCapabilitiesResponse caps;
+  grpc::ClientContext c;
+  REQUIRE(stub->GetCapabilities(&c, {}, &caps).ok());
+  CHECK(caps.default_image() == "acme/sandbox:2");
+  CHECK(caps.gateway_manages_lifecycle());
+
+  // Inline: the base block is the block; the wrapper's key is peeled off.
+  openshell::compute::v1::CreateSandboxRequest req;
+  *req.mutable_sandbox() = make_sandbox("in-1", R"({"delay_ms": {"GetSandbox": 0}})");
+  grpc::ClientContext c2;
+  openshell::compute::v1::CreateSandboxResponse resp;
+  REQUIRE(stub->CreateSandbox(&c2, req, &resp).ok());
+  *req.mutable_sandbox() = make_sandbox("in-2", R"({"acme": {"typo": 1}})");
+  grpc::ClientContext c3;
+  auto s = stub->CreateSandbox(&c3, req, &resp);
+  CHECK(s.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(s.error_message(), Catch::StartsWith("driver_config.memory.acme.typo: unknown key"));
+}
+
+TEST_CASE("unknown fields and unknown methods pass through a wrapper and a chain", "[e2e][passthrough]") {
+  TempDir dir;
+  WrapperProc one(dir, WrapperSpec{"acme", "memory", "nested", memory_command()});
+  Chain chain(dir, {});
+  struct Target {
+    std::string socket;
+    std::vector<std::string> nesting;
+  };
+  for (const Target& t : {Target{one.socket, {"memory"}}, Target{chain.wrapper->socket, {"middle", "inner", "memory"}}}) {
+    auto channel = grpc::CreateChannel("unix:" + t.socket, grpc::InsecureChannelCredentials());
+    grpc::GenericStub generic(channel);
+    auto unary = [&](const std::string& method, const std::string& bytes, std::string* out,
+                     std::multimap<std::string, std::string>* trailers = nullptr) {
+      grpc::ClientContext ctx;
+      ctx.AddMetadata("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+      grpc::Slice slice(bytes);
+      grpc::ByteBuffer req(&slice, 1), resp;
+      grpc::Status result;
+      std::mutex mu;
+      std::condition_variable cv;
+      bool done = false;
+      generic.UnaryCall(&ctx, method, {}, &req, &resp, [&](grpc::Status s) {
+        std::lock_guard<std::mutex> l(mu);
+        result = s;
+        done = true;
+        cv.notify_all();
+      });
+      std::unique_lock<std::mutex> l(mu);
+      cv.wait(l, [&] { return done; });
+      std::vector<grpc::Slice> slices;
+      if (result.ok()) {
+        REQUIRE(resp.Dump(&slices).ok());
+        out->clear();
+        for (auto& s : slices) out->append(reinterpret_cast<const char*>(s.begin()), s.size());
+      }
+      if (trailers) {
+        for (const auto& [k, v] : ctx.GetServerTrailingMetadata()) {
+          trailers->emplace(std::string(k.data(), k.size()), std::string(v.data(), v.size()));
+        }
+      }
+      return result;
+    };
+
+    openshell::compute::future::FutureCreateRequest create;
+    auto* sb = create.mutable_sandbox();
+    sb->set_id("future-1");
+    sb->set_future_note("from a newer gateway");
+    sb->mutable_spec()->set_future_spec_field("spec-level");
+    sb->mutable_spec()->mutable_template_()->set_image("img");
+    sb->mutable_spec()->mutable_template_()->set_future_template_field(4242);
+    std::string dc = nest(t.nesting)("{}");
+    REQUIRE(google::protobuf::util::JsonStringToMessage(
+                dc, sb->mutable_spec()->mutable_template_()->mutable_driver_config())
+                .ok());
+    std::string out;
+    REQUIRE(unary("/openshell.compute.v1.ComputeDriver/CreateSandbox", create.SerializeAsString(), &out).ok());
+
+    openshell::compute::v1::GetSandboxRequest get;
+    get.set_sandbox_id("future-1");
+    REQUIRE(unary("/openshell.compute.v1.ComputeDriver/GetSandbox", get.SerializeAsString(), &out).ok());
+    openshell::compute::future::FutureGetResponse got;
+    REQUIRE(got.ParseFromString(out));
+    CHECK(got.sandbox().future_note() == "from a newer gateway");
+    CHECK(got.sandbox().spec().future_spec_field() == "spec-level");
+    CHECK(got.sandbox().spec().template_().future_template_field() == 4242);
+
+    // A method this build does not know: forwarded byte for byte, metadata both ways.
+    std::multimap<std::string, std::string> trailers;
+    std::string payload("\x00\x01\x02 opaque bytes \xff", 18);
+    REQUIRE(unary("/openshell.compute.test.Echo/Frobnicate", payload, &out, &trailers).ok());
+    CHECK(out == payload);
+    CHECK(trailers.find("echo-method")->second == "/openshell.compute.test.Echo/Frobnicate");
+    CHECK(trailers.find("echo-traceparent")->second == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    auto s = unary("/openshell.compute.v2.ComputeDriver/Nope", "x", &out);
+    CHECK(s.error_code() == grpc::StatusCode::UNIMPLEMENTED);
+    CHECK_THAT(s.error_message(), Contains("/openshell.compute.v2.ComputeDriver/Nope"));
+
+    // Streaming through the generic relay: three messages out, three echoed back.
+    grpc::ClientContext sctx;
+    grpc::CompletionQueue cq;
+    auto stream = generic.PrepareCall(&sctx, "/openshell.compute.test.Echo/Stream", &cq);
+    void* tag;
+    bool ok;
+    stream->StartCall(reinterpret_cast<void*>(1));
+    REQUIRE(cq.Next(&tag, &ok));
+    REQUIRE(ok);
+    for (int i = 0; i < 3; i++) {
+      std::string msg = "message-" + std::to_string(i);
+      grpc::Slice slice(msg);
+      grpc::ByteBuffer bb(&slice, 1), back;
+      stream->Write(bb, reinterpret_cast<void*>(2));
+      REQUIRE(cq.Next(&tag, &ok));
+      REQUIRE(ok);
+      stream->Read(&back, reinterpret_cast<void*>(3));
+      REQUIRE(cq.Next(&tag, &ok));
+      REQUIRE(ok);
+      std::vector<grpc::Slice> slices;
+      REQUIRE(back.Dump(&slices).ok());
+      std::string got_msg;
+      for (auto& sl : slices) got_msg.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+      CHECK(got_msg == msg);
+    }
+    stream->WritesDone(reinterpret_cast<void*>(4));
+    REQUIRE(cq.Next(&tag, &ok));
+    grpc::Status fs;
+    stream->Finish(&fs, reinterpret_cast<void*>(5));
+    REQUIRE(cq.Next(&tag, &ok));
+    CHECK(fs.ok());
+    cq.Shutdown();
+    while (cq.Next(&tag, &ok)) {
+    }
+  }
+}
+
+TEST_CASE("deadline, cancellation and traceparent reach the base driver", "[e2e][passthrough]") {
+  TempDir dir;
+  std::string record = dir.file("memory.record.jsonl");
+  WrapperProc one(dir, WrapperSpec{"acme", "memory", "nested", memory_command(record)});
+  auto stub = stub_for(one.socket);
+  namespace v1 = openshell::compute::v1;
+  {
+    v1::CreateSandboxRequest req;
+    *req.mutable_sandbox() = make_sandbox("slow", R"({"memory": {"delay_ms": {"GetSandbox": 3000}}})");
+    grpc::ClientContext ctx;
+    v1::CreateSandboxResponse resp;
+    REQUIRE(stub->CreateSandbox(&ctx, req, &resp).ok());
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(700));
+    ctx.AddMetadata("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    ctx.AddMetadata("x-request-id", "req-77");
+    v1::GetSandboxRequest req;
+    req.set_sandbox_id("slow");
+    v1::GetSandboxResponse resp;
+    auto s = stub->GetSandbox(&ctx, req, &resp);
+    CHECK(s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::GetSandboxRequest req;
+    req.set_sandbox_id("slow");
+    v1::GetSandboxResponse resp;
+    std::thread canceller([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(400));
+      ctx.TryCancel();
+    });
+    auto s = stub->GetSandbox(&ctx, req, &resp);
+    canceller.join();
+    CHECK(s.error_code() == grpc::StatusCode::CANCELLED);
+  }
+  // The memory driver records a call when it finishes: both slow calls end
+  // at most 3 s after they began.
+  std::vector<nlohmann::json> gets;
+  REQUIRE(wait_for(
+      [&] {
+        gets.clear();
+        std::istringstream lines(read_file(record));
+        for (std::string line; std::getline(lines, line);) {
+          auto j = nlohmann::json::parse(line);
+          if (j["rpc"] == "GetSandbox") gets.push_back(j);
+        }
+        return gets.size() == 2;
+      },
+      std::chrono::seconds(8)));
+  auto& with_deadline = gets[0]["deadline_ms"].is_null() ? gets[1] : gets[0];
+  auto& cancelled = gets[0]["deadline_ms"].is_null() ? gets[0] : gets[1];
+  CHECK(with_deadline["deadline_ms"].get<int64_t>() > 0);
+  CHECK(with_deadline["deadline_ms"].get<int64_t>() <= 700);
+  CHECK(with_deadline["cancelled"] == true);
+  CHECK(with_deadline["metadata"]["traceparent"] == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+  CHECK(with_deadline["metadata"]["x-request-id"] == "req-77");
+  CHECK(cancelled["deadline_ms"].is_null());
+  CHECK(cancelled["cancelled"] == true);
+  CHECK(cancelled["status"] == "CANCELLED");
+}
+
+TEST_CASE("a sandbox_token sent in create appears in no log line", "[e2e][secrets]") {
+  TempDir dir;
+  std::string record = dir.file("memory.record.jsonl");
+  WrapperProc one(dir, WrapperSpec{"acme", "memory", "nested", memory_command(record, {"--log-level", "debug"})});
+  auto stub = stub_for(one.socket);
+  const std::string token = "eyJhbGciOiJFUzI1NiJ9.c2VjcmV0LXRva2VuLTQy.sig";
+  namespace v1 = openshell::compute::v1;
+  for (std::string dc : {R"({"memory": {}})", R"({"memory": {"fail": {"CreateSandbox": "INTERNAL"}}})",
+                         R"({"typo": {}})"}) {
+    v1::CreateSandboxRequest req;
+    *req.mutable_sandbox() = make_sandbox("tok-" + std::to_string(dc.size()), dc);
+    req.mutable_sandbox()->mutable_spec()->set_sandbox_token(token);
+    grpc::ClientContext ctx;
+    v1::CreateSandboxResponse resp;
+    auto s = stub->CreateSandbox(&ctx, req, &resp);
+    CHECK(s.error_message().find(token) == std::string::npos);
+  }
+  v1::GetSandboxRequest get;
+  get.set_sandbox_id("tok-14");
+  v1::GetSandboxResponse got;
+  grpc::ClientContext gctx;
+  REQUIRE(stub->GetSandbox(&gctx, get, &got).ok());
+  CHECK(got.sandbox().spec().sandbox_token().empty());
+  one.proc->signal(SIGTERM);
+  REQUIRE(one.proc->wait() == 0);
+  std::string log = one.proc->log();
+  CHECK_THAT(log, Contains("CreateSandbox"));  // the calls were logged...
+  CHECK(log.find(token) == std::string::npos);  // ...without the token
+  CHECK(log.find("c2VjcmV0LXRva2VuLTQy") == std::string::npos);
+  CHECK(read_file(record).find(token) == std::string::npos);
+}

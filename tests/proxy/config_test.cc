@@ -1,0 +1,63 @@
+#include "proxy/config.h"
+
+#include <catch2/catch.hpp>
+
+using namespace owrap;
+
+TEST_CASE("a full config resolves", "[config]") {
+  auto cfg = parse_config(R"(
+[wrapper]
+name = "acme"
+socket = "/run/openshell/acme.sock"
+config_mode = "inline"
+[capabilities]
+default_image = "img:1"
+[delegate]
+name = "kubernetes"
+command = ["openshell-driver-kubernetes", "--bind-socket", "{socket}"]
+env = { RUST_LOG = "info" }
+ready_timeout_ms = 5000
+)",
+                          "t.toml");
+  REQUIRE(cfg.ok());
+  CHECK(cfg->config_mode == ConfigMode::kInline);
+  CHECK(cfg->delegate.command.size() == 3);
+  CHECK(cfg->delegate.env.at("RUST_LOG") == "info");
+  CHECK(cfg->delegate.ready_timeout.count() == 5000);
+  CHECK(*cfg->default_image == "img:1");
+  CHECK(cfg->to_json()["wrapper"]["config_mode"] == "inline");
+}
+
+TEST_CASE("every error names its TOML key", "[config]") {
+  auto cfg = parse_config(R"(
+[wrapper]
+name = "Acme!"
+socket = "/x.sock"
+colour = "blue"
+config_mode = "sideways"
+[delegate]
+name = "kubernetes"
+command = ["a"]
+endpoint = "unix:///x.sock"
+ready_timeout_ms = "soon"
+[extra]
+)",
+                          "t.toml");
+  REQUIRE_FALSE(cfg.ok());
+  const std::string& e = cfg.error();
+  CHECK_THAT(e, Catch::Contains("wrapper.name:"));
+  CHECK_THAT(e, Catch::Contains("wrapper.colour: unknown key"));
+  CHECK_THAT(e, Catch::Contains("wrapper.config_mode:"));
+  CHECK_THAT(e, Catch::Contains("delegate: exactly one of delegate.command and delegate.endpoint"));
+  CHECK_THAT(e, Catch::Contains("delegate.ready_timeout_ms:"));
+  CHECK_THAT(e, Catch::Contains("extra: unknown key"));
+}
+
+TEST_CASE("syntax errors carry a line number; driver names are checked", "[config]") {
+  auto cfg = parse_config("[wrapper\nname=1", "bad.toml");
+  REQUIRE_FALSE(cfg.ok());
+  CHECK_THAT(cfg.error(), Catch::StartsWith("bad.toml:1:"));
+  CHECK(valid_driver_name("acme-2_x"));
+  CHECK_FALSE(valid_driver_name("Acme"));
+  CHECK_FALSE(valid_driver_name(std::string(64, 'a')));
+}

@@ -1,0 +1,250 @@
+#include "tests/support/harness.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <grp.h>
+#include <pwd.h>
+#include <sstream>
+#include <stdexcept>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace owrap::test {
+
+std::string wrapper_bin() { return OWRAP_WRAPPER_BIN; }
+std::string memory_bin() { return OWRAP_MEMORY_BIN; }
+
+TempDir::TempDir() {
+  std::string tmpl = "/tmp/owrap-test-XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+namespace {
+void drop_privileges(const std::string& user) {
+  passwd* pw = ::getpwnam(user.c_str());
+  if (pw == nullptr) ::_exit(126);
+  if (::setgroups(0, nullptr) != 0 || ::setgid(pw->pw_gid) != 0 || ::setuid(pw->pw_uid) != 0) ::_exit(126);
+}
+}  // namespace
+
+Process::Process(std::vector<std::string> argv, std::string log_file, std::map<std::string, std::string> env,
+                 std::string run_as_user)
+    : log_file_(std::move(log_file)) {
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; e++) {
+    std::string kv = *e;
+    std::string key = kv.substr(0, kv.find('='));
+    if (!env.count(key)) env_strings.push_back(kv);
+  }
+  for (const auto& [k, v] : env)
+    if (!v.empty()) env_strings.push_back(k + "=" + v);
+  std::vector<char*> cargv, cenv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  for (auto& e : env_strings) cenv.push_back(e.data());
+  cenv.push_back(nullptr);
+  int fd = ::open(log_file_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    if (!run_as_user.empty()) drop_privileges(run_as_user);
+    ::execve(cargv[0], cargv.data(), cenv.data());
+    ::_exit(127);
+  }
+  ::close(fd);
+}
+
+Process::~Process() {
+  if (!reaped_) {
+    signal(SIGTERM);
+    if (wait(std::chrono::seconds(5)) == -1) {
+      signal(SIGKILL);
+      wait(std::chrono::seconds(5));
+    }
+  }
+}
+
+void Process::signal(int sig) {
+  if (!reaped_) ::kill(pid_, sig);
+}
+
+bool Process::running() {
+  if (reaped_) return false;
+  int st = 0;
+  pid_t r = ::waitpid(pid_, &st, WNOHANG);
+  if (r == pid_) {
+    reaped_ = true;
+    status_ = st;
+    return false;
+  }
+  return true;
+}
+
+int Process::wait(std::chrono::milliseconds timeout) {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  while (running()) {
+    if (std::chrono::steady_clock::now() > until) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (WIFEXITED(status_)) return WEXITSTATUS(status_);
+  return 128 + WTERMSIG(status_);
+}
+
+std::string Process::log() const { return read_file(log_file_); }
+
+bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return cond();
+}
+
+bool wait_for_socket(const std::string& path, std::chrono::milliseconds timeout) {
+  return wait_for(
+      [&] {
+        auto stub = stub_for(path);
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
+        v1::GetCapabilitiesResponse r;
+        return stub->GetCapabilities(&ctx, {}, &r).ok();
+      },
+      timeout);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+}
+
+std::unique_ptr<v1::ComputeDriver::Stub> stub_for(const std::string& socket) {
+  return v1::ComputeDriver::NewStub(grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
+}
+
+MemoryDriverProc::MemoryDriverProc(const TempDir& dir, const std::string& name, std::vector<std::string> extra)
+    : socket(dir.file(name + ".sock")), record(dir.file(name + ".record.jsonl")) {
+  std::vector<std::string> argv = {memory_bin(), "--bind-socket", socket, "--record", record};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  proc = std::make_unique<Process>(argv, dir.file(name + ".log"));
+  if (!wait_for_socket(socket)) throw std::runtime_error("memory driver " + name + " did not come up: " + proc->log());
+}
+
+std::vector<std::string> memory_command(const std::string& record_file, std::vector<std::string> extra) {
+  std::vector<std::string> argv = {memory_bin(), "--bind-socket", "{socket}"};
+  if (!record_file.empty()) {
+    argv.push_back("--record");
+    argv.push_back(record_file);
+  }
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return argv;
+}
+
+std::string wrapper_toml(const WrapperSpec& spec, const std::string& socket) {
+  std::ostringstream t;
+  t << "[wrapper]\nname = \"" << spec.name << "\"\nsocket = \"" << socket << "\"\nconfig_mode = \""
+    << spec.config_mode << "\"\n"
+    << spec.extra_toml << "\n[delegate]\nname = \"" << spec.delegate_name << "\"\nready_timeout_ms = 10000\n"
+    << "restart_backoff_initial_ms = 100\nstop_grace_ms = 3000\n";
+  if (!spec.endpoint_socket.empty()) {
+    t << "endpoint = \"unix://" << spec.endpoint_socket << "\"\n";
+  } else {
+    t << "command = [";
+    for (size_t i = 0; i < spec.command.size(); i++) t << (i ? ", " : "") << "\"" << spec.command[i] << "\"";
+    t << "]\n";
+  }
+  t << spec.extra_delegate_toml << "\n";
+  return t.str();
+}
+
+WrapperProc::WrapperProc(const TempDir& dir, const WrapperSpec& spec)
+    : socket(dir.file("run-" + spec.name + "/" + spec.name + ".sock")), config(dir.file(spec.name + ".toml")) {
+  write_file(config, wrapper_toml(spec, socket));
+  proc = std::make_unique<Process>(std::vector<std::string>{wrapper_bin(), "run", "--config", config},
+                                   dir.file(spec.name + ".log"));
+  if (!wait_for_socket(socket, std::chrono::seconds(15))) {
+    throw std::runtime_error("wrapper " + spec.name + " did not come up: " + proc->log());
+  }
+}
+
+int run_command(const std::vector<std::string>& argv, std::string* out, std::string* err,
+                const std::string& stdin_text, const std::string& run_as_user) {
+  TempDir dir;
+  std::string in_file = dir.file("stdin"), out_file = dir.file("stdout"), err_file = dir.file("stderr");
+  write_file(in_file, stdin_text);
+  if (!run_as_user.empty()) ::chmod(dir.path().c_str(), 0777);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int i = ::open(in_file.c_str(), O_RDONLY);
+    int o = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    int e = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    ::dup2(i, 0);
+    ::dup2(o, 1);
+    ::dup2(e, 2);
+    if (!run_as_user.empty()) drop_privileges(run_as_user);
+    std::vector<char*> cargv;
+    for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+    cargv.push_back(nullptr);
+    ::execv(cargv[0], cargv.data());
+    ::_exit(127);
+  }
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  if (out) *out = read_file(out_file);
+  if (err) *err = read_file(err_file);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+bool file_contains(const std::string& path, const std::string& needle) {
+  return read_file(path).find(needle) != std::string::npos;
+}
+
+v1::DriverSandbox make_sandbox(const std::string& id, const std::string& driver_config_json) {
+  v1::DriverSandbox sb;
+  sb.set_id(id);
+  sb.set_name("name-" + id);
+  sb.set_namespace_("default");
+  auto* tmpl = sb.mutable_spec()->mutable_template_();
+  tmpl->set_image("ghcr.io/example/sandbox:1");
+  (*tmpl->mutable_labels())["team"] = "blue";
+  (*sb.mutable_spec()->mutable_environment())["A"] = "1";
+  if (!driver_config_json.empty()) {
+    auto st = google::protobuf::util::JsonStringToMessage(driver_config_json, tmpl->mutable_driver_config());
+    if (!st.ok()) throw std::runtime_error("bad driver_config json in test: " + driver_config_json);
+  }
+  return sb;
+}
+
+}  // namespace owrap::test

@@ -1,0 +1,101 @@
+// Real processes on temporary Unix sockets: the test harness.
+#pragma once
+
+#include "compute_driver.grpc.pb.h"
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace owrap::test {
+
+namespace v1 = openshell::compute::v1;
+
+std::string wrapper_bin();
+std::string memory_bin();
+
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// A child process with stderr (and stdout) captured to a file; killed on
+// destruction.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, std::string log_file, std::map<std::string, std::string> env = {},
+          std::string run_as_user = {});
+  ~Process();
+  pid_t pid() const { return pid_; }
+  void signal(int sig);
+  // Waits for exit and returns the exit code (or 128+signal); -1 on timeout.
+  int wait(std::chrono::milliseconds timeout = std::chrono::seconds(15));
+  bool running();
+  std::string log() const;
+  const std::string& log_file() const { return log_file_; }
+
+ private:
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  int status_ = 0;
+  std::string log_file_;
+};
+
+bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+bool wait_for_socket(const std::string& path, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& text);
+
+std::unique_ptr<v1::ComputeDriver::Stub> stub_for(const std::string& socket);
+
+// A memory driver serving on dir/<name>.sock.
+struct MemoryDriverProc {
+  MemoryDriverProc(const TempDir& dir, const std::string& name, std::vector<std::string> extra = {});
+  std::string socket;
+  std::string record;
+  std::unique_ptr<Process> proc;
+};
+
+struct WrapperSpec {
+  std::string name = "acme";
+  std::string delegate_name = "memory";
+  std::string config_mode = "nested";
+  // Either a managed command or an endpoint socket path.
+  std::vector<std::string> command;
+  std::string endpoint_socket;
+  std::string extra_toml;  // appended to [wrapper]
+  std::string extra_delegate_toml;
+};
+
+std::string wrapper_toml(const WrapperSpec& spec, const std::string& socket);
+
+struct WrapperProc {
+  WrapperProc(const TempDir& dir, const WrapperSpec& spec);
+  std::string socket;
+  std::string config;
+  std::unique_ptr<Process> proc;
+};
+
+// A managed memory driver command line for a wrapper config.
+std::vector<std::string> memory_command(const std::string& record_file = {}, std::vector<std::string> extra = {});
+
+// Runs a command to completion; returns exit code, stdout in `out`.
+int run_command(const std::vector<std::string>& argv, std::string* out, std::string* err = nullptr,
+                const std::string& stdin_text = {}, const std::string& run_as_user = {});
+
+// Lines of a JSON-lines file parsed as JSON-ish substrings: true if any line contains `needle`.
+bool file_contains(const std::string& path, const std::string& needle);
+
+v1::DriverSandbox make_sandbox(const std::string& id, const std::string& driver_config_json = {});
+
+}  // namespace owrap::test
