@@ -1,0 +1,181 @@
+// bench/passthrough: what the wrapper costs, in one run against the memory
+// driver. Prints figures; asserts nothing (timing is not a test).
+//   (a) direct to the memory driver, (b) through one wrapper, (c) through a
+//   chain of three: sequential GetSandbox p50/p99 and 16-way throughput;
+//   WatchSandboxes fan-out to 100 and 1000 watchers; wrapper RSS.
+#include "tests/support/harness.h"
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+using namespace owrap::test;
+namespace v1 = openshell::compute::v1;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+long rss_kb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+struct Latency {
+  double p50_us, p99_us;
+};
+
+Latency sequential(const std::string& socket, int calls) {
+  auto stub = stub_for(socket);
+  std::vector<double> us;
+  v1::GetSandboxRequest req;
+  req.set_sandbox_id("bench");
+  for (int i = 0; i < calls + 200; i++) {
+    grpc::ClientContext ctx;
+    v1::GetSandboxResponse resp;
+    auto t0 = Clock::now();
+    if (!stub->GetSandbox(&ctx, req, &resp).ok()) std::abort();
+    if (i >= 200) us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());  // warm-up
+  }
+  std::sort(us.begin(), us.end());
+  return {us[us.size() / 2], us[us.size() * 99 / 100]};
+}
+
+double concurrent(const std::string& socket, int threads, std::chrono::seconds duration) {
+  auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
+  std::atomic<long> calls{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; t++) {
+    ts.emplace_back([&] {
+      auto stub = v1::ComputeDriver::NewStub(channel);
+      v1::GetSandboxRequest req;
+      req.set_sandbox_id("bench");
+      while (!stop) {
+        grpc::ClientContext ctx;
+        v1::GetSandboxResponse resp;
+        if (stub->GetSandbox(&ctx, req, &resp).ok()) calls++;
+      }
+    });
+  }
+  std::this_thread::sleep_for(duration);
+  stop = true;
+  for (auto& t : ts) t.join();
+  return static_cast<double>(calls) / duration.count();
+}
+
+class CountingWatcher : public grpc::ClientReadReactor<v1::WatchSandboxesEvent> {
+ public:
+  CountingWatcher(v1::ComputeDriver::Stub* stub, std::atomic<long>& total) : total_(total) {
+    stub->async()->WatchSandboxes(&ctx_, &req_, this);
+    StartRead(&ev_);
+    StartCall();
+  }
+  void OnReadInitialMetadataDone(bool ok) override { established = ok; }
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    total_++;
+    StartRead(&ev_);
+  }
+  void OnDone(const grpc::Status&) override { done = true; }
+  void cancel() { ctx_.TryCancel(); }
+  std::atomic<bool> established{false}, done{false};
+
+ private:
+  grpc::ClientContext ctx_;
+  v1::WatchSandboxesRequest req_;
+  v1::WatchSandboxesEvent ev_;
+  std::atomic<long>& total_;
+};
+
+void fanout(const std::string& wrapper_socket, const std::string& memory_socket, pid_t wrapper_pid, int watchers,
+            int creates) {
+  // Several channels: one HTTP/2 connection per 100 streams.
+  std::vector<std::unique_ptr<v1::ComputeDriver::Stub>> stubs;
+  for (int i = 0; i < (watchers + 99) / 100; i++) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    args.SetInt("bench.channel", i);
+    stubs.push_back(v1::ComputeDriver::NewStub(
+        grpc::CreateCustomChannel("unix:" + wrapper_socket, grpc::InsecureChannelCredentials(), args)));
+  }
+  std::atomic<long> total{0};
+  std::vector<std::unique_ptr<CountingWatcher>> ws;
+  for (int i = 0; i < watchers; i++) ws.push_back(std::make_unique<CountingWatcher>(stubs[i / 100].get(), total));
+  wait_for([&] { return std::all_of(ws.begin(), ws.end(), [](auto& w) { return w->established.load(); }); },
+           std::chrono::seconds(30));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  long rss_watching = rss_kb(wrapper_pid);
+  auto direct = stub_for(memory_socket);
+  const long expected = static_cast<long>(watchers) * creates * 2;
+  auto t0 = Clock::now();
+  for (int i = 0; i < creates; i++) {
+    v1::CreateSandboxRequest req;
+    *req.mutable_sandbox() = make_sandbox("fan-" + std::to_string(watchers) + "-" + std::to_string(i));
+    grpc::ClientContext ctx;
+    v1::CreateSandboxResponse resp;
+    direct->CreateSandbox(&ctx, req, &resp);
+  }
+  wait_for([&] { return total.load() >= expected; }, std::chrono::seconds(120));
+  double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  long rss_peak = rss_kb(wrapper_pid);
+  std::printf("watch fan-out %4d watchers: %ld/%ld events delivered in %.2f s = %.0f events/s; wrapper RSS %.1f MB "
+              "with watchers open, %.1f MB after the burst\n",
+              watchers, total.load(), expected, secs, total.load() / secs, rss_watching / 1024.0, rss_peak / 1024.0);
+  for (auto& w : ws) w->cancel();
+  wait_for([&] { return std::all_of(ws.begin(), ws.end(), [](auto& w) { return w->done.load(); }); },
+           std::chrono::seconds(30));
+}
+
+}  // namespace
+
+int main() {
+  TempDir dir;
+  MemoryDriverProc memory(dir, "memory", {"--log-level", "warn"});
+  auto endpoint_wrapper = [&](const std::string& name, const std::string& delegate, const std::string& socket) {
+    WrapperSpec spec{name, delegate, "nested", {}};
+    spec.endpoint_socket = socket;
+    spec.extra_toml = "log_level = \"warn\"\nwatch_queue_capacity = 4096\n";
+    return std::make_unique<WrapperProc>(dir, spec);
+  };
+  auto one = endpoint_wrapper("one", "memory", memory.socket);
+  auto c1 = endpoint_wrapper("c1", "memory", memory.socket);
+  auto c2 = endpoint_wrapper("c2", "c1", c1->socket);
+  auto c3 = endpoint_wrapper("c3", "c2", c2->socket);
+
+  {
+    v1::CreateSandboxRequest req;
+    *req.mutable_sandbox() = make_sandbox("bench");
+    grpc::ClientContext ctx;
+    v1::CreateSandboxResponse resp;
+    if (!stub_for(memory.socket)->CreateSandbox(&ctx, req, &resp).ok()) return 1;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  long idle_rss = rss_kb(one->proc->pid());
+
+  std::printf("bench/passthrough: GetSandbox over Unix sockets, %u cores\n", std::thread::hardware_concurrency());
+  const int calls = 5000;
+  Latency a = sequential(memory.socket, calls), b = sequential(one->socket, calls), c = sequential(c3->socket, calls);
+  std::printf("sequential (%d calls)   p50 us   p99 us\n", calls);
+  std::printf("  (a) direct          %7.1f  %7.1f\n", a.p50_us, a.p99_us);
+  std::printf("  (b) one wrapper     %7.1f  %7.1f\n", b.p50_us, b.p99_us);
+  std::printf("  (c) chain of three  %7.1f  %7.1f\n", c.p50_us, c.p99_us);
+  std::printf("  ratios p50: b/a = %.2f (target <= 2.0), c/a = %.2f (target <= 4.0)\n", b.p50_us / a.p50_us,
+              c.p50_us / a.p50_us);
+  auto secs = std::chrono::seconds(3);
+  double ta = concurrent(memory.socket, 16, secs), tb = concurrent(one->socket, 16, secs),
+         tc = concurrent(c3->socket, 16, secs);
+  std::printf("16-way concurrent throughput (calls/s): (a) %.0f  (b) %.0f  (c) %.0f  ; b/a = %.2f, c/a = %.2f\n", ta,
+              tb, tc, tb / ta, tc / ta);
+  std::printf("idle wrapper RSS: %.1f MB (target < 30 MB)\n", idle_rss / 1024.0);
+  fanout(one->socket, memory.socket, one->proc->pid(), 100, 100);
+  fanout(one->socket, memory.socket, one->proc->pid(), 1000, 100);
+  return 0;
+}
