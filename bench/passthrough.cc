@@ -126,9 +126,10 @@ void fanout(const std::string& wrapper_socket, const std::string& memory_socket,
   wait_for([&] { return total.load() >= expected; }, std::chrono::seconds(120));
   double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   long rss_peak = rss_kb(wrapper_pid);
-  std::printf("watch fan-out %4d watchers: %ld/%ld events delivered in %.2f s = %.0f events/s; wrapper RSS %.1f MB "
-              "with watchers open, %.1f MB after the burst\n",
-              watchers, total.load(), expected, secs, total.load() / secs, rss_watching / 1024.0, rss_peak / 1024.0);
+  std::printf(
+      "watch fan-out %4d watchers: %ld/%ld events delivered in %.2f s = %.0f events/s; wrapper RSS %.1f MB "
+      "with watchers open, %.1f MB after the burst\n",
+      watchers, total.load(), expected, secs, total.load() / secs, rss_watching / 1024.0, rss_peak / 1024.0);
   for (auto& w : ws) w->cancel();
   wait_for([&] { return std::all_of(ws.begin(), ws.end(), [](auto& w) { return w->done.load(); }); },
            std::chrono::seconds(30));

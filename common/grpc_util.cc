@@ -43,8 +43,8 @@ std::optional<grpc::StatusCode> parse_status_code(std::string_view name) {
 bool is_transport_metadata(std::string_view key) {
   if (key.empty() || key.front() == ':') return true;
   if (key.rfind("grpc-", 0) == 0) return true;
-  return key == "content-type" || key == "te" || key == "user-agent" || key == "host" ||
-         key == "accept-encoding" || key == "content-encoding" || key == "lb-token";
+  return key == "content-type" || key == "te" || key == "user-agent" || key == "host" || key == "accept-encoding" ||
+         key == "content-encoding" || key == "lb-token";
 }
 
 void copy_request_metadata(const grpc::ServerContextBase& from, grpc::ClientContext& to) {
@@ -84,10 +84,14 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
   }
   std::string_view unit = text.substr(i);
   double ms;
-  if (unit.empty() || unit == "s") ms = value * 1000;
-  else if (unit == "ms") ms = value;
-  else if (unit == "m") ms = value * 60000;
-  else return std::nullopt;
+  if (unit.empty() || unit == "s")
+    ms = value * 1000;
+  else if (unit == "ms")
+    ms = value;
+  else if (unit == "m")
+    ms = value * 60000;
+  else
+    return std::nullopt;
   return std::chrono::milliseconds(static_cast<int64_t>(ms));
 }
 

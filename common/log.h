@@ -28,8 +28,7 @@ class Logger {
   bool enabled(LogLevel level) const { return level >= level_; }
 
   // Writes one line: {"time":..., "level":..., "message":..., <fields>}.
-  void write(LogLevel level, std::string_view message,
-             nlohmann::json fields = nlohmann::json::object());
+  void write(LogLevel level, std::string_view message, nlohmann::json fields = nlohmann::json::object());
 
   // Replaces every occurrence of `secret` in `text` with "[REDACTED]".
   static std::string redact(std::string text, std::string_view secret);

@@ -4,14 +4,14 @@
 
 #include <grpcpp/server_builder.h>
 
-#include <csignal>
 #include <pthread.h>
+#include <csignal>
 
 namespace owrap {
 
 Result<std::unique_ptr<UdsGrpcServer>> UdsGrpcServer::start(const std::string& path,
-                                                             std::vector<grpc::Service*> services,
-                                                             grpc::CallbackGenericService* generic, std::string who) {
+                                                            std::vector<grpc::Service*> services,
+                                                            grpc::CallbackGenericService* generic, std::string who) {
   auto socket = GuardedSocket::bind(path);
   if (!socket) return Error{socket.error()};
   std::unique_ptr<UdsGrpcServer> out(new UdsGrpcServer());
@@ -29,7 +29,9 @@ Result<std::unique_ptr<UdsGrpcServer>> UdsGrpcServer::start(const std::string& p
   return out;
 }
 
-UdsGrpcServer::~UdsGrpcServer() { shutdown(std::chrono::milliseconds(0)); }
+UdsGrpcServer::~UdsGrpcServer() {
+  shutdown(std::chrono::milliseconds(0));
+}
 
 void UdsGrpcServer::shutdown(std::chrono::milliseconds grace) {
   if (stopped_) return;

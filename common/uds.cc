@@ -5,16 +5,16 @@
 #include <grpcpp/server.h>
 #include <grpcpp/server_posix.h>
 
-#include <cerrno>
-#include <cstring>
 #include <fcntl.h>
-#include <filesystem>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 
 namespace owrap {
 
@@ -30,14 +30,15 @@ void UniqueFd::reset(int fd) {
 
 namespace {
 
-std::string errno_text(int err) { return std::strerror(err); }
+std::string errno_text(int err) {
+  return std::strerror(err);
+}
 
 Result<sockaddr_un> make_addr(const std::string& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
-    return Error{"socket path \"" + path + "\" must be 1 to " +
-                 std::to_string(sizeof(addr.sun_path) - 1) + " bytes"};
+    return Error{"socket path \"" + path + "\" must be 1 to " + std::to_string(sizeof(addr.sun_path) - 1) + " bytes"};
   }
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   return addr;
@@ -49,13 +50,13 @@ Result<bool> ensure_private_dir(const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return Error{"cannot create directory " + dir + ": " + ec.message()};
-  struct stat st{};
+  struct stat st {};
   if (::lstat(dir.c_str(), &st) != 0) return Error{"cannot stat " + dir + ": " + errno_text(errno)};
   if (S_ISLNK(st.st_mode)) return Error{"directory " + dir + " is a symlink; refusing to use it"};
   if (!S_ISDIR(st.st_mode)) return Error{dir + " is not a directory"};
   if (st.st_uid != ::geteuid()) {
-    return Error{"directory " + dir + " is owned by uid " + std::to_string(st.st_uid) +
-                 ", not by this process's uid " + std::to_string(::geteuid())};
+    return Error{"directory " + dir + " is owned by uid " + std::to_string(st.st_uid) + ", not by this process's uid " +
+                 std::to_string(::geteuid())};
   }
   if ((st.st_mode & 07777) != 0700 && ::chmod(dir.c_str(), 0700) != 0) {
     return Error{"cannot chmod 0700 " + dir + ": " + errno_text(errno)};
@@ -78,7 +79,7 @@ Result<std::unique_ptr<GuardedSocket>> GuardedSocket::bind(const std::string& pa
   if (dir.empty()) dir = ".";
   if (auto ok = ensure_private_dir(dir); !ok) return Error{ok.error()};
 
-  struct stat st{};
+  struct stat st {};
   if (::lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode) || st.st_uid != ::geteuid()) {
       return Error{"socket path " + path + " exists but is not an owned Unix socket"};
@@ -116,7 +117,7 @@ GuardedSocket::~GuardedSocket() {
   fd_.reset();
   // Only remove the file if it is still the one we bound: a successor may
   // already have replaced it.
-  struct stat st{};
+  struct stat st {};
   if (::lstat(path_.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_) {
     ::unlink(path_.c_str());
   }
@@ -125,9 +126,13 @@ GuardedSocket::~GuardedSocket() {
 PeerCheckedAcceptor::PeerCheckedAcceptor(GuardedSocket& socket, grpc::Server* server, std::string who)
     : socket_(socket), server_(server), who_(std::move(who)), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
 
-PeerCheckedAcceptor::~PeerCheckedAcceptor() { stop(); }
+PeerCheckedAcceptor::~PeerCheckedAcceptor() {
+  stop();
+}
 
-void PeerCheckedAcceptor::start() { thread_ = std::thread([this] { run(); }); }
+void PeerCheckedAcceptor::start() {
+  thread_ = std::thread([this] { run(); });
+}
 
 void PeerCheckedAcceptor::stop() {
   stopping_ = true;

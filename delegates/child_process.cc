@@ -1,12 +1,12 @@
 #include "delegates/child_process.h"
 
-#include <cerrno>
-#include <csignal>
-#include <cstring>
 #include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 
 namespace owrap {
 
@@ -28,9 +28,12 @@ Result<std::unique_ptr<ChildProcess>> ChildProcess::spawn(const std::vector<std:
   for (auto& e : env_strings) cenv.push_back(e.data());
   cenv.push_back(nullptr);
   std::string path_env;
-  if (auto it = env.find("PATH"); it != env.end()) path_env = it->second;
-  else if (const char* p = std::getenv("PATH")) path_env = p;
-  else path_env = "/usr/local/bin:/usr/bin:/bin";
+  if (auto it = env.find("PATH"); it != env.end())
+    path_env = it->second;
+  else if (const char* p = std::getenv("PATH"))
+    path_env = p;
+  else
+    path_env = "/usr/local/bin:/usr/bin:/bin";
   // Resolve the program in the parent: execvpe would consult our PATH anyway.
   std::string program = argv[0];
   if (program.find('/') == std::string::npos) {

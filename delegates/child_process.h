@@ -17,8 +17,8 @@
 namespace owrap {
 
 struct ExitInfo {
-  int code = -1;    // exit code, or -1 when killed by a signal
-  int signal = 0;   // terminating signal, or 0
+  int code = -1;   // exit code, or -1 when killed by a signal
+  int signal = 0;  // terminating signal, or 0
   std::string describe() const;
 };
 

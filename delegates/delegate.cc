@@ -61,8 +61,8 @@ Result<bool> EndpointDelegate::start() {
     log_info("delegate answers", {{"delegate", options_.name}, {"endpoint", options_.endpoint}, {"driver", caps}});
   } else {
     // Somebody else runs it: serve anyway, calls fail fast until it is back.
-    log_warn("delegate does not answer yet; serving anyway", {{"delegate", options_.name},
-                                                               {"endpoint", options_.endpoint}});
+    log_warn("delegate does not answer yet; serving anyway",
+             {{"delegate", options_.name}, {"endpoint", options_.endpoint}});
   }
   return true;
 }

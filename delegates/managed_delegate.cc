@@ -2,12 +2,12 @@
 
 #include "common/log.h"
 
+#include <poll.h>
+#include <unistd.h>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
-#include <poll.h>
-#include <unistd.h>
 
 extern char** environ;
 
@@ -214,10 +214,10 @@ bool ManagedDelegate::run_once() {
   }
   bool expected = unavailable_reason() == "stopped";
   (expected ? log_info : log_warn)("delegate exited", {{"delegate", options_.name},
-                                                        {"pid", child->pid()},
-                                                        {"exit_code", exit.code},
-                                                        {"signal", exit.signal},
-                                                        {"how", exit.describe()}});
+                                                       {"pid", child->pid()},
+                                                       {"exit_code", exit.code},
+                                                       {"signal", exit.signal},
+                                                       {"how", exit.describe()}});
   pump.join();
   return ready;
 }

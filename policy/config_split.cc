@@ -45,8 +45,10 @@ Status DriverConfigSplitter::split(openshell::compute::v1::DriverSandboxTemplate
       }
     }
     if (auto s = check_claimed(wrapper_block, path); !s.ok()) return s;
-    if (has_base) *block = std::move(base);
-    else tmpl.clear_driver_config();
+    if (has_base)
+      *block = std::move(base);
+    else
+      tmpl.clear_driver_config();
     return Status::OK;
   }
 

@@ -70,27 +70,36 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
   if (!w) {
     r.errors.push_back("wrapper: missing table [wrapper]");
   } else {
-    r.allow_only(*w, "wrapper.", {"name", "socket", "config_mode", "log_level", "shutdown_grace_ms",
-                                  "watch_queue_capacity", "watch_finish_grace_ms"});
+    r.allow_only(*w, "wrapper.",
+                 {"name", "socket", "config_mode", "log_level", "shutdown_grace_ms", "watch_queue_capacity",
+                  "watch_finish_grace_ms"});
     cfg.name = r.get<std::string>(*w, "wrapper", "name", "a string").value_or("");
     if (!valid_driver_name(cfg.name)) {
-      r.errors.push_back("wrapper.name: \"" + cfg.name + "\" must match [a-z0-9_-]{1,63} (the gateway lowercases driver names)");
+      r.errors.push_back("wrapper.name: \"" + cfg.name +
+                         "\" must match [a-z0-9_-]{1,63} (the gateway lowercases driver names)");
     }
     cfg.socket = r.get<std::string>(*w, "wrapper", "socket", "a string").value_or("");
     if (auto mode = r.get<std::string>(*w, "wrapper", "config_mode", "a string")) {
-      if (*mode == "nested") cfg.config_mode = ConfigMode::kNested;
-      else if (*mode == "inline") cfg.config_mode = ConfigMode::kInline;
-      else r.errors.push_back("wrapper.config_mode: must be \"nested\" or \"inline\", not \"" + *mode + "\"");
+      if (*mode == "nested")
+        cfg.config_mode = ConfigMode::kNested;
+      else if (*mode == "inline")
+        cfg.config_mode = ConfigMode::kInline;
+      else
+        r.errors.push_back("wrapper.config_mode: must be \"nested\" or \"inline\", not \"" + *mode + "\"");
     }
     if (auto level = r.get<std::string>(*w, "wrapper", "log_level", "a string")) {
-      if (auto l = parse_log_level(*level)) cfg.log_level = *l;
-      else r.errors.push_back("wrapper.log_level: must be debug, info, warn or error");
+      if (auto l = parse_log_level(*level))
+        cfg.log_level = *l;
+      else
+        r.errors.push_back("wrapper.log_level: must be debug, info, warn or error");
     }
     if (auto v = r.millis(*w, "wrapper", "shutdown_grace_ms")) cfg.shutdown_grace = *v;
     if (auto v = r.millis(*w, "wrapper", "watch_finish_grace_ms")) cfg.watch_finish_grace = *v;
     if (auto v = r.get<int64_t>(*w, "wrapper", "watch_queue_capacity", "a positive integer")) {
-      if (*v < 1) r.errors.push_back("wrapper.watch_queue_capacity: must be at least 1");
-      else cfg.watch_queue_capacity = static_cast<size_t>(*v);
+      if (*v < 1)
+        r.errors.push_back("wrapper.watch_queue_capacity: must be at least 1");
+      else
+        cfg.watch_queue_capacity = static_cast<size_t>(*v);
     }
   }
 
@@ -109,20 +118,24 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
   if (!d) {
     r.errors.push_back("delegate: missing table [delegate]");
   } else {
-    r.allow_only(*d, "delegate.", {"name", "command", "endpoint", "env", "inherit_env", "ready_timeout_ms",
-                                   "restart_backoff_initial_ms", "restart_backoff_max_ms", "stop_grace_ms",
-                                   "runtime_dir"});
+    r.allow_only(*d, "delegate.",
+                 {"name", "command", "endpoint", "env", "inherit_env", "ready_timeout_ms", "restart_backoff_initial_ms",
+                  "restart_backoff_max_ms", "stop_grace_ms", "runtime_dir"});
     del.name = r.get<std::string>(*d, "delegate", "name", "a string").value_or("");
     if (!valid_driver_name(del.name)) {
-      r.errors.push_back("delegate.name: \"" + del.name + "\" must match [a-z0-9_-]{1,63} (the base driver's driver_config key)");
+      r.errors.push_back("delegate.name: \"" + del.name +
+                         "\" must match [a-z0-9_-]{1,63} (the base driver's driver_config key)");
     }
     if (const toml::node* n = d->get("command")) {
       const toml::array* arr = n->as_array();
-      if (!arr || arr->empty()) r.errors.push_back("delegate.command: must be a non-empty array of strings");
+      if (!arr || arr->empty())
+        r.errors.push_back("delegate.command: must be a non-empty array of strings");
       else
         for (size_t i = 0; i < arr->size(); i++) {
-          if (auto s = (*arr)[i].value<std::string>(); s && (*arr)[i].is_string()) del.command.push_back(*s);
-          else r.errors.push_back("delegate.command[" + std::to_string(i) + "]: must be a string");
+          if (auto s = (*arr)[i].value<std::string>(); s && (*arr)[i].is_string())
+            del.command.push_back(*s);
+          else
+            r.errors.push_back("delegate.command[" + std::to_string(i) + "]: must be a string");
         }
     }
     del.endpoint = r.get<std::string>(*d, "delegate", "endpoint", "a string").value_or("");
@@ -135,8 +148,10 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
     if (const toml::node* n = d->get("env")) {
       if (const toml::table* env = n->as_table()) {
         for (const auto& [k, v] : *env) {
-          if (auto s = v.value<std::string>(); s && v.is_string()) del.env[std::string(k.str())] = *s;
-          else r.errors.push_back("delegate.env." + std::string(k.str()) + ": must be a string");
+          if (auto s = v.value<std::string>(); s && v.is_string())
+            del.env[std::string(k.str())] = *s;
+          else
+            r.errors.push_back("delegate.env." + std::string(k.str()) + ": must be a string");
         }
       } else {
         r.errors.push_back("delegate.env: must be a table of strings");
@@ -151,7 +166,8 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
     if (del.restart_backoff_initial.count() == 0) del.restart_backoff_initial = std::chrono::milliseconds(1);
   }
   if (w && d && cfg.name == del.name && cfg.config_mode == ConfigMode::kNested) {
-    r.errors.push_back("wrapper.name: must differ from delegate.name in nested mode (the delegate's block is keyed by its name)");
+    r.errors.push_back(
+        "wrapper.name: must differ from delegate.name in nested mode (the delegate's block is keyed by its name)");
   }
 
   if (!r.errors.empty()) {

@@ -17,8 +17,11 @@ namespace {
 class Relay final : public grpc::ServerGenericBidiReactor {
  public:
   Relay(grpc::GenericCallbackServerContext* ctx, grpc::GenericStub& stub, Delegate& delegate)
-      : ctx_(ctx), delegate_(delegate), client_ctx_(grpc::ClientContext::FromCallbackServerContext(*ctx)),
-        upstream_(this), start_(std::chrono::steady_clock::now()) {
+      : ctx_(ctx),
+        delegate_(delegate),
+        client_ctx_(grpc::ClientContext::FromCallbackServerContext(*ctx)),
+        upstream_(this),
+        start_(std::chrono::steady_clock::now()) {
     copy_request_metadata(*ctx_, *client_ctx_);
     stub.PrepareBidiStreamingCall(client_ctx_.get(), ctx_->method(), {}, &upstream_);
     upstream_.AddHold();  // released when the upstream read side ends
@@ -29,8 +32,10 @@ class Relay final : public grpc::ServerGenericBidiReactor {
   void OnReadDone(bool ok) override {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     if (upstream_done_) return;
-    if (ok) upstream_.StartWrite(&request_);
-    else upstream_.StartWritesDone();
+    if (ok)
+      upstream_.StartWrite(&request_);
+    else
+      upstream_.StartWritesDone();
   }
   void OnWriteDone(bool ok) override {
     std::unique_lock<std::recursive_mutex> lock(mu_);
@@ -87,8 +92,9 @@ class Relay final : public grpc::ServerGenericBidiReactor {
     }
     status_ = s;
     if (s.error_code() == grpc::StatusCode::UNAVAILABLE && !delegate_.available()) {
-      status_ = grpc::Status(s.error_code(), "delegate \"" + delegate_.name() + "\" is unavailable: " +
-                                                 delegate_.unavailable_reason() + " (" + s.error_message() + ")",
+      status_ = grpc::Status(s.error_code(),
+                             "delegate \"" + delegate_.name() + "\" is unavailable: " + delegate_.unavailable_reason() +
+                                 " (" + s.error_message() + ")",
                              s.error_details());
     }
     maybe_finish(lock);

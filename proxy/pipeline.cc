@@ -4,9 +4,12 @@ namespace owrap {
 
 std::string_view rpc_name(Rpc rpc) {
   static constexpr std::array<std::string_view, kRpcCount> kNames = {
-      "GetCapabilities", "GetGatewayListenerRequirements", "ValidateSandboxCreate", "GetSandbox",
-      "ListSandboxes",   "CreateSandbox",                  "StopSandbox",           "StartSandbox",
-      "DeleteSandbox",   "WatchSandboxes",                 "EnsureWorkspace",       "DeleteWorkspace"};
+      "GetCapabilities",       "GetGatewayListenerRequirements",
+      "ValidateSandboxCreate", "GetSandbox",
+      "ListSandboxes",         "CreateSandbox",
+      "StopSandbox",           "StartSandbox",
+      "DeleteSandbox",         "WatchSandboxes",
+      "EnsureWorkspace",       "DeleteWorkspace"};
   return kNames[static_cast<size_t>(rpc)];
 }
 

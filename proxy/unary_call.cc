@@ -16,9 +16,8 @@ void log_call(const CallContext& ctx, std::chrono::steady_clock::time_point star
   const LogLevel level = s.ok() ? LogLevel::kInfo : LogLevel::kWarn;
   if (!Logger::instance().enabled(level)) return;
   auto latency = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
-  nlohmann::json fields = {{"rpc", rpc_name(ctx.rpc)},
-                           {"latency_us", latency.count()},
-                           {"status", status_code_name(s.error_code())}};
+  nlohmann::json fields = {
+      {"rpc", rpc_name(ctx.rpc)}, {"latency_us", latency.count()}, {"status", status_code_name(s.error_code())}};
   if (!ctx.sandbox_id.empty()) fields["sandbox_id"] = ctx.sandbox_id;
   if (!s.ok()) fields["error"] = Logger::redact(s.error_message(), ctx.secret);
   Logger::instance().write(level, "rpc", std::move(fields));

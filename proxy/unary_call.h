@@ -25,17 +25,37 @@ struct UnaryRelay {
   const Pipeline& pipeline;
 };
 
-inline std::string sandbox_id_of(const v1::ValidateSandboxCreateRequest& r) { return r.sandbox().id(); }
-inline std::string sandbox_id_of(const v1::CreateSandboxRequest& r) { return r.sandbox().id(); }
-inline std::string sandbox_id_of(const v1::GetSandboxRequest& r) { return r.sandbox_id(); }
-inline std::string sandbox_id_of(const v1::StopSandboxRequest& r) { return r.sandbox_id(); }
-inline std::string sandbox_id_of(const v1::StartSandboxRequest& r) { return r.sandbox_id(); }
-inline std::string sandbox_id_of(const v1::DeleteSandboxRequest& r) { return r.sandbox_id(); }
-inline std::string sandbox_id_of(const google::protobuf::Message&) { return {}; }
+inline std::string sandbox_id_of(const v1::ValidateSandboxCreateRequest& r) {
+  return r.sandbox().id();
+}
+inline std::string sandbox_id_of(const v1::CreateSandboxRequest& r) {
+  return r.sandbox().id();
+}
+inline std::string sandbox_id_of(const v1::GetSandboxRequest& r) {
+  return r.sandbox_id();
+}
+inline std::string sandbox_id_of(const v1::StopSandboxRequest& r) {
+  return r.sandbox_id();
+}
+inline std::string sandbox_id_of(const v1::StartSandboxRequest& r) {
+  return r.sandbox_id();
+}
+inline std::string sandbox_id_of(const v1::DeleteSandboxRequest& r) {
+  return r.sandbox_id();
+}
+inline std::string sandbox_id_of(const google::protobuf::Message&) {
+  return {};
+}
 
-inline std::string secret_of(const v1::CreateSandboxRequest& r) { return r.sandbox().spec().sandbox_token(); }
-inline std::string secret_of(const v1::ValidateSandboxCreateRequest& r) { return r.sandbox().spec().sandbox_token(); }
-inline std::string secret_of(const google::protobuf::Message&) { return {}; }
+inline std::string secret_of(const v1::CreateSandboxRequest& r) {
+  return r.sandbox().spec().sandbox_token();
+}
+inline std::string secret_of(const v1::ValidateSandboxCreateRequest& r) {
+  return r.sandbox().spec().sandbox_token();
+}
+inline std::string secret_of(const google::protobuf::Message&) {
+  return {};
+}
 
 // Rewrites a transport failure (the delegate never answered) so the caller
 // learns which delegate is down; a status the delegate itself sent is kept.
@@ -45,8 +65,8 @@ void log_call(const CallContext& ctx, std::chrono::steady_clock::time_point star
 template <class Req, class Resp>
 class UnaryCall final : public grpc::ServerUnaryReactor {
  public:
-  using Invoke = void (*)(v1::ComputeDriver::StubInterface::async_interface*, grpc::ClientContext*, const Req*,
-                          Resp*, std::function<void(grpc::Status)>);
+  using Invoke = void (*)(v1::ComputeDriver::StubInterface::async_interface*, grpc::ClientContext*, const Req*, Resp*,
+                          std::function<void(grpc::Status)>);
 
   static grpc::ServerUnaryReactor* start(const UnaryRelay& relay, grpc::CallbackServerContext* server_ctx, Rpc rpc,
                                          const Req& request, Resp* response, Invoke invoke) {
@@ -61,7 +81,10 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
  private:
   UnaryCall(const UnaryRelay& relay, grpc::CallbackServerContext* server_ctx, Rpc rpc, const Req& request,
             Resp* response)
-      : relay_(relay), server_ctx_(server_ctx), request_(request), response_(response),
+      : relay_(relay),
+        server_ctx_(server_ctx),
+        request_(request),
+        response_(response),
         client_ctx_(grpc::ClientContext::FromCallbackServerContext(*server_ctx)),
         start_(std::chrono::steady_clock::now()) {
     ctx_.rpc = rpc;

@@ -46,13 +46,13 @@ class WatchFanout::Watcher : public grpc::ServerWriteReactor<WatchEvent> {
       return;
     }
     if (queue_.size() >= shared_->options.queue_capacity) {
-      log_warn("ending a watcher that fell behind", {{"rpc", "WatchSandboxes"},
-                                                      {"queue_capacity", shared_->options.queue_capacity},
-                                                      {"peer", ctx_->peer()}});
+      log_warn(
+          "ending a watcher that fell behind",
+          {{"rpc", "WatchSandboxes"}, {"queue_capacity", shared_->options.queue_capacity}, {"peer", ctx_->peer()}});
       queue_.clear();
-      finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          "watcher fell behind: more than " + std::to_string(shared_->options.queue_capacity) +
-                              " events queued; reopen the watch"));
+      finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "watcher fell behind: more than " +
+                                                                    std::to_string(shared_->options.queue_capacity) +
+                                                                    " events queued; reopen the watch"));
       arm_grace();
       return;
     }
@@ -126,7 +126,9 @@ WatchFanout::WatchFanout(asio::io_context& io, WatchFanoutOptions options)
 
 WatchFanout::~WatchFanout() = default;
 
-size_t WatchFanout::watcher_count() const { return shared_->watcher_count.load(); }
+size_t WatchFanout::watcher_count() const {
+  return shared_->watcher_count.load();
+}
 
 grpc::ServerWriteReactor<WatchEvent>* WatchFanout::subscribe(grpc::CallbackServerContext* ctx) {
   auto* watcher = new Watcher(shared_, ctx);

@@ -79,8 +79,12 @@ class WatchHub::Upstream final : public grpc::ClientReadReactor<WatchEvent> {
 };
 
 WatchHub::WatchHub(asio::io_context& io, Delegate& delegate, WatchFanoutOptions options)
-    : io_(io), delegate_(delegate), stub_(v1::ComputeDriver::NewStub(delegate.channel())), fanout_(io, options),
-      strand_(asio::make_strand(io)), retry_(strand_) {}
+    : io_(io),
+      delegate_(delegate),
+      stub_(v1::ComputeDriver::NewStub(delegate.channel())),
+      fanout_(io, options),
+      strand_(asio::make_strand(io)),
+      retry_(strand_) {}
 
 WatchHub::~WatchHub() = default;
 
@@ -126,7 +130,8 @@ void WatchHub::on_listed(Upstream* u, const grpc::Status& s, const v1::ListSandb
   if (u != current_ || stopping_) return;
   if (!s.ok()) {
     log_warn("resync list failed; re-establishing the upstream watch",
-             {{"delegate", delegate_.name()}, {"status", std::string(status_code_name(s.error_code()))},
+             {{"delegate", delegate_.name()},
+              {"status", std::string(status_code_name(s.error_code()))},
               {"error", s.error_message()}});
     held_.reset();
     u->abandon();
@@ -148,7 +153,8 @@ void WatchHub::on_listed(Upstream* u, const grpc::Status& s, const v1::ListSandb
     vanished++;
   }
   known_ids_ = std::move(now);
-  log_info("watch resynced", {{"delegate", delegate_.name()}, {"sandboxes", known_ids_.size()}, {"vanished", vanished}});
+  log_info("watch resynced",
+           {{"delegate", delegate_.name()}, {"sandboxes", known_ids_.size()}, {"vanished", vanished}});
   resyncing_ = false;
   if (held_) deliver(u, std::move(held_));
 }
@@ -179,8 +185,10 @@ void WatchHub::deliver(Upstream* u, SharedWatchEvent event) {
 }
 
 void WatchHub::track(const WatchEvent& event) {
-  if (event.has_sandbox()) known_ids_.insert(event.sandbox().sandbox().id());
-  else if (event.has_deleted()) known_ids_.erase(event.deleted().sandbox_id());
+  if (event.has_sandbox())
+    known_ids_.insert(event.sandbox().sandbox().id());
+  else if (event.has_deleted())
+    known_ids_.erase(event.deleted().sandbox_id());
 }
 
 void WatchHub::on_upstream_done(Upstream* u, const grpc::Status& s) {
@@ -189,9 +197,10 @@ void WatchHub::on_upstream_done(Upstream* u, const grpc::Status& s) {
   resyncing_ = false;
   held_.reset();
   if (stopping_) return;
-  log_warn("upstream watch ended; re-establishing",
-           {{"delegate", delegate_.name()}, {"status", std::string(status_code_name(s.error_code()))},
-            {"error", s.error_message()}, {"backoff_ms", backoff_.count()}});
+  log_warn("upstream watch ended; re-establishing", {{"delegate", delegate_.name()},
+                                                     {"status", std::string(status_code_name(s.error_code()))},
+                                                     {"error", s.error_message()},
+                                                     {"backoff_ms", backoff_.count()}});
   retry_.expires_after(backoff_);
   retry_.async_wait([this](const boost::system::error_code& ec) {
     if (!ec) connect();

@@ -28,9 +28,7 @@ class WatchHub {
   void start();
   // Cancels the upstream watch and ends every downstream watcher.
   void stop(grpc::Status downstream_status);
-  grpc::ServerWriteReactor<WatchEvent>* subscribe(grpc::CallbackServerContext* ctx) {
-    return fanout_.subscribe(ctx);
-  }
+  grpc::ServerWriteReactor<WatchEvent>* subscribe(grpc::CallbackServerContext* ctx) { return fanout_.subscribe(ctx); }
   size_t watcher_count() const { return fanout_.watcher_count(); }
   uint64_t upstream_generation() const { return generation_.load(); }
 

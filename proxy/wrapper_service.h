@@ -33,7 +33,7 @@ class WrapperService final : public v1::ComputeDriver::CallbackService {
   grpc::ServerUnaryReactor* DeleteSandbox(grpc::CallbackServerContext*, const v1::DeleteSandboxRequest*,
                                           v1::DeleteSandboxResponse*) override;
   grpc::ServerWriteReactor<v1::WatchSandboxesEvent>* WatchSandboxes(grpc::CallbackServerContext*,
-                                                                     const v1::WatchSandboxesRequest*) override;
+                                                                    const v1::WatchSandboxesRequest*) override;
   grpc::ServerUnaryReactor* EnsureWorkspace(grpc::CallbackServerContext*, const v1::EnsureWorkspaceRequest*,
                                             v1::EnsureWorkspaceResponse*) override;
   grpc::ServerUnaryReactor* DeleteWorkspace(grpc::CallbackServerContext*, const v1::DeleteWorkspaceRequest*,

@@ -5,10 +5,10 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <sys/prctl.h>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
-#include <sys/prctl.h>
 
 using namespace owrap::test;
 using Catch::Contains;
@@ -50,9 +50,11 @@ TEST_CASE("a killed chain leaves no orphan at any level", "[delegates]") {
   TempDir dir;
   WrapperSpec inner{"inner", "memory", "nested", memory_command()};
   write_file(dir.file("inner.toml"), wrapper_toml(inner, dir.file("unused.sock")));
-  WrapperProc outer(dir, WrapperSpec{"outer", "inner", "nested",
-                                     {wrapper_bin(), "run", "--config", dir.file("inner.toml"), "--bind-socket",
-                                      "{socket}"}});
+  WrapperProc outer(
+      dir, WrapperSpec{"outer",
+                       "inner",
+                       "nested",
+                       {wrapper_bin(), "run", "--config", dir.file("inner.toml"), "--bind-socket", "{socket}"}});
   // The inner wrapper's log is forwarded into the outer's, prefixed.
   REQUIRE(wait_for([&] { return outer.proc->log().find("[inner]") != std::string::npos; }));
   std::vector<pid_t> all;
@@ -61,9 +63,10 @@ TEST_CASE("a killed chain leaves no orphan at any level", "[delegates]") {
     auto j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_discarded()) continue;
     if (j["message"] == "delegate started") all.push_back(j["pid"].get<pid_t>());
-    if (j.contains("delegate") && j["delegate"] == "inner" && j["message"].get<std::string>().find("delegate started") != std::string::npos) {
-      auto inner = nlohmann::json::parse(j["message"].get<std::string>().substr(std::string("[inner] ").size()),
-                                         nullptr, false);
+    if (j.contains("delegate") && j["delegate"] == "inner" &&
+        j["message"].get<std::string>().find("delegate started") != std::string::npos) {
+      auto inner =
+          nlohmann::json::parse(j["message"].get<std::string>().substr(std::string("[inner] ").size()), nullptr, false);
       if (!inner.is_discarded() && inner["message"] == "delegate started") all.push_back(inner["pid"].get<pid_t>());
     }
   }
@@ -76,7 +79,9 @@ TEST_CASE("a killed chain leaves no orphan at any level", "[delegates]") {
 TEST_CASE("the delegate gets a clean socket variable, placeholders and its own env", "[delegates]") {
   TempDir dir;
   std::string env_file = dir.file("child.env"), args_file = dir.file("child.args");
-  WrapperSpec spec{"acme", "memory", "nested",
+  WrapperSpec spec{"acme",
+                   "memory",
+                   "nested",
                    {"/bin/sh", "-c",
                     "env > " + env_file + "; echo \\\"$0\\\" \\\"$1\\\" > " + args_file + "; exec " + memory_bin() +
                         " --bind-socket \\\"$0\\\"",
@@ -101,9 +106,11 @@ TEST_CASE("the delegate gets a clean socket variable, placeholders and its own e
 TEST_CASE("inherit_env = false starts the delegate clean", "[delegates]") {
   TempDir dir;
   std::string env_file = dir.file("child.env");
-  WrapperSpec spec{"acme", "memory", "nested",
-                   {"/bin/sh", "-c", "env > " + env_file + "; exec " + memory_bin() + " --bind-socket \\\"$0\\\"",
-                    "{socket}"}};
+  WrapperSpec spec{
+      "acme",
+      "memory",
+      "nested",
+      {"/bin/sh", "-c", "env > " + env_file + "; exec " + memory_bin() + " --bind-socket \\\"$0\\\"", "{socket}"}};
   spec.extra_delegate_toml = "inherit_env = false\nenv = { PATH = \"/usr/bin:/bin\" }\n";
   WrapperProc one(dir, spec);
   std::string env = read_file(env_file);
@@ -119,7 +126,9 @@ TEST_CASE("an exiting delegate is restarted and logged", "[delegates]") {
   ::kill(first[0], SIGTERM);
   REQUIRE(wait_for([&] { return delegate_pids(one.proc->log()).size() == 2; }));
   CHECK(wait_for_socket(one.socket));
-  CHECK(wait_for([&] { return one.proc->log().find("\"delegate ready\"", one.proc->log().find("restarting")) != std::string::npos; }));
+  CHECK(wait_for([&] {
+    return one.proc->log().find("\"delegate ready\"", one.proc->log().find("restarting")) != std::string::npos;
+  }));
   CHECK_THAT(one.proc->log(), Contains("\"how\":\"exited with code 0\""));
   one.proc->signal(SIGTERM);
   CHECK(one.proc->wait() == 0);

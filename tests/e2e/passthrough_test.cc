@@ -5,11 +5,11 @@
 #include "future.pb.h"
 #include "tests/support/harness.h"
 
-#include <catch2/catch.hpp>
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/security/credentials.h>
+#include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
 #include <condition_variable>
@@ -28,12 +28,12 @@ struct Chain {
     WrapperSpec inner{"inner", "memory", "nested", memory_command(record)};
     std::string inner_cfg = dir.file("inner.toml");
     write_file(inner_cfg, wrapper_toml(inner, dir.file("unused-inner.sock")));
-    WrapperSpec middle{"middle", "inner", "nested",
-                       {wrapper_bin(), "run", "--config", inner_cfg, "--bind-socket", "{socket}"}};
+    WrapperSpec middle{
+        "middle", "inner", "nested", {wrapper_bin(), "run", "--config", inner_cfg, "--bind-socket", "{socket}"}};
     std::string middle_cfg = dir.file("middle.toml");
     write_file(middle_cfg, wrapper_toml(middle, dir.file("unused-middle.sock")));
-    WrapperSpec outer{"outer", "middle", "nested",
-                      {wrapper_bin(), "run", "--config", middle_cfg, "--bind-socket", "{socket}"}};
+    WrapperSpec outer{
+        "outer", "middle", "nested", {wrapper_bin(), "run", "--config", middle_cfg, "--bind-socket", "{socket}"}};
     wrapper = std::make_unique<WrapperProc>(dir, outer);
   }
   std::unique_ptr<WrapperProc> wrapper;
@@ -74,10 +74,22 @@ std::vector<std::string> converse(const std::string& socket, const std::function
 
   call(&Stub::GetGatewayListenerRequirements, v1::GetGatewayListenerRequirementsRequest{},
        v1::GetGatewayListenerRequirementsResponse{});
-  call(&Stub::EnsureWorkspace, [] { v1::EnsureWorkspaceRequest r; r.set_workspace("ws1"); return r; }(),
-       v1::EnsureWorkspaceResponse{});
-  call(&Stub::EnsureWorkspace, [] { v1::EnsureWorkspaceRequest r; r.set_workspace("../bad"); return r; }(),
-       v1::EnsureWorkspaceResponse{});
+  call(
+      &Stub::EnsureWorkspace,
+      [] {
+        v1::EnsureWorkspaceRequest r;
+        r.set_workspace("ws1");
+        return r;
+      }(),
+      v1::EnsureWorkspaceResponse{});
+  call(
+      &Stub::EnsureWorkspace,
+      [] {
+        v1::EnsureWorkspaceRequest r;
+        r.set_workspace("../bad");
+        return r;
+      }(),
+      v1::EnsureWorkspaceResponse{});
 
   auto create = [&](v1::DriverSandbox sb) {
     v1::CreateSandboxRequest r;
@@ -94,8 +106,8 @@ std::vector<std::string> converse(const std::string& socket, const std::function
   auto with_ws = make_sandbox("sb-1", wrap(R"({"fail": {"DeleteSandbox": "RESOURCE_EXHAUSTED"}})"));
   with_ws.set_workspace("ws1");
   create(with_ws);
-  create(make_sandbox("sb-1"));                 // duplicate
-  create(make_sandbox("bad/id"));               // id rule
+  create(make_sandbox("sb-1"));    // duplicate
+  create(make_sandbox("bad/id"));  // id rule
   create(make_sandbox("sb-2", wrap(R"({"fail": {"CreateSandbox": "RESOURCE_EXHAUSTED"}})")));
   create(make_sandbox("sb-3"));
   auto nows = make_sandbox("sb-4");
@@ -114,8 +126,14 @@ std::vector<std::string> converse(const std::string& socket, const std::function
   call(&Stub::StartSandbox, by_id(v1::StartSandboxRequest{}, "sb-3"), v1::StartSandboxResponse{});
   call(&Stub::StartSandbox, by_id(v1::StartSandboxRequest{}, "nope"), v1::StartSandboxResponse{});
   call(&Stub::ListSandboxes, v1::ListSandboxesRequest{}, v1::ListSandboxesResponse{});
-  call(&Stub::DeleteWorkspace, [] { v1::DeleteWorkspaceRequest r; r.set_workspace("ws1"); return r; }(),
-       v1::DeleteWorkspaceResponse{});
+  call(
+      &Stub::DeleteWorkspace,
+      [] {
+        v1::DeleteWorkspaceRequest r;
+        r.set_workspace("ws1");
+        return r;
+      }(),
+      v1::DeleteWorkspaceResponse{});
   call(&Stub::DeleteSandbox, by_id(v1::DeleteSandboxRequest{}, "sb-1"), v1::DeleteSandboxResponse{});
   call(&Stub::DeleteSandbox, by_id(v1::DeleteSandboxRequest{}, "sb-3"), v1::DeleteSandboxResponse{});
   call(&Stub::DeleteSandbox, by_id(v1::DeleteSandboxRequest{}, "sb-3"), v1::DeleteSandboxResponse{});
@@ -202,7 +220,8 @@ TEST_CASE("unknown fields and unknown methods pass through a wrapper and a chain
     std::string socket;
     std::vector<std::string> nesting;
   };
-  for (const Target& t : {Target{one.socket, {"memory"}}, Target{chain.wrapper->socket, {"middle", "inner", "memory"}}}) {
+  for (const Target& t :
+       {Target{one.socket, {"memory"}}, Target{chain.wrapper->socket, {"middle", "inner", "memory"}}}) {
     auto channel = grpc::CreateChannel("unix:" + t.socket, grpc::InsecureChannelCredentials());
     grpc::GenericStub generic(channel);
     auto unary = [&](const std::string& method, const std::string& bytes, std::string* out,
@@ -378,8 +397,8 @@ TEST_CASE("a sandbox_token sent in create appears in no log line", "[e2e][secret
   auto stub = stub_for(one.socket);
   const std::string token = "eyJhbGciOiJFUzI1NiJ9.c2VjcmV0LXRva2VuLTQy.sig";
   namespace v1 = openshell::compute::v1;
-  for (std::string dc : {R"({"memory": {}})", R"({"memory": {"fail": {"CreateSandbox": "INTERNAL"}}})",
-                         R"({"typo": {}})"}) {
+  for (std::string dc :
+       {R"({"memory": {}})", R"({"memory": {"fail": {"CreateSandbox": "INTERNAL"}}})", R"({"typo": {}})"}) {
     v1::CreateSandboxRequest req;
     *req.mutable_sandbox() = make_sandbox("tok-" + std::to_string(dc.size()), dc);
     req.mutable_sandbox()->mutable_spec()->set_sandbox_token(token);
@@ -397,7 +416,7 @@ TEST_CASE("a sandbox_token sent in create appears in no log line", "[e2e][secret
   one.proc->signal(SIGTERM);
   REQUIRE(one.proc->wait() == 0);
   std::string log = one.proc->log();
-  CHECK_THAT(log, Contains("CreateSandbox"));  // the calls were logged...
+  CHECK_THAT(log, Contains("CreateSandbox"));   // the calls were logged...
   CHECK(log.find(token) == std::string::npos);  // ...without the token
   CHECK(log.find("c2VjcmV0LXRva2VuLTQy") == std::string::npos);
   CHECK(read_file(record).find(token) == std::string::npos);

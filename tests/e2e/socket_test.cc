@@ -3,13 +3,13 @@
 
 #include <catch2/catch.hpp>
 
-#include <csignal>
-#include <cstring>
-#include <filesystem>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
 
 using namespace owrap::test;
 using Catch::Contains;
@@ -17,7 +17,7 @@ using Catch::Contains;
 TEST_CASE("socket and directory modes; removed on exit", "[e2e][socket]") {
   TempDir dir;
   WrapperProc one(dir, WrapperSpec{"acme", "memory", "nested", memory_command()});
-  struct stat st{};
+  struct stat st {};
   REQUIRE(::lstat(one.socket.c_str(), &st) == 0);
   CHECK(S_ISSOCK(st.st_mode));
   CHECK((st.st_mode & 0777) == 0600);
@@ -43,8 +43,8 @@ TEST_CASE("a connection from another uid is refused", "[e2e][socket]") {
   ::chmod(parent.c_str(), 0777);
   ::chmod(one.socket.c_str(), 0777);
   std::string out, err;
-  int rc = run_command({wrapper_bin(), "ctl", "--socket", one.socket, "--timeout", "3s", "caps"}, &out, &err, {},
-                       "nobody");
+  int rc =
+      run_command({wrapper_bin(), "ctl", "--socket", one.socket, "--timeout", "3s", "caps"}, &out, &err, {}, "nobody");
   CHECK(rc == 1);
   CHECK_THAT(err, Contains("UNAVAILABLE"));
   CHECK(out.empty());
@@ -90,8 +90,7 @@ TEST_CASE("symlinked directories and foreign files are refused", "[e2e][socket]"
   CHECK_THAT(linked.log(), Contains("is a symlink"));
 
   write_file(dir.file("real/acme.sock"), "not a socket");
-  Process foreign({wrapper_bin(), "run", "--config", dir.file("w.toml"), "--bind-socket",
-                   dir.file("real/acme.sock")},
+  Process foreign({wrapper_bin(), "run", "--config", dir.file("w.toml"), "--bind-socket", dir.file("real/acme.sock")},
                   dir.file("foreign.log"));
   CHECK(foreign.wait() == 1);
   CHECK_THAT(foreign.log(), Contains("exists but is not an owned Unix socket"));

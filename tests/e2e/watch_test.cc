@@ -104,18 +104,19 @@ TEST_CASE("watch delivers every event in order through a wrapper and a chain", "
   WrapperProc one(dir, WrapperSpec{"acme", "memory", "nested", memory_command()});
   WrapperSpec inner{"inner", "memory", "nested", memory_command()};
   write_file(dir.file("inner.toml"), wrapper_toml(inner, dir.file("unused.sock")));
-  WrapperProc chain(dir, WrapperSpec{"outer", "inner", "nested",
-                                     {wrapper_bin(), "run", "--config", dir.file("inner.toml"), "--bind-socket",
-                                      "{socket}"}});
+  WrapperProc chain(
+      dir, WrapperSpec{"outer",
+                       "inner",
+                       "nested",
+                       {wrapper_bin(), "run", "--config", dir.file("inner.toml"), "--bind-socket", "{socket}"}});
   const size_t expected = 3 * 2 + 2 + 1;  // creates (snapshot+platform), stop, delete
-  WatchReader a(direct.socket, expected), b(one.socket, expected), b2(one.socket, expected),
-      c(chain.socket, expected);
+  WatchReader a(direct.socket, expected), b(one.socket, expected), b2(one.socket, expected), c(chain.socket, expected);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // upstream watches settle
   lifecycle(direct.socket, "w-");
   lifecycle(one.socket, "w-");
   lifecycle(chain.socket, "w-");
-  REQUIRE(wait_for([&] { return a.size() == expected && b.size() == expected && b2.size() == expected &&
-                                c.size() == expected; }));
+  REQUIRE(wait_for(
+      [&] { return a.size() == expected && b.size() == expected && b2.size() == expected && c.size() == expected; }));
   auto want = a.normalized();
   CHECK(b.normalized() == want);
   CHECK(b2.normalized() == want);
@@ -208,8 +209,9 @@ TEST_CASE("a delegate restart: UNAVAILABLE meanwhile, then the open watch resync
     std::lock_guard<std::mutex> l(watch.mu);
     for (size_t i = 4; i < watch.events.size(); i++) {
       const auto& ev = watch.events[i];
-      tail.push_back(ev.has_sandbox() ? "snapshot:" + ev.sandbox().sandbox().id()
-                                      : ev.has_deleted() ? "deleted:" + ev.deleted().sandbox_id() : "other");
+      tail.push_back(ev.has_sandbox()   ? "snapshot:" + ev.sandbox().sandbox().id()
+                     : ev.has_deleted() ? "deleted:" + ev.deleted().sandbox_id()
+                                        : "other");
     }
   }
   CHECK(tail == std::vector<std::string>{"snapshot:keep", "deleted:vanish"});

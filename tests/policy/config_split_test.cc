@@ -1,7 +1,7 @@
 #include "policy/config_split.h"
 
-#include <catch2/catch.hpp>
 #include <google/protobuf/util/json_util.h>
+#include <catch2/catch.hpp>
 
 using namespace owrap;
 namespace v1 = openshell::compute::v1;

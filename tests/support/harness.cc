@@ -4,28 +4,32 @@
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 
-#include <cerrno>
-#include <csignal>
-#include <cstring>
 #include <fcntl.h>
-#include <filesystem>
-#include <fstream>
 #include <grp.h>
 #include <pwd.h>
-#include <sstream>
-#include <stdexcept>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <thread>
 #include <unistd.h>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
 
 extern char** environ;
 
 namespace owrap::test {
 
-std::string wrapper_bin() { return OWRAP_WRAPPER_BIN; }
-std::string memory_bin() { return OWRAP_MEMORY_BIN; }
+std::string wrapper_bin() {
+  return OWRAP_WRAPPER_BIN;
+}
+std::string memory_bin() {
+  return OWRAP_MEMORY_BIN;
+}
 
 TempDir::TempDir() {
   std::string tmpl = "/tmp/owrap-test-XXXXXX";
@@ -114,7 +118,9 @@ int Process::wait(std::chrono::milliseconds timeout) {
   return 128 + WTERMSIG(status_);
 }
 
-std::string Process::log() const { return read_file(log_file_); }
+std::string Process::log() const {
+  return read_file(log_file_);
+}
 
 bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
   auto until = std::chrono::steady_clock::now() + timeout;
@@ -173,8 +179,8 @@ std::vector<std::string> memory_command(const std::string& record_file, std::vec
 
 std::string wrapper_toml(const WrapperSpec& spec, const std::string& socket) {
   std::ostringstream t;
-  t << "[wrapper]\nname = \"" << spec.name << "\"\nsocket = \"" << socket << "\"\nconfig_mode = \""
-    << spec.config_mode << "\"\n"
+  t << "[wrapper]\nname = \"" << spec.name << "\"\nsocket = \"" << socket << "\"\nconfig_mode = \"" << spec.config_mode
+    << "\"\n"
     << spec.extra_toml << "\n[delegate]\nname = \"" << spec.delegate_name << "\"\nready_timeout_ms = 10000\n"
     << "restart_backoff_initial_ms = 100\nstop_grace_ms = 3000\n";
   if (!spec.endpoint_socket.empty()) {
@@ -198,8 +204,8 @@ WrapperProc::WrapperProc(const TempDir& dir, const WrapperSpec& spec)
   }
 }
 
-int run_command(const std::vector<std::string>& argv, std::string* out, std::string* err,
-                const std::string& stdin_text, const std::string& run_as_user) {
+int run_command(const std::vector<std::string>& argv, std::string* out, std::string* err, const std::string& stdin_text,
+                const std::string& run_as_user) {
   TempDir dir;
   std::string in_file = dir.file("stdin"), out_file = dir.file("stdout"), err_file = dir.file("stderr");
   write_file(in_file, stdin_text);

@@ -21,7 +21,9 @@ void exercise(const std::string& socket, const std::string& dc) {
   CHECK(ctl({"listeners"}) == 1);
   CHECK_THAT(err, Contains("UNIMPLEMENTED"));
   REQUIRE(ctl({"ensure-workspace", "ws"}) == 0);
-  std::string sandbox = R"({"id": "c-1", "name": "one", "workspace": "ws", "spec": {"template": {"image": "i", "driver_config": )" + dc + "}}}";
+  std::string sandbox =
+      R"({"id": "c-1", "name": "one", "workspace": "ws", "spec": {"template": {"image": "i", "driver_config": )" + dc +
+      "}}}";
   REQUIRE(ctl({"validate", "-"}, sandbox) == 0);
   REQUIRE(ctl({"create", "-"}, sandbox) == 0);
   CHECK(ctl({"create", "-"}, sandbox) == 1);
@@ -65,7 +67,8 @@ TEST_CASE("ctl works against the memory driver and against the wrapper", "[tools
 
 TEST_CASE("ctl reports an unreachable socket with a code and exit 1", "[tools][ctl]") {
   std::string out, err;
-  CHECK(run_command({wrapper_bin(), "ctl", "--socket", "/nonexistent/x.sock", "--timeout", "1s", "list"}, &out, &err) == 1);
+  CHECK(run_command({wrapper_bin(), "ctl", "--socket", "/nonexistent/x.sock", "--timeout", "1s", "list"}, &out, &err) ==
+        1);
   CHECK_THAT(err, Contains("UNAVAILABLE"));
 }
 

@@ -42,17 +42,28 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     std::string error;
-    if (arg == "--bind-socket") socket_path = next();
-    else if (arg == "--log-level") log_level = next();
-    else if (arg == "--state-file") options.state_file = next();
-    else if (arg == "--record") options.record_file = next();
-    else if (arg == "--name") options.driver_name = next();
-    else if (arg == "--driver-version") options.driver_version = next();
-    else if (arg == "--default-image") options.default_image = next();
-    else if (arg == "--gateway-manages-lifecycle") options.gateway_manages_lifecycle = true;
-    else if (arg == "--listener") options.listener_requirements.push_back(next());
-    else if (arg == "--watch-queue") options.watch_queue_capacity = std::stoul(next());
-    else if (arg == "--expected-peer-pid") next();  // accepted for VM-driver compatibility
+    if (arg == "--bind-socket")
+      socket_path = next();
+    else if (arg == "--log-level")
+      log_level = next();
+    else if (arg == "--state-file")
+      options.state_file = next();
+    else if (arg == "--record")
+      options.record_file = next();
+    else if (arg == "--name")
+      options.driver_name = next();
+    else if (arg == "--driver-version")
+      options.driver_version = next();
+    else if (arg == "--default-image")
+      options.default_image = next();
+    else if (arg == "--gateway-manages-lifecycle")
+      options.gateway_manages_lifecycle = true;
+    else if (arg == "--listener")
+      options.listener_requirements.push_back(next());
+    else if (arg == "--watch-queue")
+      options.watch_queue_capacity = std::stoul(next());
+    else if (arg == "--expected-peer-pid")
+      next();  // accepted for VM-driver compatibility
     else if (arg == "--allow-same-uid-peer") {
     } else if (arg == "--fail" || arg == "--delay") {
       if (!owrap::memory::parse_fault_flag(next(), arg == "--delay", options.global_faults, error)) {

@@ -7,13 +7,13 @@
 #include <boost/asio/steady_timer.hpp>
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <fcntl.h>
 #include <filesystem>
-#include <unistd.h>
 
 namespace owrap::memory {
 
@@ -23,10 +23,12 @@ using grpc::StatusCode;
 
 namespace {
 
-constexpr std::array<const char*, 12> kRpcs = {
-    "GetCapabilities", "GetGatewayListenerRequirements", "ValidateSandboxCreate", "GetSandbox",
-    "ListSandboxes",   "CreateSandbox",                  "StopSandbox",           "StartSandbox",
-    "DeleteSandbox",   "WatchSandboxes",                 "EnsureWorkspace",       "DeleteWorkspace"};
+constexpr std::array<const char*, 12> kRpcs = {"GetCapabilities",       "GetGatewayListenerRequirements",
+                                               "ValidateSandboxCreate", "GetSandbox",
+                                               "ListSandboxes",         "CreateSandbox",
+                                               "StopSandbox",           "StartSandbox",
+                                               "DeleteSandbox",         "WatchSandboxes",
+                                               "EnsureWorkspace",       "DeleteWorkspace"};
 
 bool known_rpc(const std::string& name) {
   for (const char* r : kRpcs)
@@ -118,7 +120,8 @@ Status parse_driver_config(const google::protobuf::Struct& cfg, Faults& out) {
       if (key == "fail") {
         auto code = v.has_string_value() ? parse_status_code(v.string_value()) : std::nullopt;
         if (!code || *code == StatusCode::OK) {
-          return Status(StatusCode::INVALID_ARGUMENT, path + ": must be a gRPC status code name such as \"UNAVAILABLE\"");
+          return Status(StatusCode::INVALID_ARGUMENT,
+                        path + ": must be a gRPC status code name such as \"UNAVAILABLE\"");
         }
         out.fail[rpc] = *code;
       } else {
@@ -167,7 +170,8 @@ bool parse_fault_flag(const std::string& value, bool is_delay, Faults& out, std:
 // behind a proxy observed: deadline, cancellation, metadata.
 class MemoryDriver::Recorder {
  public:
-  explicit Recorder(const std::string& path) : fd_(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) {}
+  explicit Recorder(const std::string& path)
+      : fd_(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) {}
   ~Recorder() {
     if (fd_ >= 0) ::close(fd_);
   }
@@ -191,15 +195,21 @@ class MemoryDriver::Call : public grpc::ServerUnaryReactor {
  public:
   Call(MemoryDriver& driver, grpc::CallbackServerContext* ctx, const char* rpc, std::string sandbox_id,
        std::chrono::milliseconds delay, std::optional<Status> fault, Work work)
-      : driver_(driver), ctx_(ctx), rpc_(rpc), sandbox_id_(std::move(sandbox_id)), delay_(delay),
-        fault_(std::move(fault)), work_(std::move(work)), timer_(driver.io_) {
+      : driver_(driver),
+        ctx_(ctx),
+        rpc_(rpc),
+        sandbox_id_(std::move(sandbox_id)),
+        delay_(delay),
+        fault_(std::move(fault)),
+        work_(std::move(work)),
+        timer_(driver.io_) {
     record_["rpc"] = rpc_;
     if (!sandbox_id_.empty()) record_["sandbox_id"] = sandbox_id_;
     gpr_timespec raw = ctx->raw_deadline();
     if (gpr_time_cmp(raw, gpr_inf_future(raw.clock_type)) != 0) {
-      record_["deadline_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   ctx->deadline() - std::chrono::system_clock::now())
-                                   .count();
+      record_["deadline_ms"] =
+          std::chrono::duration_cast<std::chrono::milliseconds>(ctx->deadline() - std::chrono::system_clock::now())
+              .count();
     } else {
       record_["deadline_ms"] = nullptr;
     }
@@ -236,8 +246,8 @@ class MemoryDriver::Call : public grpc::ServerUnaryReactor {
     if (finished_) return;
     finished_ = true;
     Status status = cancelled_ || ctx_->IsCancelled() ? Status(StatusCode::CANCELLED, "call cancelled by the client")
-                    : fault_                            ? *fault_
-                                                        : work_();
+                    : fault_                          ? *fault_
+                                                      : work_();
     record_["cancelled"] = cancelled_.load() || ctx_->IsCancelled();
     record_["status"] = status_code_name(status.error_code());
     if (driver_.recorder_) driver_.recorder_->write(record_);
@@ -259,7 +269,8 @@ class MemoryDriver::Call : public grpc::ServerUnaryReactor {
 };
 
 MemoryDriver::MemoryDriver(asio::io_context& io, Options options)
-    : io_(io), options_(std::move(options)),
+    : io_(io),
+      options_(std::move(options)),
       fanout_(io, WatchFanoutOptions{options_.watch_queue_capacity, std::chrono::milliseconds(10000)}) {
   if (!options_.record_file.empty()) recorder_ = std::make_unique<Recorder>(options_.record_file);
 }
@@ -378,9 +389,12 @@ grpc::ServerUnaryReactor* MemoryDriver::GetGatewayListenerRequirements(
     for (const auto& r : options_.listener_requirements) {
       auto* req = resp->add_requirements();
       req->set_reason("memory driver --listener " + r);
-      if (r == "loopback") req->mutable_loopback_interface();
-      else if (r == "default-route") req->mutable_default_route_interface();
-      else req->set_exact_bind_address(r.rfind("exact:", 0) == 0 ? r.substr(6) : r);
+      if (r == "loopback")
+        req->mutable_loopback_interface();
+      else if (r == "default-route")
+        req->mutable_default_route_interface();
+      else
+        req->set_exact_bind_address(r.rfind("exact:", 0) == 0 ? r.substr(6) : r);
     }
     return Status::OK;
   });
@@ -396,8 +410,7 @@ grpc::ServerUnaryReactor* MemoryDriver::ValidateSandboxCreate(grpc::CallbackServ
 }
 
 grpc::ServerUnaryReactor* MemoryDriver::CreateSandbox(grpc::CallbackServerContext* ctx,
-                                                      const v1::CreateSandboxRequest* req,
-                                                      v1::CreateSandboxResponse*) {
+                                                      const v1::CreateSandboxRequest* req, v1::CreateSandboxResponse*) {
   Faults faults = options_.global_faults;
   Status bad = check_sandbox(req->sandbox(), faults);
   v1::DriverSandbox sandbox = req->sandbox();
@@ -409,8 +422,9 @@ grpc::ServerUnaryReactor* MemoryDriver::CreateSandbox(grpc::CallbackServerContex
                      return Status(StatusCode::ALREADY_EXISTS, "sandbox \"" + sandbox.id() + "\" already exists");
                    }
                    if (!sandbox.workspace().empty() && !workspaces_.count(sandbox.workspace())) {
-                     return Status(StatusCode::FAILED_PRECONDITION,
-                                   "workspace \"" + sandbox.workspace() + "\" does not exist; call EnsureWorkspace first");
+                     return Status(
+                         StatusCode::FAILED_PRECONDITION,
+                         "workspace \"" + sandbox.workspace() + "\" does not exist; call EnsureWorkspace first");
                    }
                    // The token is a secret: it is neither stored, persisted nor echoed.
                    sandbox.mutable_spec()->clear_sandbox_token();
@@ -439,8 +453,7 @@ grpc::ServerUnaryReactor* MemoryDriver::GetSandbox(grpc::CallbackServerContext* 
   });
 }
 
-grpc::ServerUnaryReactor* MemoryDriver::ListSandboxes(grpc::CallbackServerContext* ctx,
-                                                      const v1::ListSandboxesRequest*,
+grpc::ServerUnaryReactor* MemoryDriver::ListSandboxes(grpc::CallbackServerContext* ctx, const v1::ListSandboxesRequest*,
                                                       v1::ListSandboxesResponse* resp) {
   return respond(ctx, "ListSandboxes", {}, options_.global_faults, [this, resp] {
     std::lock_guard<std::mutex> lock(mu_);
@@ -467,8 +480,8 @@ Status MemoryDriver::set_running(const std::string& id, bool running, const char
   return Status::OK;
 }
 
-grpc::ServerUnaryReactor* MemoryDriver::StopSandbox(grpc::CallbackServerContext* ctx,
-                                                    const v1::StopSandboxRequest* req, v1::StopSandboxResponse*) {
+grpc::ServerUnaryReactor* MemoryDriver::StopSandbox(grpc::CallbackServerContext* ctx, const v1::StopSandboxRequest* req,
+                                                    v1::StopSandboxResponse*) {
   std::string id = req->sandbox_id();
   return respond(ctx, "StopSandbox", id, faults_for(id), [this, id] { return set_running(id, false, "StopSandbox"); });
 }
@@ -498,7 +511,7 @@ grpc::ServerUnaryReactor* MemoryDriver::DeleteSandbox(grpc::CallbackServerContex
 }
 
 grpc::ServerWriteReactor<v1::WatchSandboxesEvent>* MemoryDriver::WatchSandboxes(grpc::CallbackServerContext* ctx,
-                                                                                 const v1::WatchSandboxesRequest*) {
+                                                                                const v1::WatchSandboxesRequest*) {
   if (auto it = options_.global_faults.fail.find("WatchSandboxes"); it != options_.global_faults.fail.end()) {
     class Refused : public grpc::ServerWriteReactor<v1::WatchSandboxesEvent> {
      public:
@@ -530,8 +543,7 @@ grpc::ServerUnaryReactor* MemoryDriver::DeleteWorkspace(grpc::CallbackServerCont
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& [id, sb] : sandboxes_) {
       if (sb.workspace() == ws) {
-        return Status(StatusCode::FAILED_PRECONDITION,
-                      "workspace \"" + ws + "\" is used by sandbox \"" + id + "\"");
+        return Status(StatusCode::FAILED_PRECONDITION, "workspace \"" + ws + "\" is used by sandbox \"" + id + "\"");
       }
     }
     if (workspaces_.erase(ws) > 0) persist();
@@ -542,8 +554,7 @@ grpc::ServerUnaryReactor* MemoryDriver::DeleteWorkspace(grpc::CallbackServerCont
 // /openshell.compute.test.Echo/<anything>: echoes every request message back
 // and finishes OK with the method name in trailing metadata. Every other
 // unknown method is UNIMPLEMENTED, as in any driver.
-grpc::ServerGenericBidiReactor* MemoryDriver::ExtensionService::CreateReactor(
-    grpc::GenericCallbackServerContext* ctx) {
+grpc::ServerGenericBidiReactor* MemoryDriver::ExtensionService::CreateReactor(grpc::GenericCallbackServerContext* ctx) {
   class Echo : public grpc::ServerGenericBidiReactor {
    public:
     explicit Echo(grpc::GenericCallbackServerContext* ctx) : ctx_(ctx) {

@@ -8,8 +8,8 @@
 #include "memory_state.pb.h"
 #include "proxy/watch_fanout.h"
 
-#include <boost/asio/io_context.hpp>
 #include <grpcpp/generic/async_generic_service.h>
+#include <boost/asio/io_context.hpp>
 
 #include <chrono>
 #include <fstream>
@@ -77,7 +77,7 @@ class MemoryDriver final : public v1::ComputeDriver::CallbackService {
   grpc::ServerUnaryReactor* DeleteSandbox(grpc::CallbackServerContext*, const v1::DeleteSandboxRequest*,
                                           v1::DeleteSandboxResponse*) override;
   grpc::ServerWriteReactor<v1::WatchSandboxesEvent>* WatchSandboxes(grpc::CallbackServerContext*,
-                                                                     const v1::WatchSandboxesRequest*) override;
+                                                                    const v1::WatchSandboxesRequest*) override;
   grpc::ServerUnaryReactor* EnsureWorkspace(grpc::CallbackServerContext*, const v1::EnsureWorkspaceRequest*,
                                             v1::EnsureWorkspaceResponse*) override;
   grpc::ServerUnaryReactor* DeleteWorkspace(grpc::CallbackServerContext*, const v1::DeleteWorkspaceRequest*,

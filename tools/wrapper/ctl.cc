@@ -124,7 +124,8 @@ int run_ctl(const std::vector<std::string>& args) {
       return 2;
     }
     const std::string& v = args[++i];
-    if (a == "--socket") o.socket = v;
+    if (a == "--socket")
+      o.socket = v;
     else if (a == "--timeout") {
       o.timeout = parse_duration(v);
       if (!o.timeout) {
@@ -216,7 +217,8 @@ int run_ctl(const std::vector<std::string>& args) {
   }
   if (verb == "watch") {
     long count = 0;
-    if (rest.size() == 2 && rest[0] == "--count") count = std::atol(rest[1].c_str());
+    if (rest.size() == 2 && rest[0] == "--count")
+      count = std::atol(rest[1].c_str());
     else if (!rest.empty()) {
       std::cerr << "ctl: watch takes only --count N\n";
       return 2;

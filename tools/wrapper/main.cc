@@ -27,9 +27,12 @@ int run(const std::vector<std::string>& args) {
       std::cerr << "openshell-driver-wrapper run: " << a << " needs a value\n" << kUsage;
       return 2;
     }
-    if (a == "--config") config_path = args[++i];
-    else if (a == "--bind-socket") socket = args[++i];
-    else if (a == "--log-level") level = args[++i];
+    if (a == "--config")
+      config_path = args[++i];
+    else if (a == "--bind-socket")
+      socket = args[++i];
+    else if (a == "--log-level")
+      level = args[++i];
     else {
       std::cerr << "openshell-driver-wrapper run: unknown argument " << a << "\n" << kUsage;
       return 2;
