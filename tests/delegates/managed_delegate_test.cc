@@ -14,17 +14,6 @@ using namespace owrap::test;
 using Catch::Contains;
 
 namespace {
-std::vector<pid_t> delegate_pids(const std::string& log) {
-  std::vector<pid_t> pids;
-  std::istringstream lines(log);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.find("\"delegate started\"") != std::string::npos) {
-      pids.push_back(nlohmann::json::parse(line)["pid"].get<pid_t>());
-    }
-  }
-  return pids;
-}
-
 // Gone, or a zombie nobody has reaped yet: either way not running.
 bool dead(pid_t pid) {
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");

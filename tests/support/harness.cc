@@ -3,6 +3,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
+#include <nlohmann/json.hpp>
 
 #include <fcntl.h>
 #include <grp.h>
@@ -235,6 +236,17 @@ int run_command(const std::vector<std::string>& argv, std::string* out, std::str
 
 bool file_contains(const std::string& path, const std::string& needle) {
   return read_file(path).find(needle) != std::string::npos;
+}
+
+std::vector<pid_t> delegate_pids(const std::string& wrapper_log) {
+  std::vector<pid_t> pids;
+  std::istringstream lines(wrapper_log);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("\"delegate started\"") == std::string::npos) continue;
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.contains("pid")) pids.push_back(j["pid"].get<pid_t>());
+  }
+  return pids;
 }
 
 v1::DriverSandbox make_sandbox(const std::string& id, const std::string& driver_config_json) {

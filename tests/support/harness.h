@@ -96,6 +96,9 @@ int run_command(const std::vector<std::string>& argv, std::string* out, std::str
 // Lines of a JSON-lines file parsed as JSON-ish substrings: true if any line contains `needle`.
 bool file_contains(const std::string& path, const std::string& needle);
 
+// Pids from a wrapper log's "delegate started" lines, in start order.
+std::vector<pid_t> delegate_pids(const std::string& wrapper_log);
+
 v1::DriverSandbox make_sandbox(const std::string& id, const std::string& driver_config_json = {});
 
 }  // namespace owrap::test
