@@ -11,8 +11,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <thread>
+
+#include <unistd.h>
 
 using namespace owrap::test;
 namespace v1 = openshell::compute::v1;
@@ -28,24 +33,80 @@ long rss_kb(pid_t pid) {
   return -1;
 }
 
-struct Latency {
-  double p50_us, p99_us;
+// utime+stime of a process, in microseconds.
+double cpu_us(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream fields(all.substr(all.rfind(')') + 2));
+  std::string f;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && fields >> f; i++) {
+    if (i == 14 || i == 15) ticks += std::stod(f);
+  }
+  return ticks * 1e6 / sysconf(_SC_CLK_TCK);
+}
+
+// Context switches of all threads of a process.
+long context_switches(pid_t pid) {
+  long total = 0;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    std::ifstream in(task.path() / "status");
+    for (std::string line; std::getline(in, line);) {
+      if (line.find("ctxt_switches:") != std::string::npos) total += std::stol(line.substr(line.find(':') + 1));
+    }
+  }
+  return total;
+}
+
+// One target of the sequential run: its socket, the processes it costs, and
+// what was observed.
+struct Target {
+  const char* label;
+  std::string socket;
+  std::vector<pid_t> pids;  // the memory driver, then each wrapper on the path
+  std::unique_ptr<v1::ComputeDriver::Stub> stub;
+  std::vector<double> us;
+  std::vector<double> cpu_us;
+  std::vector<long> switches;
+  double p(double q) const { return us[static_cast<size_t>(q * (us.size() - 1))]; }
 };
 
-Latency sequential(const std::string& socket, int calls) {
-  auto stub = stub_for(socket);
-  std::vector<double> us;
+// Sequential GetSandbox calls, interleaved: each round runs `per_round`
+// calls against every target in turn, so drift of this shared 2-core
+// machine hits all targets alike rather than whichever runs last.
+void sequential(std::vector<Target>& targets, int rounds, int per_round) {
   v1::GetSandboxRequest req;
   req.set_sandbox_id("bench");
-  for (int i = 0; i < calls + 200; i++) {
+  for (auto& t : targets) {
+    t.stub = stub_for(t.socket);
+    t.cpu_us.assign(t.pids.size(), 0);
+    t.switches.assign(t.pids.size(), 0);
+  }
+  auto call = [&](Target& t) {
     grpc::ClientContext ctx;
     v1::GetSandboxResponse resp;
-    auto t0 = Clock::now();
-    if (!stub->GetSandbox(&ctx, req, &resp).ok()) std::abort();
-    if (i >= 200) us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());  // warm-up
+    if (!t.stub->GetSandbox(&ctx, req, &resp).ok()) std::abort();
+  };
+  for (auto& t : targets) {
+    for (int i = 0; i < 200; i++) call(t);  // warm-up
   }
-  std::sort(us.begin(), us.end());
-  return {us[us.size() / 2], us[us.size() * 99 / 100]};
+  for (int r = 0; r < rounds; r++) {
+    for (auto& t : targets) {
+      std::vector<double> cpu0;
+      std::vector<long> cs0;
+      for (pid_t p : t.pids) cpu0.push_back(cpu_us(p)), cs0.push_back(context_switches(p));
+      for (int i = 0; i < per_round; i++) {
+        auto t0 = Clock::now();
+        call(t);
+        t.us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+      }
+      for (size_t i = 0; i < t.pids.size(); i++) {
+        t.cpu_us[i] += cpu_us(t.pids[i]) - cpu0[i];
+        t.switches[i] += context_switches(t.pids[i]) - cs0[i];
+      }
+    }
+  }
+  for (auto& t : targets) std::sort(t.us.begin(), t.us.end());
 }
 
 double concurrent(const std::string& socket, int threads, std::chrono::seconds duration) {
@@ -162,14 +223,26 @@ int main() {
   long idle_rss = rss_kb(one->proc->pid());
 
   std::printf("bench/passthrough: GetSandbox over Unix sockets, %u cores\n", std::thread::hardware_concurrency());
-  const int calls = 5000;
-  Latency a = sequential(memory.socket, calls), b = sequential(one->socket, calls), c = sequential(c3->socket, calls);
-  std::printf("sequential (%d calls)   p50 us   p99 us\n", calls);
-  std::printf("  (a) direct          %7.1f  %7.1f\n", a.p50_us, a.p99_us);
-  std::printf("  (b) one wrapper     %7.1f  %7.1f\n", b.p50_us, b.p99_us);
-  std::printf("  (c) chain of three  %7.1f  %7.1f\n", c.p50_us, c.p99_us);
-  std::printf("  ratios p50: b/a = %.2f (target <= 2.0), c/a = %.2f (target <= 4.0)\n", b.p50_us / a.p50_us,
-              c.p50_us / a.p50_us);
+  const int rounds = 20, per_round = 250, calls = rounds * per_round;
+  std::vector<Target> targets;
+  targets.push_back({"(a) direct", memory.socket, {memory.proc->pid()}});
+  targets.push_back({"(b) one wrapper", one->socket, {memory.proc->pid(), one->proc->pid()}});
+  targets.push_back(
+      {"(c) chain of three", c3->socket, {memory.proc->pid(), c1->proc->pid(), c2->proc->pid(), c3->proc->pid()}});
+  sequential(targets, rounds, per_round);
+  std::printf(
+      "sequential (%d calls each, %d interleaved rounds)   p50 us   p99 us   cpu us/call, switches/call: driver; "
+      "wrappers\n",
+      calls, rounds);
+  for (const auto& t : targets) {
+    std::printf("  %-20s %7.1f  %7.1f  ", t.label, t.p(0.5), t.p(0.99));
+    for (size_t i = 0; i < t.pids.size(); i++) {
+      std::printf(" %.0f, %.1f%s", t.cpu_us[i] / calls, double(t.switches[i]) / calls, i == 0 ? ";" : "");
+    }
+    std::printf("\n");
+  }
+  const double a = targets[0].p(0.5), b = targets[1].p(0.5), c = targets[2].p(0.5);
+  std::printf("  ratios p50: b/a = %.2f (target <= 2.0), c/a = %.2f (target <= 4.0)\n", b / a, c / a);
   auto secs = std::chrono::seconds(3);
   double ta = concurrent(memory.socket, 16, secs), tb = concurrent(one->socket, 16, secs),
          tc = concurrent(c3->socket, 16, secs);

@@ -9,9 +9,9 @@
 
 namespace owrap {
 
-Result<std::unique_ptr<UdsGrpcServer>> UdsGrpcServer::start(const std::string& path,
-                                                            std::vector<grpc::Service*> services,
-                                                            grpc::CallbackGenericService* generic, std::string who) {
+Result<std::unique_ptr<UdsGrpcServer>> UdsGrpcServer::start(
+    const std::string& path, std::vector<grpc::Service*> services, grpc::CallbackGenericService* generic,
+    std::string who, const std::function<void(grpc::ServerBuilder&)>& configure) {
   auto socket = GuardedSocket::bind(path);
   if (!socket) return Error{socket.error()};
   std::unique_ptr<UdsGrpcServer> out(new UdsGrpcServer());
@@ -22,6 +22,7 @@ Result<std::unique_ptr<UdsGrpcServer>> UdsGrpcServer::start(const std::string& p
   builder.SetMaxSendMessageSize(64 * 1024 * 1024);
   for (auto* s : services) builder.RegisterService(s);
   if (generic != nullptr) builder.RegisterCallbackGenericService(generic);
+  if (configure) configure(builder);
   out->server_ = builder.BuildAndStart();
   if (!out->server_) return Error{"cannot start gRPC server for " + path};
   out->acceptor_ = std::make_unique<PeerCheckedAcceptor>(*out->socket_, out->server_.get(), std::move(who));

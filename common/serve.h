@@ -6,8 +6,10 @@
 
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,8 +20,10 @@ class UdsGrpcServer {
  public:
   // Binds `path` (see GuardedSocket), starts a server with `services` and an
   // optional catch-all generic service, and accepts same-uid peers only.
+  // `configure` may add completion queues before the server is built.
   static Result<std::unique_ptr<UdsGrpcServer>> start(const std::string& path, std::vector<grpc::Service*> services,
-                                                      grpc::CallbackGenericService* generic, std::string who);
+                                                      grpc::CallbackGenericService* generic, std::string who,
+                                                      const std::function<void(grpc::ServerBuilder&)>& configure = {});
   ~UdsGrpcServer();
 
   // Stops accepting, lets in-flight calls finish within `grace`, then

@@ -72,7 +72,7 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
   } else {
     r.allow_only(*w, "wrapper.",
                  {"name", "socket", "config_mode", "log_level", "shutdown_grace_ms", "watch_queue_capacity",
-                  "watch_finish_grace_ms"});
+                  "watch_finish_grace_ms", "worker_threads"});
     cfg.name = r.get<std::string>(*w, "wrapper", "name", "a string").value_or("");
     if (!valid_driver_name(cfg.name)) {
       r.errors.push_back("wrapper.name: \"" + cfg.name +
@@ -100,6 +100,12 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
         r.errors.push_back("wrapper.watch_queue_capacity: must be at least 1");
       else
         cfg.watch_queue_capacity = static_cast<size_t>(*v);
+    }
+    if (auto v = r.get<int64_t>(*w, "wrapper", "worker_threads", "an integer")) {
+      if (*v < 1 || *v > 64)
+        r.errors.push_back("wrapper.worker_threads: must be between 1 and 64");
+      else
+        cfg.worker_threads = static_cast<unsigned>(*v);
     }
   }
 
@@ -195,7 +201,8 @@ nlohmann::json WrapperConfig::to_json() const {
                   {"log_level", log_level_name(log_level)},
                   {"shutdown_grace_ms", shutdown_grace.count()},
                   {"watch_queue_capacity", watch_queue_capacity},
-                  {"watch_finish_grace_ms", watch_finish_grace.count()}};
+                  {"watch_finish_grace_ms", watch_finish_grace.count()},
+                  {"worker_threads", worker_threads}};
   nlohmann::json caps = nlohmann::json::object();
   if (default_image) caps["default_image"] = *default_image;
   if (gateway_manages_lifecycle) caps["gateway_manages_lifecycle"] = *gateway_manages_lifecycle;

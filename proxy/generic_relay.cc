@@ -3,130 +3,165 @@
 #include "common/grpc_util.h"
 #include "common/log.h"
 
-#include <mutex>
-
 namespace owrap {
 
-namespace {
-
-// Pairs a server-side generic bidi call with a client-side one. Messages
-// alternate through two buffers (one per direction), so at most one message
-// per direction is in flight: the slower side paces the faster. The server
-// call is finished only after the delegate's status has arrived and no
-// downstream write is pending.
-class Relay final : public grpc::ServerGenericBidiReactor {
+// Pairs a server-side generic call with a client-side one on the same
+// completion queue, so its steps never run concurrently. One message per
+// direction is in flight: the slower side paces the faster. The server call
+// is finished once the delegate's status is in and no downstream write is
+// pending; the object goes once no operation is in flight.
+class GenericRelay::Call {
  public:
-  Relay(grpc::GenericCallbackServerContext* ctx, grpc::GenericStub& stub, Delegate& delegate)
-      : ctx_(ctx),
-        delegate_(delegate),
-        client_ctx_(grpc::ClientContext::FromCallbackServerContext(*ctx)),
-        upstream_(this),
-        start_(std::chrono::steady_clock::now()) {
-    copy_request_metadata(*ctx_, *client_ctx_);
-    stub.PrepareBidiStreamingCall(client_ctx_.get(), ctx_->method(), {}, &upstream_);
-    upstream_.AddHold();  // released when the upstream read side ends
-    upstream_.StartCall();
-    StartRead(&request_);
+  static void listen(GenericRelay& relay, grpc::ServerCompletionQueue* cq) {
+    auto* call = new Call(relay, cq);
+    call->in_flight_++;
+    relay.service_.RequestCall(&call->ctx_, &call->downstream_, cq, cq, &call->request_tag_);
   }
-
-  void OnReadDone(bool ok) override {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
-    if (upstream_done_) return;
-    if (ok)
-      upstream_.StartWrite(&request_);
-    else
-      upstream_.StartWritesDone();
-  }
-  void OnWriteDone(bool ok) override {
-    std::unique_lock<std::recursive_mutex> lock(mu_);
-    downstream_writing_ = false;
-    if (!ok) client_ctx_->TryCancel();
-    if (!upstream_done_) upstream_.StartRead(&response_);
-    maybe_finish(lock);
-  }
-  void OnCancel() override { client_ctx_->TryCancel(); }
-  void OnDone() override { delete this; }
 
  private:
-  class Upstream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
-   public:
-    explicit Upstream(Relay* r) : r_(r) {}
-    void OnReadInitialMetadataDone(bool ok) override { r_->on_upstream_metadata(ok); }
-    void OnReadDone(bool ok) override { r_->on_upstream_read(ok); }
-    void OnWriteDone(bool ok) override { r_->on_upstream_write(ok); }
-    void OnDone(const grpc::Status& s) override { r_->on_upstream_done(s); }
+  Call(GenericRelay& relay, grpc::ServerCompletionQueue* cq)
+      : relay_(relay), token_(relay.queues_.tracker()), cq_(cq), downstream_(&ctx_) {}
 
-   private:
-    Relay* r_;
-  };
-
-  void on_upstream_metadata(bool ok) {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
-    if (ok) {
-      for (const auto& [k, v] : client_ctx_->GetServerInitialMetadata()) {
-        std::string key(k.data(), k.size());
-        if (!is_transport_metadata(key)) ctx_->AddInitialMetadata(key, std::string(v.data(), v.size()));
-      }
-    }
-    // Responses are read only once the delegate's headers are in place.
-    upstream_.StartRead(&response_);
-  }
-  void on_upstream_read(bool ok) {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
-    if (!ok) {
-      upstream_.RemoveHold();
+  void on_request(bool ok) {
+    if (!ok) {  // the server is shutting down
+      downstream_closed_ = true;
       return;
     }
-    downstream_writing_ = true;
-    StartWrite(&response_);
+    listen(relay_, cq_);
+    start_ = std::chrono::steady_clock::now();
+    // Linked to the server call: deadline and cancellation reach the delegate.
+    client_ctx_ = grpc::ClientContext::FromServerContext(ctx_);
+    copy_request_metadata(ctx_, *client_ctx_);
+    upstream_ = relay_.stub_.PrepareCall(client_ctx_.get(), ctx_.method(), cq_);
+    start(upstream_started_tag_, [&](void* tag) { upstream_->StartCall(tag); });
+  }
+
+  void on_upstream_started(bool ok) {
+    if (!ok) return finish_upstream();
+    start(upstream_metadata_tag_, [&](void* tag) { upstream_->ReadInitialMetadata(tag); });
+    read_downstream();
+  }
+
+  // Responses are read only once the delegate's headers are in place.
+  void on_upstream_metadata(bool ok) {
+    if (!ok) return finish_upstream();
+    for (const auto& [k, v] : client_ctx_->GetServerInitialMetadata()) {
+      std::string key(k.data(), k.size());
+      if (!is_transport_metadata(key)) ctx_.AddInitialMetadata(key, std::string(v.data(), v.size()));
+    }
+    read_upstream();
+  }
+
+  void read_downstream() {
+    start(downstream_read_tag_, [&](void* tag) { downstream_.Read(&request_, tag); });
+  }
+  void on_downstream_read(bool ok) {
+    if (upstream_finishing_) return;
+    if (ok) {
+      start(upstream_write_tag_, [&](void* tag) { upstream_->Write(request_, tag); });
+    } else {
+      half_closed_ = true;
+      start(upstream_write_tag_, [&](void* tag) { upstream_->WritesDone(tag); });
+    }
   }
   void on_upstream_write(bool ok) {
-    if (ok) StartRead(&request_);  // next request; on failure the status tells
+    if (ok && !half_closed_ && !downstream_closed_ && !upstream_finishing_) read_downstream();
+    // WritesDone completing, or a failed write: the delegate's status tells.
   }
-  void on_upstream_done(const grpc::Status& s) {
-    std::unique_lock<std::recursive_mutex> lock(mu_);
+
+  void read_upstream() {
+    start(upstream_read_tag_, [&](void* tag) { upstream_->Read(&response_, tag); });
+  }
+  void on_upstream_read(bool ok) {
+    if (!ok) return finish_upstream();
+    downstream_writing_ = true;
+    start(downstream_write_tag_, [&](void* tag) { downstream_.Write(response_, tag); });
+  }
+  void on_downstream_write(bool ok) {
+    downstream_writing_ = false;
+    if (!ok) client_ctx_->TryCancel();  // the caller went away
+    if (!upstream_finishing_) return read_upstream();
+    maybe_finish_downstream();
+  }
+
+  void finish_upstream() {
+    if (upstream_finishing_) return;
+    upstream_finishing_ = true;
+    start(upstream_finished_tag_, [&](void* tag) { upstream_->Finish(&status_, tag); });
+  }
+  void on_upstream_finished(bool) {
     upstream_done_ = true;
     for (const auto& [k, v] : client_ctx_->GetServerTrailingMetadata()) {
       std::string key(k.data(), k.size());
-      if (!is_transport_metadata(key)) ctx_->AddTrailingMetadata(key, std::string(v.data(), v.size()));
+      if (!is_transport_metadata(key)) ctx_.AddTrailingMetadata(key, std::string(v.data(), v.size()));
     }
-    status_ = s;
-    if (s.error_code() == grpc::StatusCode::UNAVAILABLE && !delegate_.available()) {
-      status_ = grpc::Status(s.error_code(),
-                             "delegate \"" + delegate_.name() + "\" is unavailable: " + delegate_.unavailable_reason() +
-                                 " (" + s.error_message() + ")",
-                             s.error_details());
+    Delegate& d = relay_.delegate_;
+    if (status_.error_code() == grpc::StatusCode::UNAVAILABLE && !d.available()) {
+      status_ = grpc::Status(status_.error_code(),
+                             "delegate \"" + d.name() + "\" is unavailable: " + d.unavailable_reason() + " (" +
+                                 status_.error_message() + ")",
+                             status_.error_details());
     }
-    maybe_finish(lock);
+    maybe_finish_downstream();
   }
-  void maybe_finish(std::unique_lock<std::recursive_mutex>&) {
-    if (!upstream_done_ || downstream_writing_ || finished_) return;
-    finished_ = true;
+
+  void maybe_finish_downstream() {
+    if (!upstream_done_ || downstream_writing_ || downstream_finishing_) return;
+    downstream_finishing_ = true;
     auto latency = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start_);
-    log_info("rpc", {{"rpc", ctx_->method()},
+    log_info("rpc", {{"rpc", ctx_.method()},
                      {"latency_us", latency.count()},
                      {"status", status_code_name(status_.error_code())},
                      {"passthrough", true}});
-    Finish(status_);
+    start(downstream_finished_tag_, [&](void* tag) { downstream_.Finish(status_, tag); });
+  }
+  // A downstream read may still be pending until the call is torn down.
+  void on_downstream_finished(bool) { downstream_closed_ = true; }
+
+  template <class Op>
+  void start(BoundTag<Call>& tag, Op op) {
+    in_flight_++;
+    op(&tag);
+  }
+  // Every tag runs its step through here: the object goes after the last
+  // step, never in the middle of one.
+  template <void (Call::*Step)(bool)>
+  void run(bool ok) {
+    in_flight_--;
+    (this->*Step)(ok);
+    if (downstream_closed_ && in_flight_ == 0) delete this;
   }
 
-  grpc::GenericCallbackServerContext* ctx_;
-  Delegate& delegate_;
+  GenericRelay& relay_;
+  CallTracker::Token token_;
+  grpc::ServerCompletionQueue* cq_;
+  grpc::GenericServerContext ctx_;
+  grpc::GenericServerAsyncReaderWriter downstream_;
   std::unique_ptr<grpc::ClientContext> client_ctx_;
-  Upstream upstream_;
-  std::chrono::steady_clock::time_point start_;
-  std::recursive_mutex mu_;  // reactions may nest when gRPC runs one inline
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> upstream_;
   grpc::ByteBuffer request_, response_;
+  grpc::Status status_;
+  std::chrono::steady_clock::time_point start_;
+  int in_flight_ = 0;
+  bool half_closed_ = false;  // the caller is done sending
+  bool upstream_finishing_ = false;
   bool upstream_done_ = false;
   bool downstream_writing_ = false;
-  bool finished_ = false;
-  grpc::Status status_;
+  bool downstream_finishing_ = false;
+  bool downstream_closed_ = false;
+  BoundTag<Call> request_tag_{this, &Call::run<&Call::on_request>};
+  BoundTag<Call> upstream_started_tag_{this, &Call::run<&Call::on_upstream_started>};
+  BoundTag<Call> upstream_metadata_tag_{this, &Call::run<&Call::on_upstream_metadata>};
+  BoundTag<Call> downstream_read_tag_{this, &Call::run<&Call::on_downstream_read>};
+  BoundTag<Call> upstream_write_tag_{this, &Call::run<&Call::on_upstream_write>};
+  BoundTag<Call> upstream_read_tag_{this, &Call::run<&Call::on_upstream_read>};
+  BoundTag<Call> downstream_write_tag_{this, &Call::run<&Call::on_downstream_write>};
+  BoundTag<Call> upstream_finished_tag_{this, &Call::run<&Call::on_upstream_finished>};
+  BoundTag<Call> downstream_finished_tag_{this, &Call::run<&Call::on_downstream_finished>};
 };
 
-}  // namespace
-
-grpc::ServerGenericBidiReactor* GenericRelay::CreateReactor(grpc::GenericCallbackServerContext* ctx) {
-  return new Relay(ctx, stub_, delegate_);
+void GenericRelay::start() {
+  for (const auto& cq : queues_.queues()) Call::listen(*this, cq.get());
 }
 
 }  // namespace owrap

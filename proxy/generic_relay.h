@@ -4,20 +4,30 @@
 #pragma once
 
 #include "delegates/delegate.h"
+#include "proxy/completion_queues.h"
 
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/generic/generic_stub.h>
 
 namespace owrap {
 
-class GenericRelay final : public grpc::CallbackGenericService {
+class GenericRelay {
  public:
-  explicit GenericRelay(Delegate& delegate) : delegate_(delegate), stub_(delegate.channel()) {}
-  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override;
+  GenericRelay(Delegate& delegate, CompletionQueues& queues)
+      : delegate_(delegate), stub_(delegate.channel()), queues_(queues) {}
+
+  // Before the server is built.
+  void register_with(grpc::ServerBuilder& builder) { builder.RegisterAsyncGenericService(&service_); }
+  // After the server has started: requests unknown methods on every queue.
+  void start();
+
+  class Call;
 
  private:
   Delegate& delegate_;
   grpc::GenericStub stub_;
+  CompletionQueues& queues_;
+  grpc::AsyncGenericService service_;
 };
 
 }  // namespace owrap

@@ -12,6 +12,15 @@ grpc::Status name_unavailable_delegate(const grpc::Status& s, const grpc::Client
   return grpc::Status(s.error_code(), "delegate \"" + d.name() + "\" is unavailable: " + reason, s.error_details());
 }
 
+grpc::Status unavailable_delegate_status(const Delegate& d) {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      "delegate \"" + d.name() + "\" is unavailable: " + d.unavailable_reason());
+}
+
+grpc::Status redact_status(const grpc::Status& s, const std::string& secret) {
+  return grpc::Status(s.error_code(), Logger::redact(s.error_message(), secret), s.error_details());
+}
+
 void log_call(const CallContext& ctx, std::chrono::steady_clock::time_point start, const grpc::Status& s) {
   const LogLevel level = s.ok() ? LogLevel::kInfo : LogLevel::kWarn;
   if (!Logger::instance().enabled(level)) return;

@@ -1,15 +1,22 @@
-// One delegated unary call: pipeline `before`, the delegate call on the
-// async stub (never blocking a gRPC thread), pipeline `after`, one access
-// log line, Finish. The caller's deadline, cancellation and metadata reach
-// the delegate; the delegate's status, message, error details and metadata
-// come back unchanged.
+// One delegated unary call: pipeline `before`, the delegate call, pipeline
+// `after`, one access log line, Finish. The caller's deadline, cancellation
+// and metadata reach the delegate; the delegate's status, message, error
+// details and metadata come back unchanged.
+//
+// A call runs on the completion queue that received it: the server side and
+// the delegate call share it, so a relayed call is never handed between
+// threads. Every step is one tag on that queue; no step blocks.
 #pragma once
 
 #include "common/grpc_util.h"
 #include "common/log.h"
 #include "compute_driver.grpc.pb.h"
 #include "delegates/delegate.h"
+#include "proxy/completion_queues.h"
 #include "proxy/pipeline.h"
+
+#include <grpcpp/server_context.h>
+#include <grpcpp/support/async_unary_call.h>
 
 #include <chrono>
 #include <memory>
@@ -18,11 +25,27 @@ namespace owrap {
 
 namespace v1 = openshell::compute::v1;
 
+// The service the unary methods are requested from: ComputeDriver's async
+// methods, with WatchSandboxes on the callback API (see WrapperService).
+using AsyncComputeDriver = v1::ComputeDriver::AsyncService;
+
 // What every unary call needs from the proxy.
 struct UnaryRelay {
   Delegate& delegate;
   v1::ComputeDriver::Stub& stub;
   const Pipeline& pipeline;
+  AsyncComputeDriver& service;
+  CallTracker& tracker;
+};
+
+// How one RPC is requested from the server and sent to the delegate.
+template <class Req, class Resp>
+struct UnaryMethod {
+  Rpc rpc;
+  void (*request)(AsyncComputeDriver&, grpc::ServerContext*, Req*, grpc::ServerAsyncResponseWriter<Resp>*,
+                  grpc::ServerCompletionQueue*, void* tag);
+  std::unique_ptr<grpc::ClientAsyncResponseReader<Resp>> (*prepare)(v1::ComputeDriver::Stub&, grpc::ClientContext*,
+                                                                    const Req&, grpc::CompletionQueue*);
 };
 
 inline std::string sandbox_id_of(const v1::ValidateSandboxCreateRequest& r) {
@@ -60,80 +83,93 @@ inline std::string secret_of(const google::protobuf::Message&) {
 // Rewrites a transport failure (the delegate never answered) so the caller
 // learns which delegate is down; a status the delegate itself sent is kept.
 grpc::Status name_unavailable_delegate(const grpc::Status& s, const grpc::ClientContext& ctx, const Delegate& d);
+grpc::Status unavailable_delegate_status(const Delegate& d);
+// A delegate that echoes the token must not make us echo it too.
+grpc::Status redact_status(const grpc::Status& s, const std::string& secret);
 void log_call(const CallContext& ctx, std::chrono::steady_clock::time_point start, const grpc::Status& s);
 
 template <class Req, class Resp>
-class UnaryCall final : public grpc::ServerUnaryReactor {
+class UnaryCall final : public CompletionTag {
  public:
-  using Invoke = void (*)(v1::ComputeDriver::StubInterface::async_interface*, grpc::ClientContext*, const Req*, Resp*,
-                          std::function<void(grpc::Status)>);
-
-  static grpc::ServerUnaryReactor* start(const UnaryRelay& relay, grpc::CallbackServerContext* server_ctx, Rpc rpc,
-                                         const Req& request, Resp* response, Invoke invoke) {
-    auto* call = new UnaryCall(relay, server_ctx, rpc, request, response);
-    call->run(invoke);
-    return call;
+  // Puts one call of `method` up for the next request on `cq`. Each
+  // received request puts up its successor first.
+  static void listen(const UnaryRelay& relay, const UnaryMethod<Req, Resp>& method, grpc::ServerCompletionQueue* cq) {
+    auto* call = new UnaryCall(relay, method, cq);
+    method.request(relay.service, &call->server_ctx_, &call->request_, &call->responder_, cq, call);
   }
 
-  void OnCancel() override { client_ctx_->TryCancel(); }
-  void OnDone() override { delete this; }
+  void proceed(bool ok) override {
+    switch (state_) {
+      case State::kListening:
+        if (!ok) break;  // the server is shutting down
+        listen(relay_, method_, cq_);
+        on_request();
+        return;
+      case State::kDelegating:
+        on_delegate_done();
+        return;
+      case State::kFinishing:
+        break;
+    }
+    delete this;
+  }
 
  private:
-  UnaryCall(const UnaryRelay& relay, grpc::CallbackServerContext* server_ctx, Rpc rpc, const Req& request,
-            Resp* response)
-      : relay_(relay),
-        server_ctx_(server_ctx),
-        request_(request),
-        response_(response),
-        client_ctx_(grpc::ClientContext::FromCallbackServerContext(*server_ctx)),
-        start_(std::chrono::steady_clock::now()) {
-    ctx_.rpc = rpc;
+  enum class State { kListening, kDelegating, kFinishing };
+
+  UnaryCall(const UnaryRelay& relay, const UnaryMethod<Req, Resp>& method, grpc::ServerCompletionQueue* cq)
+      : relay_(relay), method_(method), cq_(cq), token_(relay.tracker), responder_(&server_ctx_) {}
+
+  void on_request() {
+    start_ = std::chrono::steady_clock::now();
+    ctx_.rpc = method_.rpc;
     ctx_.sandbox_id = sandbox_id_of(request_);
     ctx_.secret = secret_of(request_);
-  }
-
-  void run(Invoke invoke) {
-    if (grpc::Status s = relay_.pipeline.before(ctx_, request_); !s.ok()) {
-      finish(s);
-      return;
-    }
+    if (grpc::Status s = relay_.pipeline.before(ctx_, request_); !s.ok()) return finish(s);
     if (!relay_.delegate.available()) {
-      grpc::Status s(grpc::StatusCode::UNAVAILABLE, "delegate \"" + relay_.delegate.name() +
-                                                        "\" is unavailable: " + relay_.delegate.unavailable_reason());
+      grpc::Status s = unavailable_delegate_status(relay_.delegate);
       relay_.pipeline.compensate(ctx_, s);
-      finish(s);
-      return;
+      return finish(s);
     }
-    copy_request_metadata(*server_ctx_, *client_ctx_);
-    invoke(relay_.stub.async(), client_ctx_.get(), &request_, response_,
-           [this](grpc::Status s) { on_delegate_done(std::move(s)); });
+    // Parent and child calls are linked: the caller's deadline and its
+    // cancellation reach the delegate call.
+    client_ctx_ = grpc::ClientContext::FromServerContext(server_ctx_);
+    copy_request_metadata(server_ctx_, *client_ctx_);
+    state_ = State::kDelegating;
+    reader_ = method_.prepare(relay_.stub, client_ctx_.get(), request_, cq_);
+    reader_->StartCall();
+    reader_->Finish(&response_, &delegate_status_, this);
   }
 
-  void on_delegate_done(grpc::Status s) {
-    copy_response_metadata(*client_ctx_, *server_ctx_);
-    if (!s.ok()) {
-      s = name_unavailable_delegate(s, *client_ctx_, relay_.delegate);
+  void on_delegate_done() {
+    copy_response_metadata(*client_ctx_, server_ctx_);
+    if (!delegate_status_.ok()) {
+      grpc::Status s = name_unavailable_delegate(delegate_status_, *client_ctx_, relay_.delegate);
       relay_.pipeline.compensate(ctx_, s);
-      finish(s);
-      return;
+      return finish(s);
     }
-    finish(relay_.pipeline.after(ctx_, *response_));
+    finish(relay_.pipeline.after(ctx_, response_));
   }
 
   void finish(grpc::Status s) {
-    if (!ctx_.secret.empty() && !s.ok()) {
-      // A delegate that echoes the token must not make us echo it too.
-      s = grpc::Status(s.error_code(), Logger::redact(s.error_message(), ctx_.secret), s.error_details());
-    }
+    if (!ctx_.secret.empty() && !s.ok()) s = redact_status(s, ctx_.secret);
     log_call(ctx_, start_, s);
-    Finish(s);
+    state_ = State::kFinishing;
+    responder_.Finish(response_, s, this);
   }
 
   const UnaryRelay& relay_;
-  grpc::CallbackServerContext* server_ctx_;
-  Req request_;  // a copy: stages may rewrite it; unknown fields are kept
-  Resp* response_;
+  const UnaryMethod<Req, Resp>& method_;
+  grpc::ServerCompletionQueue* cq_;
+  CallTracker::Token token_;
+  State state_ = State::kListening;
+  grpc::ServerContext server_ctx_;
+  Req request_;  // stages may rewrite it; unknown fields are kept
+  Resp response_;
+  grpc::ServerAsyncResponseWriter<Resp> responder_;
   std::unique_ptr<grpc::ClientContext> client_ctx_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<Resp>> reader_;
+  grpc::Status delegate_status_;
   CallContext ctx_;
   std::chrono::steady_clock::time_point start_;
 };

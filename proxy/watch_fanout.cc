@@ -2,43 +2,53 @@
 
 #include "common/log.h"
 
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <deque>
+#include <optional>
 
 namespace owrap {
 
 namespace asio = boost::asio;
+namespace v1 = openshell::compute::v1;
+
+grpc::Status watcher_fell_behind(size_t queue_capacity, const std::string& peer) {
+  log_warn("ending a watcher that fell behind",
+           {{"rpc", "WatchSandboxes"}, {"queue_capacity", queue_capacity}, {"peer", peer}});
+  return grpc::Status(
+      grpc::StatusCode::RESOURCE_EXHAUSTED,
+      "watcher fell behind: more than " + std::to_string(queue_capacity) + " events queued; reopen the watch");
+}
 
 struct WatchFanout::Shared {
-  Shared(asio::io_context& io, WatchFanoutOptions o) : io(io), strand(asio::make_strand(io)), options(o) {}
+  Shared(asio::io_context& io, WatchFanoutOptions o, CallTracker& t)
+      : io(io), strand(asio::make_strand(io)), options(o), tracker(t) {}
   asio::io_context& io;
   asio::strand<asio::io_context::executor_type> strand;
   WatchFanoutOptions options;
+  CallTracker& tracker;
   std::set<Watcher*> watchers;  // strand only
   bool closed = false;          // strand only
   grpc::Status close_status;
   std::atomic<size_t> watcher_count{0};
 };
 
-class WatchFanout::Watcher : public grpc::ServerWriteReactor<WatchEvent> {
+// One downstream WatchSandboxes call. At most one write-type operation
+// (initial metadata, a message, the status) is in flight; the done tag
+// tells when the call is over. The object goes once the call is over and
+// nothing is in flight.
+class WatchFanout::Watcher {
  public:
-  Watcher(std::shared_ptr<Shared> shared, grpc::CallbackServerContext* ctx)
-      : shared_(std::move(shared)), ctx_(ctx), grace_(shared_->io) {}
-
-  // Strand: the reactor is registered and its headers go out at once, so the
-  // caller knows the watch is established before any event exists.
-  void begin() {
-    if (shared_->closed) {
-      finish(shared_->close_status);
-      return;
-    }
-    shared_->watchers.insert(this);
-    shared_->watcher_count++;
-    StartSendInitialMetadata();
+  static void listen(std::shared_ptr<Shared> shared, v1::ComputeDriver::AsyncService& service,
+                     grpc::ServerCompletionQueue* cq) {
+    auto* w = new Watcher(std::move(shared), service, cq);
+    w->ctx_.AsyncNotifyWhenDone(&w->done_tag_);
+    service.RequestWatchSandboxes(&w->ctx_, &w->request_, &w->writer_, cq, cq, &w->request_tag_);
   }
 
+  // Strand.
   void push(const SharedWatchEvent& event) {
     if (finished_) return;
     if (!writing_) {
@@ -46,56 +56,85 @@ class WatchFanout::Watcher : public grpc::ServerWriteReactor<WatchEvent> {
       return;
     }
     if (queue_.size() >= shared_->options.queue_capacity) {
-      log_warn(
-          "ending a watcher that fell behind",
-          {{"rpc", "WatchSandboxes"}, {"queue_capacity", shared_->options.queue_capacity}, {"peer", ctx_->peer()}});
-      queue_.clear();
-      finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "watcher fell behind: more than " +
-                                                                    std::to_string(shared_->options.queue_capacity) +
-                                                                    " events queued; reopen the watch"));
+      finish(watcher_fell_behind(shared_->options.queue_capacity, ctx_.peer()));
       arm_grace();
       return;
     }
     queue_.push_back(event);
   }
 
+  // Strand.
   void finish(const grpc::Status& status) {
     if (finished_) return;
     finished_ = true;
     queue_.clear();
-    Finish(status);
-  }
-
-  void OnSendInitialMetadataDone(bool) override {}
-  void OnWriteDone(bool ok) override {
-    asio::post(shared_->strand, [this, ok] { on_write_done(ok); });
-  }
-  void OnCancel() override {
-    asio::post(shared_->strand, [this] { finish(grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled")); });
-  }
-  void OnDone() override {
-    asio::post(shared_->strand, [this] {
-      if (shared_->watchers.erase(this) > 0) shared_->watcher_count--;
-      grace_.cancel();
-      delete this;
-    });
+    if (writing_) {
+      pending_status_ = status;  // sent once the write in flight is done
+      return;
+    }
+    send_status(status);
   }
 
  private:
+  Watcher(std::shared_ptr<Shared> shared, v1::ComputeDriver::AsyncService& service, grpc::ServerCompletionQueue* cq)
+      : shared_(std::move(shared)),
+        token_(shared_->tracker),
+        service_(service),
+        cq_(cq),
+        writer_(&ctx_),
+        grace_(shared_->io) {}
+
+  // Completion-queue thread: hand over to the strand.
+  void on_request(bool ok) {
+    if (!ok) {  // the server is shutting down; the done tag never comes
+      delete this;
+      return;
+    }
+    listen(shared_, service_, cq_);
+    asio::post(shared_->strand, [this] { begin(); });
+  }
+  void on_write(bool ok) {
+    asio::post(shared_->strand, [this, ok] { write_done(ok); });
+  }
+  void on_status_sent(bool) {
+    asio::post(shared_->strand, [this] {
+      sending_status_ = false;
+      maybe_delete();
+    });
+  }
+  void on_done(bool) {
+    asio::post(shared_->strand, [this] { call_over(); });
+  }
+
+  // Strand: headers go out at once, so the caller knows the watch is
+  // established before any event exists.
+  void begin() {
+    if (shared_->closed) {
+      finish(shared_->close_status);
+      return;
+    }
+    shared_->watchers.insert(this);
+    shared_->watcher_count++;
+    writing_ = true;
+    writer_.SendInitialMetadata(&write_tag_);
+  }
+
   void write(const SharedWatchEvent& event) {
     writing_ = true;
     in_flight_ = event;
-    StartWrite(in_flight_.get());
+    writer_.Write(*in_flight_, &write_tag_);
   }
 
-  void on_write_done(bool ok) {
+  void write_done(bool ok) {
     writing_ = false;
     in_flight_.reset();
-    if (finished_) return;
-    if (!ok) {
-      finish(grpc::Status(grpc::StatusCode::CANCELLED, "watcher went away"));
+    if (pending_status_) {
+      send_status(*pending_status_);
+      pending_status_.reset();
       return;
     }
+    if (finished_) return maybe_delete();
+    if (!ok) return finish(grpc::Status(grpc::StatusCode::CANCELLED, "watcher went away"));
     if (!queue_.empty()) {
       SharedWatchEvent next = std::move(queue_.front());
       queue_.pop_front();
@@ -103,26 +142,57 @@ class WatchFanout::Watcher : public grpc::ServerWriteReactor<WatchEvent> {
     }
   }
 
+  void send_status(const grpc::Status& status) {
+    sending_status_ = true;
+    writer_.Finish(status, &status_tag_);
+  }
+
+  void call_over() {
+    call_over_ = true;
+    finished_ = true;  // cancelled by the peer, if not already finished
+    queue_.clear();
+    if (shared_->watchers.erase(this) > 0) shared_->watcher_count--;
+    grace_.cancel();
+    maybe_delete();
+  }
+
+  void maybe_delete() {
+    if (call_over_ && !writing_ && !sending_status_) delete this;
+  }
+
   // A watcher that stopped reading cannot even receive its status; cancel
   // the call after a grace so its memory and stream are released anyway.
   void arm_grace() {
     grace_.expires_after(shared_->options.finish_grace);
-    grace_.async_wait([ctx = ctx_](const boost::system::error_code& ec) {
-      if (!ec) ctx->TryCancel();
-    });
+    grace_.async_wait(asio::bind_executor(shared_->strand, [this](const boost::system::error_code& ec) {
+      if (!ec) ctx_.TryCancel();
+    }));
   }
 
   std::shared_ptr<Shared> shared_;
-  grpc::CallbackServerContext* ctx_;
+  CallTracker::Token token_;
+  v1::ComputeDriver::AsyncService& service_;
+  grpc::ServerCompletionQueue* cq_;
+  grpc::ServerContext ctx_;
+  v1::WatchSandboxesRequest request_;
+  grpc::ServerAsyncWriter<WatchEvent> writer_;
+  BoundTag<Watcher> request_tag_{this, &Watcher::on_request};
+  BoundTag<Watcher> write_tag_{this, &Watcher::on_write};
+  BoundTag<Watcher> status_tag_{this, &Watcher::on_status_sent};
+  BoundTag<Watcher> done_tag_{this, &Watcher::on_done};
   asio::steady_timer grace_;
+  // Strand only:
   std::deque<SharedWatchEvent> queue_;
   SharedWatchEvent in_flight_;
+  std::optional<grpc::Status> pending_status_;
   bool writing_ = false;
+  bool sending_status_ = false;
   bool finished_ = false;
+  bool call_over_ = false;
 };
 
-WatchFanout::WatchFanout(asio::io_context& io, WatchFanoutOptions options)
-    : shared_(std::make_shared<Shared>(io, options)) {}
+WatchFanout::WatchFanout(asio::io_context& io, WatchFanoutOptions options, CallTracker& tracker)
+    : shared_(std::make_shared<Shared>(io, options, tracker)) {}
 
 WatchFanout::~WatchFanout() = default;
 
@@ -130,10 +200,8 @@ size_t WatchFanout::watcher_count() const {
   return shared_->watcher_count.load();
 }
 
-grpc::ServerWriteReactor<WatchEvent>* WatchFanout::subscribe(grpc::CallbackServerContext* ctx) {
-  auto* watcher = new Watcher(shared_, ctx);
-  asio::post(shared_->strand, [watcher] { watcher->begin(); });
-  return watcher;
+void WatchFanout::listen(v1::ComputeDriver::AsyncService& service, grpc::ServerCompletionQueue* cq) {
+  Watcher::listen(shared_, service, cq);
 }
 
 void WatchFanout::publish(SharedWatchEvent event, std::function<void()> done) {

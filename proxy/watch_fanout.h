@@ -1,12 +1,15 @@
 // Fans WatchSandboxes events out to any number of downstream watchers. Each
 // watcher has a bounded queue; one that falls behind is ended with
 // RESOURCE_EXHAUSTED (and cancelled if it never reads again) instead of
-// growing memory, and the others never notice. Every watcher operation runs
-// on one strand, so gRPC reactions never race with each other or with
-// publish(), and no lock is held while gRPC is called.
+// growing memory, and the others never notice. Watchers are async
+// WatchSandboxes calls on the wrapper's completion queues; every completion
+// is posted to one strand, which owns all watcher state, so completions
+// never race with each other or with publish(), and no lock is held while
+// gRPC is called.
 #pragma once
 
 #include "compute_driver.grpc.pb.h"
+#include "proxy/completion_queues.h"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/strand.hpp>
@@ -17,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <set>
+#include <string>
 
 namespace owrap {
 
@@ -30,15 +34,20 @@ struct WatchFanoutOptions {
   std::chrono::milliseconds finish_grace{10000};
 };
 
+// Logs that a watcher is ended for falling behind, and returns the status
+// it is ended with.
+grpc::Status watcher_fell_behind(size_t queue_capacity, const std::string& peer);
+
 class WatchFanout {
  public:
-  WatchFanout(boost::asio::io_context& io, WatchFanoutOptions options);
+  WatchFanout(boost::asio::io_context& io, WatchFanoutOptions options, CallTracker& tracker);
   ~WatchFanout();
   WatchFanout(const WatchFanout&) = delete;
   WatchFanout& operator=(const WatchFanout&) = delete;
 
-  // Returns the reactor for a new WatchSandboxes call.
-  grpc::ServerWriteReactor<WatchEvent>* subscribe(grpc::CallbackServerContext* ctx);
+  // Requests WatchSandboxes calls on `cq` (after the server has started);
+  // each call received requests its successor.
+  void listen(openshell::compute::v1::ComputeDriver::AsyncService& service, grpc::ServerCompletionQueue* cq);
 
   // Queues `event` for every current watcher, in call order. `done`, if
   // given, runs on the strand once the event has been handed to all of them:

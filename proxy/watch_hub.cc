@@ -10,54 +10,40 @@ namespace owrap {
 namespace asio = boost::asio;
 namespace v1 = openshell::compute::v1;
 
-// One attempt at the upstream watch. Every reaction is posted to the hub's
-// strand, which owns all of the fields below. A hold keeps OnDone from
-// running until the read side has ended, and a reference count keeps the
-// object alive until OnDone, the resync list and every delivery are done.
-class WatchHub::Upstream final : public grpc::ClientReadReactor<WatchEvent> {
+// One attempt at the upstream watch: an async WatchSandboxes call on one of
+// the wrapper's queues, and the ListSandboxes that resyncs after it is
+// established. Completions are posted to the hub's strand, which owns all of
+// the state below and starts every operation, so at most one read is ever in
+// flight. A reference count keeps the object alive until the call's status,
+// the resync list and every delivery are done.
+class WatchHub::Upstream {
  public:
-  explicit Upstream(WatchHub& hub) : hub_(hub) {}
+  explicit Upstream(WatchHub& hub) : hub_(hub), token_(hub.queues_.tracker()), cq_(hub.queues_.any()) {}
 
   void begin() {
-    hub_.stub_->async()->WatchSandboxes(&ctx_, &request_, this);
-    AddHold();
-    read_pending_ = true;
-    StartRead(&event_);
-    StartCall();
+    reader_ = hub_.stub_->PrepareAsyncWatchSandboxes(&ctx_, request_, cq_);
+    op_pending_ = true;
+    reader_->StartCall(&start_tag_);
   }
   void read_next() {
-    if (done_ || read_pending_) return;
-    read_pending_ = true;
-    StartRead(&event_);
+    if (finishing_ || op_pending_) return;
+    op_pending_ = true;
+    reader_->Read(&event_, &read_tag_);
   }
-  // Ends the attempt; the pending read (started if need be) fails, which
-  // releases the hold.
+  // Ends the attempt: an operation in flight fails and leads to finish().
   void abandon() {
+    abandoned_ = true;
     ctx_.TryCancel();
-    read_next();
+    list_ctx_.TryCancel();
+    if (!op_pending_) finish();
   }
-
-  void OnReadInitialMetadataDone(bool ok) override {
-    if (ok) asio::post(hub_.strand_, [this] { hub_.on_established(this); });
-  }
-  void OnReadDone(bool ok) override {
-    if (!ok) {
-      RemoveHold();
-      return;
-    }
-    auto event = std::make_shared<WatchEvent>();
-    event->Swap(&event_);
-    asio::post(hub_.strand_, [this, event = std::move(event)]() mutable {
-      read_pending_ = false;
-      hub_.on_event(this, std::move(event));
-    });
-  }
-  void OnDone(const grpc::Status& s) override {
-    asio::post(hub_.strand_, [this, s] {
-      done_ = true;
-      hub_.on_upstream_done(this, s);
-      release();
-    });
+  void list() {
+    static const v1::ListSandboxesRequest kList;
+    ref();
+    list_ctx_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    list_reader_ = hub_.stub_->PrepareAsyncListSandboxes(&list_ctx_, kList, cq_);
+    list_reader_->StartCall();
+    list_reader_->Finish(&list_, &list_status_, &list_tag_);
   }
 
   void ref() { refs_++; }
@@ -65,28 +51,96 @@ class WatchHub::Upstream final : public grpc::ClientReadReactor<WatchEvent> {
     if (--refs_ == 0) delete this;
   }
 
-  v1::ListSandboxesResponse list_;
-  grpc::ClientContext list_ctx_;
-
  private:
+  // Completion-queue thread: hand over to the strand.
+  void on_started(bool ok) {
+    asio::post(hub_.strand_, [this, ok] {
+      op_pending_ = false;
+      if (!ok || abandoned_) return finish();
+      op_pending_ = true;
+      reader_->ReadInitialMetadata(&metadata_tag_);
+    });
+  }
+  void on_metadata(bool ok) {
+    asio::post(hub_.strand_, [this, ok] {
+      op_pending_ = false;
+      if (!ok || abandoned_) return finish();
+      hub_.on_established(this);
+      read_next();
+    });
+  }
+  void on_read(bool ok) {
+    if (!ok) {
+      asio::post(hub_.strand_, [this] {
+        op_pending_ = false;
+        finish();
+      });
+      return;
+    }
+    auto event = std::make_shared<WatchEvent>();
+    event->Swap(&event_);
+    asio::post(hub_.strand_, [this, event = std::move(event)]() mutable {
+      op_pending_ = false;
+      hub_.on_event(this, std::move(event));
+    });
+  }
+  void on_finished(bool) {
+    asio::post(hub_.strand_, [this] {
+      hub_.on_upstream_done(this, status_);
+      release();
+    });
+  }
+  void on_listed(bool) {
+    asio::post(hub_.strand_, [this] {
+      hub_.on_listed(this, list_status_, list_);
+      release();
+    });
+  }
+
+  void finish() {
+    if (finishing_) return;
+    finishing_ = true;
+    reader_->Finish(&status_, &finish_tag_);
+  }
+
   WatchHub& hub_;
+  CallTracker::Token token_;
+  grpc::ServerCompletionQueue* cq_;
   grpc::ClientContext ctx_;
   v1::WatchSandboxesRequest request_;
+  std::unique_ptr<grpc::ClientAsyncReader<WatchEvent>> reader_;
   WatchEvent event_;
-  int refs_ = 1;  // the call itself, until OnDone
-  bool read_pending_ = false;
-  bool done_ = false;
+  grpc::Status status_;
+  grpc::ClientContext list_ctx_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<v1::ListSandboxesResponse>> list_reader_;
+  v1::ListSandboxesResponse list_;
+  grpc::Status list_status_;
+  BoundTag<Upstream> start_tag_{this, &Upstream::on_started};
+  BoundTag<Upstream> metadata_tag_{this, &Upstream::on_metadata};
+  BoundTag<Upstream> read_tag_{this, &Upstream::on_read};
+  BoundTag<Upstream> finish_tag_{this, &Upstream::on_finished};
+  BoundTag<Upstream> list_tag_{this, &Upstream::on_listed};
+  // Strand only:
+  int refs_ = 1;  // the call itself, until its status is in
+  bool op_pending_ = false;
+  bool finishing_ = false;
+  bool abandoned_ = false;
 };
 
-WatchHub::WatchHub(asio::io_context& io, Delegate& delegate, WatchFanoutOptions options)
+WatchHub::WatchHub(asio::io_context& io, Delegate& delegate, WatchFanoutOptions options, CompletionQueues& queues)
     : io_(io),
       delegate_(delegate),
+      queues_(queues),
       stub_(v1::ComputeDriver::NewStub(delegate.channel())),
-      fanout_(io, options),
+      fanout_(io, options, queues.tracker()),
       strand_(asio::make_strand(io)),
       retry_(strand_) {}
 
 WatchHub::~WatchHub() = default;
+
+void WatchHub::listen(v1::ComputeDriver::AsyncService& service) {
+  for (const auto& cq : queues_.queues()) fanout_.listen(service, cq.get());
+}
 
 void WatchHub::start() {
   asio::post(strand_, [this] { connect(); });
@@ -115,15 +169,7 @@ void WatchHub::on_established(Upstream* u) {
   // Resync: list what exists now. Events that arrive meanwhile wait (at
   // most one, since the next read starts only after delivery).
   resyncing_ = true;
-  u->list_ctx_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  static const v1::ListSandboxesRequest kList;
-  u->ref();
-  stub_->async()->ListSandboxes(&u->list_ctx_, &kList, &u->list_, [this, u](grpc::Status s) {
-    asio::post(strand_, [this, u, s] {
-      on_listed(u, s, u->list_);
-      u->release();
-    });
-  });
+  u->list();
 }
 
 void WatchHub::on_listed(Upstream* u, const grpc::Status& s, const v1::ListSandboxesResponse& list) {

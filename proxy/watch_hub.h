@@ -22,13 +22,14 @@ namespace owrap {
 
 class WatchHub {
  public:
-  WatchHub(boost::asio::io_context& io, Delegate& delegate, WatchFanoutOptions options);
+  WatchHub(boost::asio::io_context& io, Delegate& delegate, WatchFanoutOptions options, CompletionQueues& queues);
   ~WatchHub();
 
   void start();
   // Cancels the upstream watch and ends every downstream watcher.
   void stop(grpc::Status downstream_status);
-  grpc::ServerWriteReactor<WatchEvent>* subscribe(grpc::CallbackServerContext* ctx) { return fanout_.subscribe(ctx); }
+  // Requests downstream WatchSandboxes calls on every queue.
+  void listen(openshell::compute::v1::ComputeDriver::AsyncService& service);
   size_t watcher_count() const { return fanout_.watcher_count(); }
   uint64_t upstream_generation() const { return generation_.load(); }
 
@@ -46,6 +47,7 @@ class WatchHub {
 
   boost::asio::io_context& io_;
   Delegate& delegate_;
+  CompletionQueues& queues_;
   std::unique_ptr<openshell::compute::v1::ComputeDriver::Stub> stub_;
   WatchFanout fanout_;
   boost::asio::strand<boost::asio::io_context::executor_type> strand_;

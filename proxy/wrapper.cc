@@ -2,8 +2,8 @@
 
 #include "common/serve.h"
 #include "proxy/generic_relay.h"
+#include "proxy/unary_server.h"
 #include "proxy/watch_hub.h"
-#include "proxy/wrapper_service.h"
 
 #include <boost/asio/executor_work_guard.hpp>
 
@@ -88,16 +88,28 @@ int run_wrapper(WrapperConfig config) {
 
   Pipeline pipeline;
   add_builtin_stages(pipeline, config);
-  WatchHub hub(io, *delegate, WatchFanoutOptions{config.watch_queue_capacity, config.watch_finish_grace});
-  WrapperService service(*delegate, pipeline, hub);
-  GenericRelay relay(*delegate);
-  auto server = UdsGrpcServer::start(config.socket, {&service}, &relay, "wrapper " + config.name);
+  // Every call runs on these queues; they outlive the server.
+  CompletionQueues queues(config.worker_threads);
+  AsyncComputeDriver service;
+  UnaryServer unary(*delegate, pipeline, service, queues);
+  WatchHub hub(io, *delegate, WatchFanoutOptions{config.watch_queue_capacity, config.watch_finish_grace}, queues);
+  GenericRelay relay(*delegate, queues);
+  auto server = UdsGrpcServer::start(config.socket, {&service}, nullptr, "wrapper " + config.name,
+                                     [&](grpc::ServerBuilder& builder) {
+                                       relay.register_with(builder);
+                                       queues.add_to(builder);
+                                     });
   if (!server) {
     log_error("cannot serve", {{"error", server.error()}});
+    queues.stop();
     delegate->stop(config.delegate.stop_grace);
     stop_io();
     return 1;
   }
+  queues.start();
+  unary.start();
+  hub.listen(service);
+  relay.start();
   hub.start();
   log_info("wrapper serving", {{"wrapper", config.name},
                                {"socket", config.socket},
@@ -111,6 +123,7 @@ int run_wrapper(WrapperConfig config) {
   // give unary calls the grace to finish.
   hub.stop(grpc::Status(grpc::StatusCode::UNAVAILABLE, "wrapper \"" + config.name + "\" is shutting down"));
   server.value()->shutdown(config.shutdown_grace);
+  queues.stop();
   delegate->stop(config.delegate.stop_grace);
   stop_io();
   log_info("stopped", {{"wrapper", config.name}});

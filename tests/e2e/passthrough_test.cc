@@ -282,7 +282,9 @@ TEST_CASE("unknown fields and unknown methods pass through a wrapper and a chain
     // A method this build does not know: forwarded byte for byte, metadata both ways.
     std::multimap<std::string, std::string> trailers;
     std::string payload("\x00\x01\x02 opaque bytes \xff", 18);
-    REQUIRE(unary("/openshell.compute.test.Echo/Frobnicate", payload, &out, &trailers).ok());
+    grpc::Status echoed = unary("/openshell.compute.test.Echo/Frobnicate", payload, &out, &trailers);
+    INFO(echoed.error_code() << ": " << echoed.error_message());
+    REQUIRE(echoed.ok());
     CHECK(out == payload);
     CHECK(trailers.find("echo-method")->second == "/openshell.compute.test.Echo/Frobnicate");
     CHECK(trailers.find("echo-traceparent")->second == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
@@ -420,4 +422,62 @@ TEST_CASE("a sandbox_token sent in create appears in no log line", "[e2e][secret
   CHECK(log.find(token) == std::string::npos);  // ...without the token
   CHECK(log.find("c2VjcmV0LXRva2VuLTQy") == std::string::npos);
   CHECK(read_file(record).find(token) == std::string::npos);
+}
+
+TEST_CASE("several worker threads relay concurrent calls; SIGTERM lets a call in flight finish", "[e2e][threads]") {
+  namespace v1 = openshell::compute::v1;
+  TempDir dir;
+  WrapperSpec spec{"acme", "memory", "nested", memory_command("", {})};
+  spec.extra_toml = "worker_threads = 3\nshutdown_grace_ms = 5000\n";
+  WrapperProc one(dir, spec);
+  auto channel = grpc::CreateChannel("unix:" + one.socket, grpc::InsecureChannelCredentials());
+  for (auto [id, dc] : {std::pair<std::string, std::string>{"threads-1", R"({"memory": {}})"},
+                        {"threads-slow", R"({"memory": {"delay_ms": {"GetSandbox": 400}}})"}}) {
+    auto stub = v1::ComputeDriver::NewStub(channel);
+    v1::CreateSandboxRequest req;
+    *req.mutable_sandbox() = make_sandbox(id, dc);
+    grpc::ClientContext ctx;
+    v1::CreateSandboxResponse resp;
+    REQUIRE(stub->CreateSandbox(&ctx, req, &resp).ok());
+  }
+  std::atomic<int> ok{0}, failed{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 8; t++) {
+    clients.emplace_back([&] {
+      auto stub = v1::ComputeDriver::NewStub(channel);
+      for (int i = 0; i < 25; i++) {
+        v1::GetSandboxRequest req;
+        req.set_sandbox_id(i % 5 == 0 ? "nope" : "threads-1");
+        grpc::ClientContext ctx;
+        v1::GetSandboxResponse resp;
+        grpc::Status s = stub->GetSandbox(&ctx, req, &resp);
+        bool right =
+            i % 5 == 0 ? s.error_code() == grpc::StatusCode::NOT_FOUND : s.ok() && resp.sandbox().id() == "threads-1";
+        (right ? ok : failed)++;
+      }
+    });
+  }
+  for (auto& c : clients) c.join();
+  CHECK(ok == 200);
+  CHECK(failed == 0);
+
+  // A slow call in flight when SIGTERM arrives still gets its answer.
+  auto stub = v1::ComputeDriver::NewStub(channel);
+  v1::GetSandboxRequest slow;
+  slow.set_sandbox_id("threads-slow");
+  grpc::ClientContext slow_ctx;
+  v1::GetSandboxResponse slow_resp;
+  std::atomic<bool> answered{false};
+  grpc::Status slow_status;
+  std::thread caller([&] {
+    slow_status = stub->GetSandbox(&slow_ctx, slow, &slow_resp);
+    answered = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  one.proc->signal(SIGTERM);
+  caller.join();
+  CHECK(answered);
+  CHECK(slow_status.ok());
+  CHECK(slow_resp.sandbox().id() == "threads-slow");
+  REQUIRE(one.proc->wait() == 0);
 }

@@ -10,6 +10,7 @@ TEST_CASE("a full config resolves", "[config]") {
 name = "acme"
 socket = "/run/openshell/acme.sock"
 config_mode = "inline"
+worker_threads = 3
 [capabilities]
 default_image = "img:1"
 [delegate]
@@ -26,6 +27,7 @@ ready_timeout_ms = 5000
   CHECK(cfg->delegate.ready_timeout.count() == 5000);
   CHECK(*cfg->default_image == "img:1");
   CHECK(cfg->to_json()["wrapper"]["config_mode"] == "inline");
+  CHECK(cfg->worker_threads == 3);
 }
 
 TEST_CASE("every error names its TOML key", "[config]") {
@@ -35,6 +37,7 @@ name = "Acme!"
 socket = "/x.sock"
 colour = "blue"
 config_mode = "sideways"
+worker_threads = 0
 [delegate]
 name = "kubernetes"
 command = ["a"]
@@ -48,6 +51,7 @@ ready_timeout_ms = "soon"
   CHECK_THAT(e, Catch::Contains("wrapper.name:"));
   CHECK_THAT(e, Catch::Contains("wrapper.colour: unknown key"));
   CHECK_THAT(e, Catch::Contains("wrapper.config_mode:"));
+  CHECK_THAT(e, Catch::Contains("wrapper.worker_threads: must be between 1 and 64"));
   CHECK_THAT(e, Catch::Contains("delegate: exactly one of delegate.command and delegate.endpoint"));
   CHECK_THAT(e, Catch::Contains("delegate.ready_timeout_ms:"));
   CHECK_THAT(e, Catch::Contains("extra: unknown key"));

@@ -39,6 +39,8 @@ TempDir::TempDir() {
 }
 
 TempDir::~TempDir() {
+  // OWRAP_KEEP_TEST_DIRS=1 keeps logs and sockets for a post-mortem.
+  if (std::getenv("OWRAP_KEEP_TEST_DIRS") != nullptr) return;
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
 }

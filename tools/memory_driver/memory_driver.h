@@ -6,7 +6,7 @@
 
 #include "compute_driver.grpc.pb.h"
 #include "memory_state.pb.h"
-#include "proxy/watch_fanout.h"
+#include "tools/memory_driver/callback_watch_fanout.h"
 
 #include <grpcpp/generic/async_generic_service.h>
 #include <boost/asio/io_context.hpp>
@@ -104,7 +104,7 @@ class MemoryDriver final : public v1::ComputeDriver::CallbackService {
 
   boost::asio::io_context& io_;
   Options options_;
-  WatchFanout fanout_;
+  CallbackWatchFanout fanout_;
   ExtensionService extension_;
   std::unique_ptr<Recorder> recorder_;
 
