@@ -206,13 +206,14 @@ bool ManagedDelegate::run_once() {
   ready_ = false;
   ExitInfo exit = child->reap();
   pid_ = 0;
+  bool expected = false;  // we asked it to stop
   {
     std::lock_guard<std::mutex> lock(mu_);
     child_.reset();
+    expected = stopping_;
     reason_ = stopping_ ? "stopped" : "restarting after it " + exit.describe();
     if (!ready) reason_ = "it " + exit.describe() + " before answering";
   }
-  bool expected = unavailable_reason() == "stopped";
   (expected ? log_info : log_warn)("delegate exited", {{"delegate", options_.name},
                                                        {"pid", child->pid()},
                                                        {"exit_code", exit.code},

@@ -158,7 +158,10 @@ TEST_CASE("a watcher that stops reading is ended; others are unaffected", "[e2e]
 TEST_CASE("a delegate restart: UNAVAILABLE meanwhile, then the open watch resyncs", "[e2e][watch][delegates]") {
   TempDir dir;
   std::string state = dir.file("memory.state");
-  WrapperProc one(dir, WrapperSpec{"acme", "memory", "nested", memory_command({}, {"--state-file", state})});
+  WrapperSpec spec{"acme", "memory", "nested", memory_command({}, {"--state-file", state})};
+  // Down long enough that a call in between is sure to find it down.
+  spec.extra_delegate_toml = "restart_backoff_initial_ms = 1500\n";
+  WrapperProc one(dir, spec);
   auto stub = stub_for(one.socket);
   WatchReader watch(one.socket, 100);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -180,6 +183,7 @@ TEST_CASE("a delegate restart: UNAVAILABLE meanwhile, then the open watch resync
   // What the restarted driver will know: only "keep".
   std::filesystem::copy_file(dir.file("saved.state"), state, std::filesystem::copy_options::overwrite_existing);
   ::kill(first, SIGKILL);
+  REQUIRE(wait_for([&] { return one.proc->log().find("\"delegate exited\"") != std::string::npos; }));
   grpc::ClientContext c;
   v1::GetSandboxRequest get;
   get.set_sandbox_id("keep");
@@ -187,10 +191,8 @@ TEST_CASE("a delegate restart: UNAVAILABLE meanwhile, then the open watch resync
   auto down = std::chrono::steady_clock::now();
   auto s = stub->GetSandbox(&c, get, &resp);
   CHECK(std::chrono::steady_clock::now() - down < std::chrono::seconds(2));  // fails fast, no hang
-  if (!s.ok()) {
-    CHECK(s.error_code() == grpc::StatusCode::UNAVAILABLE);
-    CHECK_THAT(s.error_message(), Contains("delegate \"memory\""));
-  }
+  CHECK(s.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK_THAT(s.error_message(), Contains("delegate \"memory\" is unavailable"));
   REQUIRE(wait_for([&] { return delegate_pids(one.proc->log()).size() >= 2; }));
   // Resync on the same open watch: a snapshot of "keep", a deleted "vanish".
   REQUIRE(wait_for([&] { return watch.size() >= 6; }));

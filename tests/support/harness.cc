@@ -185,7 +185,11 @@ std::string wrapper_toml(const WrapperSpec& spec, const std::string& socket) {
   t << "[wrapper]\nname = \"" << spec.name << "\"\nsocket = \"" << socket << "\"\nconfig_mode = \"" << spec.config_mode
     << "\"\n"
     << spec.extra_toml << "\n[delegate]\nname = \"" << spec.delegate_name << "\"\nready_timeout_ms = 10000\n"
-    << "restart_backoff_initial_ms = 100\nstop_grace_ms = 3000\n";
+    << "stop_grace_ms = 3000\n";
+  // Tests restart quickly unless they say otherwise.
+  if (spec.extra_delegate_toml.find("restart_backoff_initial_ms") == std::string::npos) {
+    t << "restart_backoff_initial_ms = 100\n";
+  }
   if (!spec.endpoint_socket.empty()) {
     t << "endpoint = \"unix://" << spec.endpoint_socket << "\"\n";
   } else {
