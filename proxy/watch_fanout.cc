@@ -29,10 +29,7 @@ struct WatchFanout::Shared {
   asio::strand<asio::io_context::executor_type> strand;
   WatchFanoutOptions options;
   CallTracker& tracker;
-  std::set<Watcher*> watchers;  // strand only
-  bool closed = false;          // strand only
-  grpc::Status close_status;
-  std::atomic<size_t> watcher_count{0};
+  WatcherRegistry<Watcher> registry;  // strand only, except count()
 };
 
 // One downstream WatchSandboxes call. At most one write-type operation
@@ -109,12 +106,7 @@ class WatchFanout::Watcher {
   // Strand: headers go out at once, so the caller knows the watch is
   // established before any event exists.
   void begin() {
-    if (shared_->closed) {
-      finish(shared_->close_status);
-      return;
-    }
-    shared_->watchers.insert(this);
-    shared_->watcher_count++;
+    if (!shared_->registry.admit(this)) return finish(shared_->registry.close_status());
     writing_ = true;
     writer_.SendInitialMetadata(&write_tag_);
   }
@@ -151,7 +143,7 @@ class WatchFanout::Watcher {
     call_over_ = true;
     finished_ = true;  // cancelled by the peer, if not already finished
     queue_.clear();
-    if (shared_->watchers.erase(this) > 0) shared_->watcher_count--;
+    shared_->registry.remove(this);
     grace_.cancel();
     maybe_delete();
   }
@@ -197,7 +189,7 @@ WatchFanout::WatchFanout(asio::io_context& io, WatchFanoutOptions options, CallT
 WatchFanout::~WatchFanout() = default;
 
 size_t WatchFanout::watcher_count() const {
-  return shared_->watcher_count.load();
+  return shared_->registry.count();
 }
 
 void WatchFanout::listen(v1::ComputeDriver::AsyncService& service, grpc::ServerCompletionQueue* cq) {
@@ -206,17 +198,13 @@ void WatchFanout::listen(v1::ComputeDriver::AsyncService& service, grpc::ServerC
 
 void WatchFanout::publish(SharedWatchEvent event, std::function<void()> done) {
   asio::post(shared_->strand, [shared = shared_, event = std::move(event), done = std::move(done)] {
-    for (Watcher* w : shared->watchers) w->push(event);
+    shared->registry.publish(event);
     if (done) done();
   });
 }
 
 void WatchFanout::close_all(grpc::Status status) {
-  asio::post(shared_->strand, [shared = shared_, status] {
-    shared->closed = true;
-    shared->close_status = status;
-    for (Watcher* w : shared->watchers) w->finish(status);
-  });
+  asio::post(shared_->strand, [shared = shared_, status] { shared->registry.close(status); });
 }
 
 }  // namespace owrap

@@ -16,10 +16,7 @@ struct CallbackWatchFanout::Shared {
   asio::io_context& io;
   asio::strand<asio::io_context::executor_type> strand;
   WatchFanoutOptions options;
-  std::set<Watcher*> watchers;  // strand only
-  bool closed = false;          // strand only
-  grpc::Status close_status;
-  std::atomic<size_t> watcher_count{0};
+  WatcherRegistry<Watcher> registry;  // strand only, except count()
 };
 
 class CallbackWatchFanout::Watcher : public grpc::ServerWriteReactor<WatchEvent> {
@@ -30,12 +27,7 @@ class CallbackWatchFanout::Watcher : public grpc::ServerWriteReactor<WatchEvent>
   // Strand: the reactor is registered and its headers go out at once, so the
   // caller knows the watch is established before any event exists.
   void begin() {
-    if (shared_->closed) {
-      finish(shared_->close_status);
-      return;
-    }
-    shared_->watchers.insert(this);
-    shared_->watcher_count++;
+    if (!shared_->registry.admit(this)) return finish(shared_->registry.close_status());
     StartSendInitialMetadata();
   }
 
@@ -69,7 +61,7 @@ class CallbackWatchFanout::Watcher : public grpc::ServerWriteReactor<WatchEvent>
   }
   void OnDone() override {
     asio::post(shared_->strand, [this] {
-      if (shared_->watchers.erase(this) > 0) shared_->watcher_count--;
+      shared_->registry.remove(this);
       grace_.cancel();
       delete this;
     });
@@ -121,7 +113,7 @@ CallbackWatchFanout::CallbackWatchFanout(asio::io_context& io, WatchFanoutOption
 CallbackWatchFanout::~CallbackWatchFanout() = default;
 
 size_t CallbackWatchFanout::watcher_count() const {
-  return shared_->watcher_count.load();
+  return shared_->registry.count();
 }
 
 grpc::ServerWriteReactor<WatchEvent>* CallbackWatchFanout::subscribe(grpc::CallbackServerContext* ctx) {
@@ -132,17 +124,13 @@ grpc::ServerWriteReactor<WatchEvent>* CallbackWatchFanout::subscribe(grpc::Callb
 
 void CallbackWatchFanout::publish(SharedWatchEvent event, std::function<void()> done) {
   asio::post(shared_->strand, [shared = shared_, event = std::move(event), done = std::move(done)] {
-    for (Watcher* w : shared->watchers) w->push(event);
+    shared->registry.publish(event);
     if (done) done();
   });
 }
 
 void CallbackWatchFanout::close_all(grpc::Status status) {
-  asio::post(shared_->strand, [shared = shared_, status] {
-    shared->closed = true;
-    shared->close_status = status;
-    for (Watcher* w : shared->watchers) w->finish(status);
-  });
+  asio::post(shared_->strand, [shared = shared_, status] { shared->registry.close(status); });
 }
 
 }  // namespace owrap::memory
