@@ -38,12 +38,7 @@ TEST_CASE("a killed wrapper leaves no orphaned delegate", "[delegates]") {
 TEST_CASE("a killed chain leaves no orphan at any level", "[delegates]") {
   TempDir dir;
   WrapperSpec inner{"inner", "memory", "nested", memory_command()};
-  write_file(dir.file("inner.toml"), wrapper_toml(inner, dir.file("unused.sock")));
-  WrapperProc outer(
-      dir, WrapperSpec{"outer",
-                       "inner",
-                       "nested",
-                       {wrapper_bin(), "run", "--config", dir.file("inner.toml"), "--bind-socket", "{socket}"}});
+  WrapperProc outer(dir, WrapperSpec{"outer", "inner", "nested", wrapper_command(dir, inner)});
   // The inner wrapper's log is forwarded into the outer's, prefixed.
   REQUIRE(wait_for([&] { return outer.proc->log().find("[inner]") != std::string::npos; }));
   std::vector<pid_t> all;

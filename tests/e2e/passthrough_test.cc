@@ -26,15 +26,9 @@ namespace {
 struct Chain {
   explicit Chain(const TempDir& dir, const std::string& record) {
     WrapperSpec inner{"inner", "memory", "nested", memory_command(record)};
-    std::string inner_cfg = dir.file("inner.toml");
-    write_file(inner_cfg, wrapper_toml(inner, dir.file("unused-inner.sock")));
-    WrapperSpec middle{
-        "middle", "inner", "nested", {wrapper_bin(), "run", "--config", inner_cfg, "--bind-socket", "{socket}"}};
-    std::string middle_cfg = dir.file("middle.toml");
-    write_file(middle_cfg, wrapper_toml(middle, dir.file("unused-middle.sock")));
-    WrapperSpec outer{
-        "outer", "middle", "nested", {wrapper_bin(), "run", "--config", middle_cfg, "--bind-socket", "{socket}"}};
-    wrapper = std::make_unique<WrapperProc>(dir, outer);
+    WrapperSpec middle{"middle", "inner", "nested", wrapper_command(dir, inner)};
+    wrapper =
+        std::make_unique<WrapperProc>(dir, WrapperSpec{"outer", "middle", "nested", wrapper_command(dir, middle)});
   }
   std::unique_ptr<WrapperProc> wrapper;
 };

@@ -93,12 +93,7 @@ TEST_CASE("watch delivers every event in order through a wrapper and a chain", "
   MemoryDriverProc direct(dir, "direct");
   WrapperProc one(dir, WrapperSpec{"acme", "memory", "nested", memory_command()});
   WrapperSpec inner{"inner", "memory", "nested", memory_command()};
-  write_file(dir.file("inner.toml"), wrapper_toml(inner, dir.file("unused.sock")));
-  WrapperProc chain(
-      dir, WrapperSpec{"outer",
-                       "inner",
-                       "nested",
-                       {wrapper_bin(), "run", "--config", dir.file("inner.toml"), "--bind-socket", "{socket}"}});
+  WrapperProc chain(dir, WrapperSpec{"outer", "inner", "nested", wrapper_command(dir, inner)});
   const size_t expected = 3 * 2 + 2 + 1;  // creates (snapshot+platform), stop, delete
   WatchReader a(direct.socket, expected), b(one.socket, expected), b2(one.socket, expected), c(chain.socket, expected);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // upstream watches settle

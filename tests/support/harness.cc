@@ -170,6 +170,13 @@ MemoryDriverProc::MemoryDriverProc(const TempDir& dir, const std::string& name, 
   if (!wait_for_socket(socket)) throw std::runtime_error("memory driver " + name + " did not come up: " + proc->log());
 }
 
+std::vector<std::string> wrapper_command(const TempDir& dir, const WrapperSpec& inner) {
+  std::string config = dir.file(inner.name + ".toml");
+  // The socket in the file is never used: --bind-socket overrides it.
+  write_file(config, wrapper_toml(inner, dir.file("unused-" + inner.name + ".sock")));
+  return {wrapper_bin(), "run", "--config", config, "--bind-socket", "{socket}"};
+}
+
 std::vector<std::string> memory_command(const std::string& record_file, std::vector<std::string> extra) {
   std::vector<std::string> argv = {memory_bin(), "--bind-socket", "{socket}"};
   if (!record_file.empty()) {

@@ -88,6 +88,9 @@ struct WrapperProc {
 
 // A managed memory driver command line for a wrapper config.
 std::vector<std::string> memory_command(const std::string& record_file = {}, std::vector<std::string> extra = {});
+// Writes `inner`'s config to dir/<name>.toml and returns the delegate
+// command that launches that wrapper, upstream style: a link in a chain.
+std::vector<std::string> wrapper_command(const TempDir& dir, const WrapperSpec& inner);
 
 // Runs a command to completion; returns exit code, stdout in `out`.
 int run_command(const std::vector<std::string>& argv, std::string* out, std::string* err = nullptr,
