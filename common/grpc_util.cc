@@ -55,20 +55,23 @@ void copy_request_metadata(const grpc::ServerContextBase& from, grpc::ClientCont
   }
 }
 
-void copy_response_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to) {
+void copy_initial_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to) {
   for (const auto& [k, v] : from.GetServerInitialMetadata()) {
     std::string_view key(k.data(), k.size());
     if (!is_transport_metadata(key)) to.AddInitialMetadata(std::string(key), std::string(v.data(), v.size()));
   }
+}
+
+void copy_trailing_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to) {
   for (const auto& [k, v] : from.GetServerTrailingMetadata()) {
     std::string_view key(k.data(), k.size());
     if (!is_transport_metadata(key)) to.AddTrailingMetadata(std::string(key), std::string(v.data(), v.size()));
   }
 }
 
-void copy_deadline(const grpc::ServerContextBase& from, grpc::ClientContext& to) {
-  gpr_timespec raw = from.raw_deadline();
-  if (gpr_time_cmp(raw, gpr_inf_future(raw.clock_type)) != 0) to.set_deadline(from.deadline());
+void copy_response_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to) {
+  copy_initial_metadata(from, to);
+  copy_trailing_metadata(from, to);
 }
 
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {

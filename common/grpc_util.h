@@ -22,10 +22,11 @@ bool is_transport_metadata(std::string_view key);
 
 // Caller's metadata (traceparent, custom keys, -bin keys) onto the delegate call.
 void copy_request_metadata(const grpc::ServerContextBase& from, grpc::ClientContext& to);
-// The delegate's initial and trailing metadata back onto the server call.
+// The delegate's initial and trailing metadata back onto the server call;
+// a streaming relay copies each as it arrives.
 void copy_response_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to);
-// The caller's deadline, if it set one.
-void copy_deadline(const grpc::ServerContextBase& from, grpc::ClientContext& to);
+void copy_initial_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to);
+void copy_trailing_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to);
 
 // "250ms", "5s", "2m", or a bare number of seconds.
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);

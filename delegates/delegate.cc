@@ -47,6 +47,23 @@ bool wait_until_answers(const std::shared_ptr<grpc::Channel>& channel, std::chro
   return false;
 }
 
+namespace {
+std::string unavailable_message(const Delegate& d, const std::string& reason) {
+  return "delegate \"" + d.name() + "\" is unavailable: " + reason;
+}
+}  // namespace
+
+grpc::Status unavailable_delegate_status(const Delegate& d) {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, unavailable_message(d, d.unavailable_reason()));
+}
+
+grpc::Status name_unavailable_delegate(const grpc::Status& s, const Delegate& d) {
+  if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return s;
+  if (d.available() && d.channel()->GetState(false) == GRPC_CHANNEL_READY) return s;
+  std::string reason = d.available() ? s.error_message() : d.unavailable_reason() + " (" + s.error_message() + ")";
+  return grpc::Status(s.error_code(), unavailable_message(d, reason), s.error_details());
+}
+
 std::unique_ptr<Delegate> make_delegate(const DelegateOptions& options) {
   if (!options.endpoint.empty()) return std::make_unique<EndpointDelegate>(options);
   return std::make_unique<ManagedDelegate>(options);

@@ -6,6 +6,7 @@
 #include "common/result.h"
 
 #include <grpcpp/channel.h>
+#include <grpcpp/support/status.h>
 
 #include <chrono>
 #include <map>
@@ -57,5 +58,12 @@ bool wait_until_answers(const std::shared_ptr<grpc::Channel>& channel, std::chro
                         const std::function<bool()>& give_up, std::string* capabilities = nullptr);
 
 std::unique_ptr<Delegate> make_delegate(const DelegateOptions& options);
+
+// UNAVAILABLE naming `d` and why it is down: what a call gets while it is.
+grpc::Status unavailable_delegate_status(const Delegate& d);
+// Rewrites a transport failure (the delegate never answered) so the caller
+// learns which delegate is down; a status the delegate itself sent (its
+// connection up) is kept.
+grpc::Status name_unavailable_delegate(const grpc::Status& s, const Delegate& d);
 
 }  // namespace owrap

@@ -45,10 +45,7 @@ class GenericRelay::Call {
   // Responses are read only once the delegate's headers are in place.
   void on_upstream_metadata(bool ok) {
     if (!ok) return finish_upstream();
-    for (const auto& [k, v] : client_ctx_->GetServerInitialMetadata()) {
-      std::string key(k.data(), k.size());
-      if (!is_transport_metadata(key)) ctx_.AddInitialMetadata(key, std::string(v.data(), v.size()));
-    }
+    copy_initial_metadata(*client_ctx_, ctx_);
     read_upstream();
   }
 
@@ -91,17 +88,8 @@ class GenericRelay::Call {
   }
   void on_upstream_finished(bool) {
     upstream_done_ = true;
-    for (const auto& [k, v] : client_ctx_->GetServerTrailingMetadata()) {
-      std::string key(k.data(), k.size());
-      if (!is_transport_metadata(key)) ctx_.AddTrailingMetadata(key, std::string(v.data(), v.size()));
-    }
-    Delegate& d = relay_.delegate_;
-    if (status_.error_code() == grpc::StatusCode::UNAVAILABLE && !d.available()) {
-      status_ = grpc::Status(status_.error_code(),
-                             "delegate \"" + d.name() + "\" is unavailable: " + d.unavailable_reason() + " (" +
-                                 status_.error_message() + ")",
-                             status_.error_details());
-    }
+    copy_trailing_metadata(*client_ctx_, ctx_);
+    status_ = name_unavailable_delegate(status_, relay_.delegate_);
     maybe_finish_downstream();
   }
 

@@ -6,8 +6,8 @@
 //
 // Stages are data ({name, rpcs, before, after, compensate}), so adding the
 // hook chain and the journal later means adding stages, not editing the
-// twelve handlers. Stage functions run on the gRPC callback thread and must
-// be quick; the hook chain will bring stages that run on an executor.
+// relay. Stage functions run on a completion-queue thread and must be
+// quick; the hook chain will bring stages that run on an executor.
 #pragma once
 
 #include "compute_driver.pb.h"

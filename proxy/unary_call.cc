@@ -2,21 +2,6 @@
 
 namespace owrap {
 
-grpc::Status name_unavailable_delegate(const grpc::Status& s, const grpc::ClientContext& ctx, const Delegate& d) {
-  if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return s;
-  // With the connection up, the delegate itself said UNAVAILABLE: pass it
-  // untouched. Otherwise the transport failed and the caller should learn
-  // which delegate is down.
-  if (d.available() && d.channel()->GetState(false) == GRPC_CHANNEL_READY) return s;
-  std::string reason = d.available() ? s.error_message() : d.unavailable_reason() + " (" + s.error_message() + ")";
-  return grpc::Status(s.error_code(), "delegate \"" + d.name() + "\" is unavailable: " + reason, s.error_details());
-}
-
-grpc::Status unavailable_delegate_status(const Delegate& d) {
-  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                      "delegate \"" + d.name() + "\" is unavailable: " + d.unavailable_reason());
-}
-
 grpc::Status redact_status(const grpc::Status& s, const std::string& secret) {
   return grpc::Status(s.error_code(), Logger::redact(s.error_message(), secret), s.error_details());
 }

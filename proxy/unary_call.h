@@ -25,8 +25,7 @@ namespace owrap {
 
 namespace v1 = openshell::compute::v1;
 
-// The service the unary methods are requested from: ComputeDriver's async
-// methods, with WatchSandboxes on the callback API (see WrapperService).
+// The wrapper serves every ComputeDriver method on the async API.
 using AsyncComputeDriver = v1::ComputeDriver::AsyncService;
 
 // What every unary call needs from the proxy.
@@ -80,10 +79,6 @@ inline std::string secret_of(const google::protobuf::Message&) {
   return {};
 }
 
-// Rewrites a transport failure (the delegate never answered) so the caller
-// learns which delegate is down; a status the delegate itself sent is kept.
-grpc::Status name_unavailable_delegate(const grpc::Status& s, const grpc::ClientContext& ctx, const Delegate& d);
-grpc::Status unavailable_delegate_status(const Delegate& d);
 // A delegate that echoes the token must not make us echo it too.
 grpc::Status redact_status(const grpc::Status& s, const std::string& secret);
 void log_call(const CallContext& ctx, std::chrono::steady_clock::time_point start, const grpc::Status& s);
@@ -144,7 +139,7 @@ class UnaryCall final : public CompletionTag {
   void on_delegate_done() {
     copy_response_metadata(*client_ctx_, server_ctx_);
     if (!delegate_status_.ok()) {
-      grpc::Status s = name_unavailable_delegate(delegate_status_, *client_ctx_, relay_.delegate);
+      grpc::Status s = name_unavailable_delegate(delegate_status_, relay_.delegate);
       relay_.pipeline.compensate(ctx_, s);
       return finish(s);
     }

@@ -216,7 +216,7 @@ class MemoryDriver::Call : public grpc::ServerUnaryReactor {
     nlohmann::json md = nlohmann::json::object();
     for (const auto& [k, v] : ctx->client_metadata()) {
       std::string key(k.data(), k.size());
-      if (is_transport_metadata(key) || key.size() > 4 && key.compare(key.size() - 4, 4, "-bin") == 0) continue;
+      if (is_transport_metadata(key) || (key.size() > 4 && key.compare(key.size() - 4, 4, "-bin") == 0)) continue;
       md[key] = std::string(v.data(), v.size());
     }
     record_["metadata"] = md;
