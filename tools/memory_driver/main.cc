@@ -19,7 +19,7 @@ void usage() {
                "       [--fail RPC=CODE]... [--delay RPC=MS]... [--record PATH] [--name NAME]\n"
                "       [--driver-version V] [--default-image IMAGE] [--gateway-manages-lifecycle]\n"
                "       [--listener loopback|default-route|exact:ADDR]... [--watch-queue N]\n"
-               "       [--expected-peer-pid PID] [--allow-same-uid-peer]\n";
+               "       [--expected-peer-pid PID] [--allow-same-uid-peer] [--reply-garbage RPC]...\n";
 }
 
 }  // namespace
@@ -68,6 +68,11 @@ int main(int argc, char** argv) {
     } else if (arg == "--fail" || arg == "--delay") {
       if (!owrap::memory::parse_fault_flag(next(), arg == "--delay", options.global_faults, error)) {
         std::cerr << "openshell-driver-memory: " << arg << ": " << error << "\n";
+        return 2;
+      }
+    } else if (arg == "--reply-garbage") {
+      if (!owrap::memory::parse_reply_garbage_flag(next(), options, error)) {
+        std::cerr << "openshell-driver-memory: --reply-garbage: " << error << "\n";
         return 2;
       }
     } else if (arg == "--help" || arg == "-h") {

@@ -166,6 +166,15 @@ bool parse_fault_flag(const std::string& value, bool is_delay, Faults& out, std:
   return true;
 }
 
+bool parse_reply_garbage_flag(const std::string& value, Options& out, std::string& error) {
+  if (!known_rpc(value)) {
+    error = "unknown RPC \"" + value + "\"";
+    return false;
+  }
+  out.reply_garbage.insert(value);
+  return true;
+}
+
 // One JSON line per finished call, for tests that check what a driver
 // behind a proxy observed: deadline, cancellation, metadata.
 class MemoryDriver::Recorder {
@@ -273,6 +282,11 @@ MemoryDriver::MemoryDriver(asio::io_context& io, Options options)
       options_(std::move(options)),
       fanout_(io, WatchFanoutOptions{options_.watch_queue_capacity, std::chrono::milliseconds(10000)}) {
   if (!options_.record_file.empty()) recorder_ = std::make_unique<Recorder>(options_.record_file);
+  // A method taken off the typed service is routed to the generic one, which
+  // can answer with bytes no typed handler could produce.
+  const auto* service =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(v1::ComputeDriver::service_full_name());
+  for (const auto& rpc : options_.reply_garbage) MarkMethodGeneric(service->FindMethodByName(rpc)->index());
 }
 
 MemoryDriver::~MemoryDriver() = default;
@@ -593,7 +607,24 @@ grpc::ServerGenericBidiReactor* MemoryDriver::ExtensionService::CreateReactor(gr
     }
     void OnDone() override { delete this; }
   };
+  // A method --reply-garbage took off the typed service: a length-delimited
+  // field 1 that announces 64 bytes and carries 7, so no message type parses it.
+  class Garbage : public grpc::ServerGenericBidiReactor {
+   public:
+    Garbage() {
+      static const char kTruncated[] = "\x0a\x40partial";
+      grpc::Slice slice(kTruncated, sizeof kTruncated - 1);
+      reply_ = grpc::ByteBuffer(&slice, 1);
+      StartRead(&request_);
+    }
+    void OnReadDone(bool) override { StartWriteAndFinish(&reply_, grpc::WriteOptions(), Status::OK); }
+    void OnDone() override { delete this; }
+
+   private:
+    grpc::ByteBuffer request_, reply_;
+  };
   if (ctx->method().rfind("/openshell.compute.test.Echo/", 0) == 0) return new Echo(ctx);
+  if (ctx->method().rfind("/openshell.compute.v1.ComputeDriver/", 0) == 0) return new Garbage();
   return new Unimplemented(ctx->method());
 }
 

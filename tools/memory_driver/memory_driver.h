@@ -40,7 +40,13 @@ struct Options {
   // "loopback", "default-route" or "exact:ADDR"; none means UNIMPLEMENTED.
   std::vector<std::string> listener_requirements;
   size_t watch_queue_capacity = 65536;
+  // RPCs answered with bytes that do not parse as their response type (a
+  // corrupt or truncated reply), to test what a proxy makes of one.
+  std::set<std::string> reply_garbage;
 };
+
+// Parses a --reply-garbage value (an RPC name).
+bool parse_reply_garbage_flag(const std::string& value, Options& out, std::string& error);
 
 // Parses --fail RPC=CODE / --delay RPC=MS values.
 bool parse_fault_flag(const std::string& value, bool is_delay, Faults& out, std::string& error);
