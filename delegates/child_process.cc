@@ -1,9 +1,12 @@
 #include "delegates/child_process.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -90,6 +93,19 @@ Result<std::unique_ptr<ChildProcess>> ChildProcess::spawn(const std::vector<std:
   return std::unique_ptr<ChildProcess>(new ChildProcess(pid, UniqueFd(out[0]), UniqueFd(err[0])));
 }
 
+ChildProcess::ChildProcess(pid_t pid, UniqueFd out, UniqueFd err)
+    : pid_(pid), out_(std::move(out)), err_(std::move(err)) {
+  // Reading stops when asked, even if a helper still holds the write end.
+  for (int fd : {out_.get(), err_.get()}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+#ifdef SYS_pidfd_open
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+  if (fd >= 0) {
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    pidfd_.reset(fd);
+  }
+#endif
+}
+
 ChildProcess::~ChildProcess() {
   signal(SIGKILL);
   if (!reaped_) reap();
@@ -99,6 +115,24 @@ void ChildProcess::wait_exited() {
   siginfo_t info{};
   while (::waitid(P_PID, pid_, &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
   }
+}
+
+bool ChildProcess::wait_exited_for(std::chrono::milliseconds timeout, int wake_fd) {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  while (!exited()) {
+    int wait_ms = -1;
+    if (timeout.count() >= 0) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      wait_ms = static_cast<int>(std::min<int64_t>(left.count(), 1 << 30));
+    }
+    // Without a pidfd, look again every 50 ms.
+    if (!pidfd_) wait_ms = wait_ms < 0 ? 50 : std::min(wait_ms, 50);
+    pollfd fds[2] = {{pidfd_ ? pidfd_.get() : -1, POLLIN, 0}, {wake_fd, POLLIN, 0}};
+    int n = ::poll(fds, 2, wait_ms);
+    if (n > 0 && fds[1].revents != 0) return exited();
+  }
+  return true;
 }
 
 bool ChildProcess::exited() {

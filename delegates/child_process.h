@@ -1,6 +1,8 @@
 // One child process: forked with PR_SET_PDEATHSIG so it never outlives the
 // thread that started it, in its own process group, with stdout and stderr
-// on pipes. Reaping is explicit so a pid is never signalled after reuse.
+// on non-blocking pipes. Reaping is explicit so a pid is never signalled
+// after reuse, and the group can still be killed after the leader exited
+// (its helpers keep running otherwise).
 #pragma once
 
 #include "common/result.h"
@@ -35,6 +37,10 @@ class ChildProcess {
 
   // Blocks until the process has exited, without reaping it.
   void wait_exited();
+  // Waits up to `timeout` (forever when negative) for the process to exit,
+  // or for `wake_fd` (if >= 0) to become readable. True once it exited; not
+  // reaped.
+  bool wait_exited_for(std::chrono::milliseconds timeout, int wake_fd = -1);
   // True once the process has exited (not reaped).
   bool exited();
   // Reaps an exited process and returns how it ended.
@@ -43,11 +49,12 @@ class ChildProcess {
   void signal(int sig);
 
  private:
-  ChildProcess(pid_t pid, UniqueFd out, UniqueFd err) : pid_(pid), out_(std::move(out)), err_(std::move(err)) {}
+  ChildProcess(pid_t pid, UniqueFd out, UniqueFd err);
   std::mutex mu_;
   pid_t pid_;
   bool reaped_ = false;
   UniqueFd out_, err_;
+  UniqueFd pidfd_;  // readable once the process exited; empty on kernels without pidfd_open
 };
 
 }  // namespace owrap

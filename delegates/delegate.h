@@ -45,6 +45,12 @@ struct DelegateOptions {
   std::chrono::milliseconds restart_backoff_initial{200};
   std::chrono::milliseconds restart_backoff_max{30000};
   std::chrono::milliseconds stop_grace{10000};
+  // managed: a GetCapabilities probe every liveness_interval (each allowed
+  // liveness_timeout); liveness_failures failed probes in a row restart the
+  // delegate. 0 failures turns the probe off.
+  std::chrono::milliseconds liveness_interval{10000};
+  std::chrono::milliseconds liveness_timeout{5000};
+  int liveness_failures = 3;
   // Where the managed delegate's private runtime directory is created.
   std::string runtime_parent;
   // Used to name the runtime directory.

@@ -1,8 +1,11 @@
 #include "delegates/managed_delegate.h"
 
 #include "common/log.h"
+#include "compute_driver.grpc.pb.h"
+#include "delegates/delegate_log.h"
+#include "delegates/output_pump.h"
 
-#include <poll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 #include <cerrno>
 #include <csignal>
@@ -24,26 +27,32 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
   }
   return s;
 }
+
+std::string ms(std::chrono::milliseconds d) {
+  return std::to_string(d.count()) + " ms";
+}
 }  // namespace
 
-ManagedDelegate::ManagedDelegate(DelegateOptions options) : options_(std::move(options)) {}
+ManagedDelegate::ManagedDelegate(DelegateOptions options)
+    : options_(std::move(options)), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), stop_grace_(options_.stop_grace) {}
 
 ManagedDelegate::~ManagedDelegate() {
   stop(options_.stop_grace);
-  if (!runtime_dir_.empty()) {
-    std::error_code ec;
-    std::filesystem::remove_all(runtime_dir_, ec);
-  }
 }
 
 std::string ManagedDelegate::unavailable_reason() const {
-  std::lock_guard<std::mutex> lock(const_cast<std::mutex&>(mu_));
+  std::lock_guard<std::mutex> lock(mu_);
   return reason_;
 }
 
 void ManagedDelegate::set_state(std::string reason) {
   std::lock_guard<std::mutex> lock(mu_);
   reason_ = std::move(reason);
+}
+
+bool ManagedDelegate::stopping() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stopping_;
 }
 
 std::vector<std::string> ManagedDelegate::expand(const std::vector<std::string>& argv) const {
@@ -72,24 +81,11 @@ std::map<std::string, std::string> ManagedDelegate::child_env() const {
 }
 
 Result<bool> ManagedDelegate::start(const std::function<bool()>& cancelled) {
-  std::string parent = options_.runtime_parent.empty() ? "/tmp" : options_.runtime_parent;
-  if (auto ok = ensure_private_dir(parent); !ok) return Error{"delegate runtime directory: " + ok.error()};
-  std::string tmpl = parent + "/." + options_.wrapper_name + "-delegate-XXXXXX";
-  // Chained wrappers nest runtime directories; Unix socket paths end at 107
-  // bytes, so a deep chain falls back to a private directory in /tmp.
-  if (tmpl.size() + options_.name.size() + 6 >= 108) {
-    log_info("delegate runtime directory would be too deep; using /tmp",
-             {{"delegate", options_.name}, {"runtime_dir", parent}});
-    tmpl = "/tmp/." + options_.wrapper_name + "-delegate-XXXXXX";
-  }
-  if (::mkdtemp(tmpl.data()) == nullptr) {
-    return Error{"cannot create delegate runtime directory " + tmpl + ": " + std::strerror(errno)};
-  }
-  runtime_dir_ = tmpl;
-  socket_path_ = runtime_dir_ + "/" + options_.name + ".sock";
-  if (socket_path_.size() >= 108) {
-    return Error{"delegate socket path " + socket_path_ + " is too long for a Unix socket; set delegate.runtime_dir"};
-  }
+  if (!wake_) return Error{std::string("eventfd: ") + std::strerror(errno)};
+  auto dir = RuntimeDir::create(options_.runtime_parent, options_.wrapper_name, options_.name + ".sock");
+  if (!dir) return Error{dir.error()};
+  runtime_dir_ = std::move(dir.value());
+  socket_path_ = runtime_dir_->path() + "/" + options_.name + ".sock";
   channel_ = make_delegate_channel("unix:" + socket_path_);
   supervisor_ = std::thread([this] { supervise(); });
   std::unique_lock<std::mutex> lock(mu_);
@@ -101,26 +97,20 @@ Result<bool> ManagedDelegate::start(const std::function<bool()>& cancelled) {
 }
 
 void ManagedDelegate::stop(std::chrono::milliseconds grace) {
-  std::shared_ptr<ChildProcess> child;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_ && !supervisor_.joinable()) return;
-    stopping_ = true;
-    child = child_;
+    if (!stopping_) {
+      stopping_ = true;
+      stop_grace_ = grace;
+      if (probe_ctx_ != nullptr) probe_ctx_->TryCancel();
+    }
     cv_.notify_all();
   }
-  if (child) {
-    child->signal(SIGTERM);
-    auto until = std::chrono::steady_clock::now() + grace;
-    while (!child->exited() && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    if (!child->exited()) {
-      log_warn("delegate did not stop within its grace; killing it",
-               {{"delegate", options_.name}, {"pid", child->pid()}, {"grace_ms", grace.count()}});
-      child->signal(SIGKILL);
-    }
-  }
+  uint64_t one = 1;
+  if (wake_) (void)!::write(wake_.get(), &one, sizeof one);
+  // The supervisor stops the child: it is the thread the child's
+  // PR_SET_PDEATHSIG is tied to.
+  std::lock_guard<std::mutex> join(join_mu_);
   if (supervisor_.joinable()) supervisor_.join();
 }
 
@@ -131,17 +121,12 @@ void ManagedDelegate::sleep_backoff(std::chrono::milliseconds d) {
 
 void ManagedDelegate::supervise() {
   auto backoff = options_.restart_backoff_initial;
-  while (true) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_) break;
-    }
+  while (!stopping()) {
     auto started = std::chrono::steady_clock::now();
     bool was_ready = run_once();
-    bool first;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      first = !first_attempt_done_;
+      bool first = !first_attempt_done_;
       if (first) {
         first_attempt_done_ = true;
         first_attempt_ok_ = was_ready;
@@ -168,102 +153,155 @@ bool ManagedDelegate::run_once() {
     log_error("cannot start delegate", {{"delegate", options_.name}, {"error", spawned.error()}});
     return false;
   }
-  std::shared_ptr<ChildProcess> child = std::move(spawned.value());
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    child_ = child;
-    reason_ = "starting (pid " + std::to_string(child->pid()) + ")";
-  }
+  std::unique_ptr<ChildProcess> child = std::move(spawned.value());
+  set_state("starting (pid " + std::to_string(child->pid()) + ")");
   pid_ = child->pid();
   log_info("delegate started", {{"delegate", options_.name}, {"pid", child->pid()}, {"socket", socket_path_}});
-  std::thread pump([this, child] { pump_output(*child); });
+  OutputPump pump(child->stdout_fd(), child->stderr_fd(), [this](OutputStream stream, std::string_view line) {
+    log_delegate_line(options_.name, stream, line);
+  });
 
-  auto stopping = [this, &child] {
-    std::lock_guard<std::mutex> lock(mu_);
-    return stopping_ || child->exited();
-  };
   std::string caps;
-  bool ready = wait_until_answers(channel_, options_.ready_timeout, stopping, &caps);
-  if (ready) {
-    ready_ = true;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      reason_ = "ready";
-      first_attempt_done_ = true;  // start() may return now
-      first_attempt_ok_ = true;
-      cv_.notify_all();
-    }
-    log_info("delegate ready", {{"delegate", options_.name}, {"pid", child->pid()}, {"driver", caps}});
-  } else if (!child->exited()) {
-    log_error("delegate did not answer within ready_timeout_ms; stopping it",
-              {{"delegate", options_.name}, {"ready_timeout_ms", options_.ready_timeout.count()}});
-    child->signal(SIGTERM);
-    auto until = std::chrono::steady_clock::now() + options_.stop_grace;
-    while (!child->exited() && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    child->signal(SIGKILL);
-  }
-  child->wait_exited();
+  Ending ending = await_ready(*child, &caps);
+  const bool was_ready = !caps.empty();
   ready_ = false;
-  ExitInfo exit = child->reap();
-  pid_ = 0;
-  bool expected = false;  // we asked it to stop
+  std::chrono::milliseconds grace;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    child_.reset();
-    expected = stopping_;
-    reason_ = stopping_ ? "stopped" : "restarting after it " + exit.describe();
-    if (!ready) reason_ = "it " + exit.describe() + " before answering";
+    grace = stop_grace_;
+  }
+  switch (ending) {
+    case Ending::kStopping:
+      terminate(*child, grace);
+      break;
+    case Ending::kReadyTimeout:
+      log_error(
+          "delegate did not answer within ready_timeout_ms; stopping it",
+          {{"delegate", options_.name}, {"pid", child->pid()}, {"ready_timeout_ms", options_.ready_timeout.count()}});
+      terminate(*child, options_.stop_grace);
+      break;
+    case Ending::kUnresponsive:
+      log_error("delegate stopped answering; killing it", {{"delegate", options_.name},
+                                                           {"pid", child->pid()},
+                                                           {"liveness_failures", options_.liveness_failures},
+                                                           {"liveness_timeout_ms", options_.liveness_timeout.count()}});
+      break;
+    case Ending::kExited:
+      break;
+  }
+  // Whatever it started dies with it, while the leader is still unreaped
+  // (its pid, and so the group id, cannot be reused yet).
+  child->signal(SIGKILL);
+  child->wait_exited();
+  ExitInfo exit = child->reap();
+  pid_ = 0;
+  // What it printed up to now; a helper that escaped its group must not keep
+  // the restart waiting for the pipes to close.
+  pump.stop();
+  // We stopped it (shutdown, ready timeout, hang): already logged why.
+  bool expected = ending != Ending::kExited;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_)
+      reason_ = "stopped";
+    else if (ending == Ending::kReadyTimeout)
+      reason_ = "it did not answer within ready_timeout_ms (" + ms(options_.ready_timeout) + ")";
+    else if (ending == Ending::kUnresponsive)
+      reason_ =
+          "restarting: it did not answer " + std::to_string(options_.liveness_failures) + " liveness probes in a row";
+    else if (was_ready)
+      reason_ = "restarting after it " + exit.describe();
+    else
+      reason_ = "it " + exit.describe() + " before answering";
   }
   (expected ? log_info : log_warn)("delegate exited", {{"delegate", options_.name},
                                                        {"pid", child->pid()},
                                                        {"exit_code", exit.code},
                                                        {"signal", exit.signal},
                                                        {"how", exit.describe()}});
-  pump.join();
-  return ready;
+  return was_ready;
 }
 
-// Forwards the child's output line by line into our log, prefixed with the
-// delegate's name. Ends when both pipes are closed.
-void ManagedDelegate::pump_output(ChildProcess& child) {
-  struct Stream {
-    int fd;
-    const char* name;
-    std::string partial;
-    bool open = true;
-  } streams[2] = {{child.stdout_fd(), "stdout", {}}, {child.stderr_fd(), "stderr", {}}};
-  auto emit = [this](const char* stream, const std::string& line) {
-    if (!line.empty()) log_info("[" + options_.name + "] " + line, {{"delegate", options_.name}, {"stream", stream}});
-  };
-  while (streams[0].open || streams[1].open) {
-    pollfd fds[2];
-    for (int i = 0; i < 2; i++) fds[i] = {streams[i].open ? streams[i].fd : -1, POLLIN, 0};
-    if (::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      return;
+ManagedDelegate::Ending ManagedDelegate::await_ready(ChildProcess& child, std::string* capabilities) {
+  auto give_up = [this, &child] { return stopping() || child.exited(); };
+  if (!wait_until_answers(channel_, options_.ready_timeout, give_up, capabilities)) {
+    if (stopping()) return Ending::kStopping;
+    return child.exited() ? Ending::kExited : Ending::kReadyTimeout;
+  }
+  if (capabilities->empty()) *capabilities = "?";
+  ready_ = true;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    reason_ = "ready";
+    first_attempt_done_ = true;  // start() may return now
+    first_attempt_ok_ = true;
+    cv_.notify_all();
+  }
+  log_info("delegate ready", {{"delegate", options_.name}, {"pid", child.pid()}, {"driver", *capabilities}});
+  return watch(child);
+}
+
+ManagedDelegate::Ending ManagedDelegate::watch(ChildProcess& child) {
+  using clock = std::chrono::steady_clock;
+  const bool probing = options_.liveness_failures > 0;
+  int failures = 0;
+  auto next_probe = clock::now() + options_.liveness_interval;
+  while (true) {
+    auto wait = probing ? std::chrono::duration_cast<std::chrono::milliseconds>(next_probe - clock::now())
+                        : std::chrono::milliseconds(-1);
+    if (probing && wait.count() < 0) wait = std::chrono::milliseconds(0);
+    if (child.wait_exited_for(wait, wake_.get())) return Ending::kExited;
+    if (stopping()) return Ending::kStopping;
+    if (!probing || clock::now() < next_probe) continue;
+    next_probe = clock::now() + options_.liveness_interval;
+    grpc::Status s = probe();
+    if (stopping()) return Ending::kStopping;
+    if (child.exited()) return Ending::kExited;
+    // Any answer from the driver itself (even an error) proves it serves;
+    // UNAVAILABLE on a connected channel is its own (a chained wrapper whose
+    // delegate is restarting), not a hang.
+    bool answered =
+        s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED &&
+        (s.error_code() != grpc::StatusCode::UNAVAILABLE || channel_->GetState(false) == GRPC_CHANNEL_READY);
+    if (answered) {
+      if (failures > 0) log_info("delegate answers again", {{"delegate", options_.name}, {"pid", child.pid()}});
+      failures = 0;
+      continue;
     }
-    for (int i = 0; i < 2; i++) {
-      if (!streams[i].open || fds[i].revents == 0) continue;
-      char buf[4096];
-      ssize_t n = ::read(streams[i].fd, buf, sizeof buf);
-      if (n <= 0) {
-        if (n < 0 && errno == EINTR) continue;
-        emit(streams[i].name, streams[i].partial);
-        streams[i].open = false;
-        continue;
-      }
-      streams[i].partial.append(buf, static_cast<size_t>(n));
-      for (size_t nl; (nl = streams[i].partial.find('\n')) != std::string::npos;) {
-        emit(streams[i].name, streams[i].partial.substr(0, nl));
-        streams[i].partial.erase(0, nl + 1);
-      }
-      if (streams[i].partial.size() > 65536) {  // a line without end: flush it anyway
-        emit(streams[i].name, streams[i].partial);
-        streams[i].partial.clear();
-      }
-    }
+    failures++;
+    log_warn("delegate liveness probe failed", {{"delegate", options_.name},
+                                                {"pid", child.pid()},
+                                                {"failures", failures},
+                                                {"liveness_failures", options_.liveness_failures},
+                                                {"status", s.error_code()},
+                                                {"error", s.error_message()}});
+    if (failures >= options_.liveness_failures) return Ending::kUnresponsive;
+  }
+}
+
+grpc::Status ManagedDelegate::probe() {
+  auto stub = openshell::compute::v1::ComputeDriver::NewStub(channel_);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + options_.liveness_timeout);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return grpc::Status::CANCELLED;
+    probe_ctx_ = &ctx;
+  }
+  openshell::compute::v1::GetCapabilitiesRequest req;
+  openshell::compute::v1::GetCapabilitiesResponse resp;
+  grpc::Status s = stub->GetCapabilities(&ctx, req, &resp);
+  std::lock_guard<std::mutex> lock(mu_);
+  probe_ctx_ = nullptr;
+  return s;
+}
+
+void ManagedDelegate::terminate(ChildProcess& child, std::chrono::milliseconds grace) {
+  child.signal(SIGTERM);
+  if (!child.wait_exited_for(grace)) {
+    log_warn("delegate did not stop within its grace; killing it",
+             {{"delegate", options_.name}, {"pid", child.pid()}, {"grace_ms", grace.count()}});
+    child.signal(SIGKILL);
   }
 }
 

@@ -2,6 +2,9 @@
 
 #include "delegates/child_process.h"
 #include "delegates/delegate.h"
+#include "delegates/runtime_dir.h"
+
+#include <grpcpp/client_context.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -11,10 +14,13 @@
 namespace owrap {
 
 // A base driver process the wrapper launches on a socket in a private
-// runtime directory, waits for, restarts with exponential backoff when it
-// exits, and stops (SIGTERM, then SIGKILL after the grace) on shutdown. The
-// supervisor thread forks, so the child's PR_SET_PDEATHSIG is tied to a
-// thread that lives exactly as long as the supervision.
+// runtime directory, waits for, probes for liveness, restarts with
+// exponential backoff when it exits or hangs, and stops (SIGTERM, then
+// SIGKILL after the grace) on shutdown. Its whole process group goes with
+// it: helpers it started never outlive it. The supervisor thread forks, so
+// the child's PR_SET_PDEATHSIG is tied to a thread that lives exactly as
+// long as the supervision; it is also the only thread that waits on the
+// child or probes it (never a completion-queue thread).
 class ManagedDelegate final : public Delegate {
  public:
   explicit ManagedDelegate(DelegateOptions options);
@@ -31,28 +37,39 @@ class ManagedDelegate final : public Delegate {
   pid_t pid() const { return pid_.load(); }
 
  private:
+  // Why one run of the child ended.
+  enum class Ending { kExited, kStopping, kReadyTimeout, kUnresponsive };
+
   void supervise();
   bool run_once();  // returns whether the child became ready
-  void pump_output(ChildProcess& child);
+  Ending await_ready(ChildProcess& child, std::string* capabilities);
+  Ending watch(ChildProcess& child);  // while ready: exit, stop or liveness
+  grpc::Status probe();
+  // SIGTERM to the group, SIGKILL once the grace is over.
+  void terminate(ChildProcess& child, std::chrono::milliseconds grace);
+  bool stopping();
   std::vector<std::string> expand(const std::vector<std::string>& argv) const;
   std::map<std::string, std::string> child_env() const;
   void set_state(std::string reason);
   void sleep_backoff(std::chrono::milliseconds d);
 
   DelegateOptions options_;
-  std::string runtime_dir_;
+  std::unique_ptr<RuntimeDir> runtime_dir_;
   std::string socket_path_;
   std::shared_ptr<grpc::Channel> channel_;
+  UniqueFd wake_;  // eventfd, readable once stop() was called
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
+  std::chrono::milliseconds stop_grace_;
+  grpc::ClientContext* probe_ctx_ = nullptr;  // the probe in flight, cancelled by stop()
   bool first_attempt_done_ = false;
   bool first_attempt_ok_ = false;
   std::string reason_ = "not started";
-  std::shared_ptr<ChildProcess> child_;  // mu_
   std::atomic<bool> ready_{false};
   std::atomic<pid_t> pid_{0};
+  std::mutex join_mu_;
   std::thread supervisor_;
 };
 

@@ -41,19 +41,6 @@ class Reader {
     errors.push_back(table + "." + key + ": must be " + type);
     return std::nullopt;
   }
-  // A duration with its allowed range: a huge value must not wrap around
-  // to zero somewhere downstream.
-  std::optional<std::chrono::milliseconds> millis(const toml::table& t, const std::string& table,
-                                                  const std::string& key, int64_t min, int64_t max) {
-    auto v = get<int64_t>(t, table, key, "an integer (milliseconds)");
-    if (!v) return std::nullopt;
-    if (*v < min || *v > max) {
-      errors.push_back(table + "." + key + ": must be between " + std::to_string(min) + " and " + std::to_string(max) +
-                       " (milliseconds), not " + std::to_string(*v));
-      return std::nullopt;
-    }
-    return std::chrono::milliseconds(*v);
-  }
   // A path the wrapper binds or connects to: absolute, and what the kernel
   // will really use (a NUL would silently cut it short).
   std::optional<std::string> socket_path(const toml::table& t, const std::string& table, const std::string& key) {
@@ -65,17 +52,48 @@ class Reader {
     }
     return v;
   }
-  std::optional<std::chrono::milliseconds> millis(const toml::table& t, const std::string& table,
-                                                  const std::string& key) {
-    auto v = get<int64_t>(t, table, key, "a non-negative integer (milliseconds)");
+  // An integer within [min, max]; a value out of range is an error naming
+  // the key (a huge duration would otherwise wrap around in arithmetic).
+  std::optional<int64_t> integer_in(const toml::table& t, const std::string& table, const std::string& key, int64_t min,
+                                    int64_t max) {
+    auto v = get<int64_t>(t, table, key, "an integer");
     if (!v) return std::nullopt;
-    if (*v < 0) {
-      errors.push_back(table + "." + key + ": must not be negative");
+    if (*v < min || *v > max) {
+      errors.push_back(table + "." + key + ": must be between " + std::to_string(min) + " and " + std::to_string(max));
       return std::nullopt;
     }
+    return v;
+  }
+  std::optional<std::chrono::milliseconds> millis_in(const toml::table& t, const std::string& table,
+                                                     const std::string& key, int64_t min, int64_t max) {
+    auto v = integer_in(t, table, key, min, max);
+    if (!v) return std::nullopt;
     return std::chrono::milliseconds(*v);
   }
 };
+
+constexpr int64_t kHour = 3600000;
+constexpr int64_t kTenMinutes = 600000;
+
+void read_delegate_timing(Reader& r, const toml::table& d, DelegateOptions& del) {
+  if (auto v = r.millis_in(d, "delegate", "ready_timeout_ms", 1, kHour)) del.ready_timeout = *v;
+  if (auto v = r.millis_in(d, "delegate", "stop_grace_ms", 0, kTenMinutes)) del.stop_grace = *v;
+  if (auto v = r.millis_in(d, "delegate", "restart_backoff_initial_ms", 1, kTenMinutes)) {
+    del.restart_backoff_initial = *v;
+  }
+  if (auto v = r.millis_in(d, "delegate", "restart_backoff_max_ms", 1, kHour)) {
+    if (*v < del.restart_backoff_initial) {
+      r.errors.push_back("delegate.restart_backoff_max_ms: must not be below delegate.restart_backoff_initial_ms (" +
+                         std::to_string(del.restart_backoff_initial.count()) + ")");
+    }
+    del.restart_backoff_max = *v;
+  } else if (del.restart_backoff_max < del.restart_backoff_initial) {
+    del.restart_backoff_max = del.restart_backoff_initial;  // only the initial was raised past the default cap
+  }
+  if (auto v = r.millis_in(d, "delegate", "liveness_interval_ms", 10, kHour)) del.liveness_interval = *v;
+  if (auto v = r.millis_in(d, "delegate", "liveness_timeout_ms", 10, kTenMinutes)) del.liveness_timeout = *v;
+  if (auto v = r.integer_in(d, "delegate", "liveness_failures", 0, 100)) del.liveness_failures = static_cast<int>(*v);
+}
 
 }  // namespace
 
@@ -119,8 +137,8 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
       else
         r.errors.push_back("wrapper.log_level: must be debug, info, warn or error");
     }
-    if (auto v = r.millis(*w, "wrapper", "shutdown_grace_ms", 0, 600000)) cfg.shutdown_grace = *v;
-    if (auto v = r.millis(*w, "wrapper", "watch_finish_grace_ms", 0, 600000)) cfg.watch_finish_grace = *v;
+    if (auto v = r.millis_in(*w, "wrapper", "shutdown_grace_ms", 0, kTenMinutes)) cfg.shutdown_grace = *v;
+    if (auto v = r.millis_in(*w, "wrapper", "watch_finish_grace_ms", 0, kTenMinutes)) cfg.watch_finish_grace = *v;
     if (auto v = r.get<int64_t>(*w, "wrapper", "watch_queue_capacity", "a positive integer")) {
       if (*v < 1)
         r.errors.push_back("wrapper.watch_queue_capacity: must be at least 1");
@@ -152,7 +170,8 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
   } else {
     r.allow_only(*d, "delegate.",
                  {"name", "command", "endpoint", "env", "inherit_env", "ready_timeout_ms", "restart_backoff_initial_ms",
-                  "restart_backoff_max_ms", "stop_grace_ms", "runtime_dir"});
+                  "restart_backoff_max_ms", "stop_grace_ms", "runtime_dir", "liveness_interval_ms",
+                  "liveness_timeout_ms", "liveness_failures"});
     del.name = r.get<std::string>(*d, "delegate", "name", "a string").value_or("");
     if (!valid_driver_name(del.name)) {
       r.errors.push_back("delegate.name: \"" + del.name +
@@ -194,12 +213,11 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
       }
     }
     del.inherit_env = r.get<bool>(*d, "delegate", "inherit_env", "a boolean").value_or(true);
-    if (auto v = r.millis(*d, "delegate", "ready_timeout_ms")) del.ready_timeout = *v;
-    if (auto v = r.millis(*d, "delegate", "restart_backoff_initial_ms")) del.restart_backoff_initial = *v;
-    if (auto v = r.millis(*d, "delegate", "restart_backoff_max_ms")) del.restart_backoff_max = *v;
-    if (auto v = r.millis(*d, "delegate", "stop_grace_ms")) del.stop_grace = *v;
+    read_delegate_timing(r, *d, del);
     del.runtime_parent = r.get<std::string>(*d, "delegate", "runtime_dir", "a string").value_or("");
-    if (del.restart_backoff_initial.count() == 0) del.restart_backoff_initial = std::chrono::milliseconds(1);
+    if (!del.runtime_parent.empty() && del.runtime_parent.front() != '/') {
+      r.errors.push_back("delegate.runtime_dir: must be an absolute path, not \"" + del.runtime_parent + "\"");
+    }
   }
   if (w && d && cfg.name == del.name && cfg.config_mode == ConfigMode::kNested) {
     r.errors.push_back(
@@ -280,6 +298,9 @@ nlohmann::json WrapperConfig::to_json() const {
     d["restart_backoff_max_ms"] = delegate.restart_backoff_max.count();
     d["stop_grace_ms"] = delegate.stop_grace.count();
     d["runtime_dir"] = delegate.runtime_parent;
+    d["liveness_interval_ms"] = delegate.liveness_interval.count();
+    d["liveness_timeout_ms"] = delegate.liveness_timeout.count();
+    d["liveness_failures"] = delegate.liveness_failures;
   }
   j["delegate"] = d;
   return j;

@@ -1,14 +1,19 @@
 // The managed delegate: clean environment, placeholders, restarts, and no
 // orphan when the wrapper is killed.
+#include "delegates/delegate_log.h"
 #include "tests/support/harness.h"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 using namespace owrap::test;
 using Catch::Contains;
@@ -21,6 +26,62 @@ bool dead(pid_t pid) {
   std::string content((std::istreambuf_iterator<char>(stat)), {});
   auto close = content.rfind(')');
   return close != std::string::npos && content.size() > close + 2 && content[close + 2] == 'Z';
+}
+
+// Live (not zombie) processes whose process group is `pgid`.
+std::vector<pid_t> live_group_members(pid_t pgid) {
+  std::vector<pid_t> out;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string content((std::istreambuf_iterator<char>(stat)), {});
+    auto close = content.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(content.substr(close + 2));
+    char state = 0;
+    long ppid = 0, pgrp = 0;
+    rest >> state >> ppid >> pgrp;
+    if (state != 'Z' && pgrp == pgid) out.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return out;
+}
+
+// Members of `pgid` other than the leader itself.
+std::vector<pid_t> helpers_of(pid_t pgid) {
+  auto all = live_group_members(pgid);
+  all.erase(std::remove(all.begin(), all.end(), pgid), all.end());
+  return all;
+}
+
+grpc::Status capabilities(const std::string& socket) {
+  auto stub = stub_for(socket);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  v1::GetCapabilitiesRequest req;
+  v1::GetCapabilitiesResponse resp;
+  return stub->GetCapabilities(&ctx, req, &resp);
+}
+
+std::vector<nlohmann::json> log_lines(const std::string& log) {
+  std::vector<nlohmann::json> out;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.is_object()) out.push_back(std::move(j));
+  }
+  return out;
+}
+
+// A runtime directory entry of wrapper `name` under `dir`.
+std::vector<std::string> runtime_dirs(const std::string& dir, const std::string& name) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    std::string base = e.path().filename().string();
+    if (base.rfind("." + name + "-delegate-", 0) == 0) out.push_back(e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 }  // namespace
 
@@ -42,19 +103,18 @@ TEST_CASE("a killed chain leaves no orphan at any level", "[delegates]") {
   // The inner wrapper's log is forwarded into the outer's, prefixed.
   REQUIRE(wait_for([&] { return outer.proc->log().find("[inner]") != std::string::npos; }));
   std::vector<pid_t> all;
-  std::istringstream lines(outer.proc->log());
-  for (std::string line; std::getline(lines, line);) {
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded()) continue;
-    if (j["message"] == "delegate started") all.push_back(j["pid"].get<pid_t>());
-    if (j.contains("delegate") && j["delegate"] == "inner" &&
-        j["message"].get<std::string>().find("delegate started") != std::string::npos) {
-      auto inner =
-          nlohmann::json::parse(j["message"].get<std::string>().substr(std::string("[inner] ").size()), nullptr, false);
-      if (!inner.is_discarded() && inner["message"] == "delegate started") all.push_back(inner["pid"].get<pid_t>());
+  // The inner wrapper's own lines keep their fields, nested under "inner".
+  REQUIRE(wait_for([&] {
+    all.clear();
+    for (const auto& j : log_lines(outer.proc->log())) {
+      if (j["message"] == "delegate started") all.push_back(j["pid"].get<pid_t>());
+      if (j["message"] == "[inner] delegate started" && j["delegate"] == "inner" && j["inner"].is_object() &&
+          j["inner"]["delegate"] == "memory") {
+        all.push_back(j["inner"]["pid"].get<pid_t>());
+      }
     }
-  }
-  REQUIRE(all.size() == 2);
+    return all.size() == 2;
+  }));
   outer.proc->signal(SIGKILL);
   outer.proc->wait();
   for (pid_t p : all) CHECK(wait_for([&] { return dead(p); }, std::chrono::seconds(5)));
@@ -129,5 +189,222 @@ TEST_CASE("a delegate that never becomes ready stops start-up", "[delegates]") {
   Process wrapper({wrapper_bin(), "run", "--config", dir.file("w.toml")}, dir.file("w.log"));
   CHECK(wrapper.wait(std::chrono::seconds(10)) == 1);
   CHECK_THAT(wrapper.log(), Contains("did not become ready"));
+  // Said as what happened, not as the signal we used to stop it.
+  std::string error;
+  for (const auto& j : log_lines(wrapper.log()))
+    if (j["message"] == "cannot start the delegate") error = j["error"];
+  CHECK_THAT(error, Contains("did not answer within ready_timeout_ms (500 ms)"));
+  CHECK_THAT(error, !Contains("killed by signal"));
   CHECK_FALSE(std::filesystem::exists(dir.file("run/acme.sock")));
+}
+
+TEST_CASE("a driver's background child neither blocks its restart nor outlives it", "[delegates]") {
+  TempDir dir;
+  // Real drivers start helpers (VM monitors, sh -c wrappers) that inherit
+  // the output pipes.
+  WrapperSpec spec{"acme",
+                   "memory",
+                   "nested",
+                   {"/bin/sh", "-c", "sleep 301 & exec " + memory_bin() + " --bind-socket \\\"$0\\\"", "{socket}"}};
+  WrapperProc one(dir, spec);
+  auto first = delegate_pids(one.proc->log());
+  REQUIRE(first.size() == 1);
+  std::vector<pid_t> first_helpers;
+  REQUIRE(wait_for([&] { return (first_helpers = helpers_of(first[0])).size() == 1; }));
+  ::kill(first[0], SIGKILL);
+  CHECK(wait_for([&] { return delegate_pids(one.proc->log()).size() == 2; }, std::chrono::seconds(5)));
+  CHECK(wait_for([&] { return dead(first_helpers[0]); }, std::chrono::seconds(5)));
+  CHECK(wait_for([&] { return capabilities(one.socket).ok(); }, std::chrono::seconds(5)));
+  auto pids = delegate_pids(one.proc->log());
+  REQUIRE(pids.size() == 2);
+  std::vector<pid_t> second_helpers;
+  REQUIRE(wait_for([&] { return (second_helpers = helpers_of(pids[1])).size() == 1; }));
+  one.proc->signal(SIGTERM);
+  CHECK(one.proc->wait(std::chrono::seconds(5)) == 0);
+  CHECK(wait_for([&] { return dead(pids[1]) && dead(second_helpers[0]); }, std::chrono::seconds(5)));
+  CHECK(live_group_members(pids[1]).empty());
+}
+
+TEST_CASE("a start-up failure does not wait for the driver's background child", "[delegates]") {
+  TempDir dir;
+  WrapperSpec spec{"acme", "memory", "nested", {"/bin/sh", "-c", "sleep 302 & sleep 0.2; exit 1"}};
+  std::string toml = wrapper_toml(spec, dir.file("run/acme.sock"));
+  write_file(dir.file("w.toml"), toml);
+  Process wrapper({wrapper_bin(), "run", "--config", dir.file("w.toml")}, dir.file("w.log"));
+  auto started = [&] { return delegate_pids(wrapper.log()).size() == 1; };
+  REQUIRE(wait_for(started));
+  pid_t leader = delegate_pids(wrapper.log())[0];
+  CHECK(wrapper.wait(std::chrono::seconds(5)) == 1);
+  CHECK_THAT(wrapper.log(), Contains("did not become ready") && Contains("exited with code 1"));
+  CHECK(wait_for([&] { return live_group_members(leader).empty(); }, std::chrono::seconds(5)));
+  // Whatever happened, leave nothing behind.
+  for (pid_t p : live_group_members(leader)) ::kill(p, SIGKILL);
+}
+
+TEST_CASE("a failing driver's own words keep their level and fields", "[delegates]") {
+  TempDir dir;
+  std::string script = dir.file("driver.sh");
+  write_file(script,
+             "echo '{\"timestamp\":\"2025-01-01T00:00:00Z\",\"level\":\"ERROR\",\"fields\":{\"message\":\"cannot reach "
+             "the cluster\",\"attempt\":3},\"target\":\"k8s\"}' >&2\n"
+             "echo '{\"level\":\"info\",\"msg\":\"chatty info\"}' >&2\n"
+             "echo 'plain words on stderr' >&2\n"
+             "echo 'plain words on stdout'\n"
+             "exit 2\n");
+  WrapperSpec spec{"acme", "kubernetes", "nested", {"/bin/sh", script, "{socket}"}};
+  spec.extra_toml = "log_level = \"warn\"\n";
+  write_file(dir.file("w.toml"), wrapper_toml(spec, dir.file("run/acme.sock")));
+  Process wrapper({wrapper_bin(), "run", "--config", dir.file("w.toml")}, dir.file("w.log"));
+  REQUIRE(wrapper.wait(std::chrono::seconds(10)) == 1);
+  auto lines = log_lines(wrapper.log());
+  INFO(wrapper.log());
+  auto find = [&](const std::string& message) -> nlohmann::json {
+    for (const auto& j : lines)
+      if (j["message"] == message) return j;
+    return nullptr;
+  };
+  auto error = find("[kubernetes] cannot reach the cluster");
+  REQUIRE(error.is_object());
+  CHECK(error["level"] == "error");
+  CHECK(error["delegate"] == "kubernetes");
+  CHECK(error["kubernetes"]["target"] == "k8s");
+  CHECK(error["kubernetes"]["fields"]["attempt"] == 3);
+  CHECK(error["kubernetes"]["timestamp"] == "2025-01-01T00:00:00Z");
+  auto plain = find("[kubernetes] plain words on stderr");
+  REQUIRE(plain.is_object());
+  CHECK(plain["level"] == "warn");
+  // Below log_level: not written.
+  CHECK(find("[kubernetes] chatty info").is_null());
+  CHECK(find("[kubernetes] plain words on stdout").is_null());
+}
+
+TEST_CASE("a hung delegate is noticed by the liveness probe and restarted", "[delegates]") {
+  TempDir dir;
+  WrapperSpec spec{"acme", "memory", "nested", memory_command()};
+  spec.extra_delegate_toml = "liveness_interval_ms = 300\nliveness_timeout_ms = 300\nliveness_failures = 2\n";
+  WrapperProc one(dir, spec);
+  auto first = delegate_pids(one.proc->log());
+  REQUIRE(first.size() == 1);
+  REQUIRE(capabilities(one.socket).ok());
+  ::kill(first[0], SIGSTOP);  // alive, but answers nothing
+  CHECK(wait_for([&] { return delegate_pids(one.proc->log()).size() >= 2; }, std::chrono::seconds(10)));
+  CHECK_THAT(one.proc->log(), Contains("liveness probe failed") && Contains("\"liveness_failures\":2"));
+  CHECK(wait_for([&] { return dead(first[0]); }, std::chrono::seconds(5)));
+  CHECK(wait_for([&] { return capabilities(one.socket).ok(); }, std::chrono::seconds(5)));
+  one.proc->signal(SIGTERM);
+  CHECK(one.proc->wait(std::chrono::seconds(10)) == 0);
+  if (!dead(first[0])) ::kill(first[0], SIGKILL);
+}
+
+TEST_CASE("stale runtime directories are removed, live ones kept", "[delegates]") {
+  TempDir dir;
+  std::string runtime = dir.file("rt");
+  WrapperSpec spec{"acme", "memory", "nested", memory_command()};
+  spec.extra_delegate_toml = "runtime_dir = \"" + runtime + "\"\n";
+  auto launch = [&](const std::string& tag) {
+    write_file(dir.file(tag + ".toml"), wrapper_toml(spec, dir.file("run-" + tag + "/acme.sock")));
+    auto p = std::make_unique<Process>(
+        std::vector<std::string>{wrapper_bin(), "run", "--config", dir.file(tag + ".toml")}, dir.file(tag + ".log"));
+    if (!wait_for_socket(dir.file("run-" + tag + "/acme.sock"))) throw std::runtime_error(p->log());
+    return p;
+  };
+  auto killed = launch("one");
+  auto stale = runtime_dirs(runtime, "acme");
+  REQUIRE(stale.size() == 1);
+  killed->signal(SIGKILL);
+  killed->wait();
+  auto live = launch("two");
+  auto both = runtime_dirs(runtime, "acme");
+  REQUIRE(both.size() == 1);  // the stale one went when "two" started
+  CHECK(both[0] != stale[0]);
+  auto third = launch("three");
+  auto now = runtime_dirs(runtime, "acme");
+  CHECK(now.size() == 2);  // "two"'s directory is in use: kept
+  CHECK(std::find(now.begin(), now.end(), both[0]) != now.end());
+  CHECK(capabilities(dir.file("run-two/acme.sock")).ok());
+  CHECK_THAT(live->log(), !Contains("delegate exited"));
+}
+
+TEST_CASE("a shared sticky runtime_dir is used as it is, never chmodded", "[delegates]") {
+  TempDir dir;
+  std::string shared = dir.file("shared");
+  REQUIRE(::mkdir(shared.c_str(), 0755) == 0);
+  REQUIRE(::chmod(shared.c_str(), 01777) == 0);
+  WrapperSpec spec{"acme", "memory", "nested", memory_command()};
+  spec.extra_delegate_toml = "runtime_dir = \"" + shared + "\"\n";
+  WrapperProc one(dir, spec);
+  CHECK(capabilities(one.socket).ok());
+  struct stat st {};
+  REQUIRE(::stat(shared.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 01777);
+  auto mine = runtime_dirs(shared, "acme");
+  REQUIRE(mine.size() == 1);
+  REQUIRE(::stat(mine[0].c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0700);
+}
+
+TEST_CASE("delegate log lines: level spellings, message keys, plain text", "[delegates][log]") {
+  using owrap::delegate_log_line;
+  using owrap::LogLevel;
+  using owrap::OutputStream;
+  struct Case {
+    std::string line;
+    LogLevel level;
+    std::string message;
+  } cases[] = {
+      {R"({"level":"TRACE","message":"a"})", LogLevel::kDebug, "[k] a"},
+      {R"({"level":"Debug","msg":"b"})", LogLevel::kDebug, "[k] b"},
+      {R"({"level":"INFO","fields":{"message":"c"}})", LogLevel::kInfo, "[k] c"},
+      {R"({"level":"warning","message":"d"})", LogLevel::kWarn, "[k] d"},
+      {R"({"level":"WARN","message":"e"})", LogLevel::kWarn, "[k] e"},
+      {R"({"level":"fatal","message":"f"})", LogLevel::kError, "[k] f"},
+      {R"({"level":"PANIC","message":"g"})", LogLevel::kError, "[k] g"},
+      {R"({"level":"critical","message":"h"})", LogLevel::kError, "[k] h"},
+      {R"({"level":50,"msg":"pino error"})", LogLevel::kError, "[k] pino error"},
+      {R"({"message":"no level"})", LogLevel::kWarn, "[k] no level"},
+      {"plain text", LogLevel::kWarn, "[k] plain text"},
+      {"[1, 2]", LogLevel::kWarn, "[k] [1, 2]"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.line);
+    auto out = delegate_log_line("k", OutputStream::kStderr, c.line);
+    CHECK(out.level == c.level);
+    CHECK(out.message == c.message);
+    CHECK(out.fields["delegate"] == "k");
+    CHECK(out.fields["stream"] == "stderr");
+  }
+  CHECK(delegate_log_line("k", OutputStream::kStdout, "plain").level == LogLevel::kInfo);
+  auto rust = delegate_log_line("k", OutputStream::kStderr,
+                                R"({"level":"ERROR","fields":{"message":"m","n":1},"target":"t","span":{"id":2}})");
+  CHECK(rust.fields["k"] == nlohmann::json::parse(R"({"fields":{"n":1},"target":"t","span":{"id":2}})"));
+  // A delegate named like one of our own keys cannot overwrite it.
+  auto odd = delegate_log_line("level", OutputStream::kStderr, R"({"level":"info","message":"x","a":1})");
+  CHECK(odd.fields["level_fields"]["a"] == 1);
+  CHECK_FALSE(odd.fields.contains("level"));
+}
+
+TEST_CASE("a runtime_dir that is a symlink or a foreign non-sticky directory is refused", "[delegates]") {
+  TempDir dir;
+  std::string real = dir.file("real"), link = dir.file("link"), foreign = dir.file("foreign");
+  REQUIRE(::mkdir(real.c_str(), 0700) == 0);
+  REQUIRE(::symlink(real.c_str(), link.c_str()) == 0);
+  REQUIRE(::mkdir(foreign.c_str(), 0755) == 0);
+  std::vector<std::pair<std::string, std::string>> cases = {{link, "is a symlink"}};
+  // Only root can give a directory away.
+  if (::geteuid() == 0 && ::chown(foreign.c_str(), 65534, static_cast<gid_t>(-1)) == 0) {
+    cases.emplace_back(foreign, "is not sticky");
+  }
+  for (const auto& [runtime, error] : cases) {
+    INFO(runtime);
+    WrapperSpec spec{"acme", "memory", "nested", memory_command()};
+    spec.extra_delegate_toml = "runtime_dir = \"" + runtime + "\"\n";
+    write_file(dir.file("w.toml"), wrapper_toml(spec, dir.file("run/acme.sock")));
+    Process wrapper({wrapper_bin(), "run", "--config", dir.file("w.toml")}, dir.file("w.log"));
+    CHECK(wrapper.wait(std::chrono::seconds(10)) == 1);
+    CHECK_THAT(wrapper.log(), Contains(error));
+    ::unlink(dir.file("w.log").c_str());
+  }
+  struct stat st {};
+  REQUIRE(::stat(foreign.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0755);
 }

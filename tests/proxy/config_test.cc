@@ -98,3 +98,54 @@ endpoint = "unix:///run/openshell/../openshell/acme.sock"
   REQUIRE_FALSE(cfg.ok());
   CHECK_THAT(cfg.error(), Catch::Contains("delegate.endpoint") && Catch::Contains("the wrapper's own socket"));
 }
+
+namespace {
+std::string delegate_config(const std::string& extra) {
+  return "[wrapper]\nname = \"acme\"\nsocket = \"/x.sock\"\n[delegate]\nname = \"kubernetes\"\ncommand = [\"a\"]\n" +
+         extra;
+}
+}  // namespace
+
+TEST_CASE("every [delegate] duration has a range, checked with its key named", "[config]") {
+  struct Case {
+    std::string toml, error;
+  } cases[] = {
+      {"ready_timeout_ms = 0", "delegate.ready_timeout_ms: must be between 1 and 3600000"},
+      {"ready_timeout_ms = 9223372036854775807", "delegate.ready_timeout_ms: must be between 1 and 3600000"},
+      {"stop_grace_ms = 18446744073709551", "delegate.stop_grace_ms: must be between 0 and 600000"},
+      {"stop_grace_ms = -1", "delegate.stop_grace_ms: must be between 0 and 600000"},
+      {"restart_backoff_initial_ms = 0", "delegate.restart_backoff_initial_ms: must be between 1 and 600000"},
+      {"restart_backoff_max_ms = 0", "delegate.restart_backoff_max_ms: must be between 1 and 3600000"},
+      {"restart_backoff_max_ms = 4000000", "delegate.restart_backoff_max_ms: must be between 1 and 3600000"},
+      {"restart_backoff_initial_ms = 500\nrestart_backoff_max_ms = 100",
+       "delegate.restart_backoff_max_ms: must not be below delegate.restart_backoff_initial_ms (500)"},
+      {"liveness_interval_ms = 0", "delegate.liveness_interval_ms: must be between 10 and 3600000"},
+      {"liveness_timeout_ms = 9999999999", "delegate.liveness_timeout_ms: must be between 10 and 600000"},
+      {"liveness_failures = -1", "delegate.liveness_failures: must be between 0 and 100"},
+      {"liveness_failures = \"3\"", "delegate.liveness_failures: must be an integer"},
+      {"runtime_dir = \"run/here\"", "delegate.runtime_dir: must be an absolute path"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.toml);
+    auto cfg = parse_config(delegate_config(c.toml + "\n"), "t.toml");
+    REQUIRE_FALSE(cfg.ok());
+    CHECK_THAT(cfg.error(), Catch::Contains(c.error));
+  }
+}
+
+TEST_CASE("[delegate] liveness defaults, limits and zero", "[config]") {
+  auto cfg = parse_config(delegate_config(""), "t.toml");
+  REQUIRE(cfg.ok());
+  CHECK(cfg->delegate.liveness_interval.count() == 10000);
+  CHECK(cfg->delegate.liveness_timeout.count() == 5000);
+  CHECK(cfg->delegate.liveness_failures == 3);
+  CHECK(cfg->to_json()["delegate"]["liveness_failures"] == 3);
+  auto edge = parse_config(delegate_config("ready_timeout_ms = 3600000\nstop_grace_ms = 0\n"
+                                           "restart_backoff_initial_ms = 600000\nrestart_backoff_max_ms = 600000\n"
+                                           "liveness_failures = 0\nruntime_dir = \"/run/x\"\n"),
+                           "t.toml");
+  REQUIRE(edge.ok());
+  CHECK(edge->delegate.stop_grace.count() == 0);
+  CHECK(edge->delegate.liveness_failures == 0);
+  CHECK(edge->delegate.restart_backoff_max.count() == 600000);
+}

@@ -258,7 +258,10 @@ std::vector<pid_t> delegate_pids(const std::string& wrapper_log) {
   for (std::string line; std::getline(lines, line);) {
     if (line.find("\"delegate started\"") == std::string::npos) continue;
     auto j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.contains("pid")) pids.push_back(j["pid"].get<pid_t>());
+    // Only this wrapper's own lines: a chained delegate's are "[name] delegate started".
+    if (!j.is_discarded() && j["message"] == "delegate started" && j.contains("pid")) {
+      pids.push_back(j["pid"].get<pid_t>());
+    }
   }
   return pids;
 }

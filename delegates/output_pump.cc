@@ -1,0 +1,81 @@
+#include "delegates/output_pump.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <cerrno>
+#include <cstdint>
+
+namespace owrap {
+
+namespace {
+// A line without an end is delivered anyway once it is this long.
+constexpr size_t kMaxLine = 65536;
+// What stop() still reads: a writer that escaped the process group must not
+// keep the pump going.
+constexpr size_t kFinalDrain = 1 << 20;
+}  // namespace
+
+OutputPump::OutputPump(int out_fd, int err_fd, LineSink sink)
+    : streams_{{out_fd, OutputStream::kStdout, {}}, {err_fd, OutputStream::kStderr, {}}},
+      sink_(std::move(sink)),
+      wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  thread_ = std::thread([this] { run(); });
+}
+
+void OutputPump::stop() {
+  if (!thread_.joinable()) return;
+  uint64_t one = 1;
+  if (wake_) (void)!::write(wake_.get(), &one, sizeof one);
+  thread_.join();
+}
+
+void OutputPump::run() {
+  while (streams_[0].open || streams_[1].open) {
+    pollfd fds[3];
+    for (int i = 0; i < 2; i++) fds[i] = {streams_[i].open ? streams_[i].fd : -1, POLLIN, 0};
+    fds[2] = {wake_.get(), POLLIN, 0};
+    if (::poll(fds, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[2].revents != 0) break;
+    for (int i = 0; i < 2; i++) {
+      if (streams_[i].open && fds[i].revents != 0) streams_[i].open = drain(streams_[i]);
+    }
+  }
+  for (auto& s : streams_) {
+    if (s.open) drain(s, kFinalDrain);
+    emit(s, s.partial);
+    s.partial.clear();
+  }
+}
+
+bool OutputPump::drain(Stream& s, size_t budget) {
+  char buf[4096];
+  for (size_t total = 0; total < budget;) {
+    ssize_t n = ::read(s.fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    if (n <= 0) return false;
+    total += static_cast<size_t>(n);
+    s.partial.append(buf, static_cast<size_t>(n));
+    size_t start = 0;
+    for (size_t nl; (nl = s.partial.find('\n', start)) != std::string::npos; start = nl + 1) {
+      emit(s, std::string_view(s.partial).substr(start, nl - start));
+    }
+    s.partial.erase(0, start);
+    if (s.partial.size() > kMaxLine) {
+      emit(s, s.partial);
+      s.partial.clear();
+    }
+  }
+  return true;
+}
+
+void OutputPump::emit(Stream& s, std::string_view line) {
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  if (!line.empty()) sink_(s.which, line);
+}
+
+}  // namespace owrap
