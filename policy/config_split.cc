@@ -65,4 +65,18 @@ Status DriverConfigSplitter::split(openshell::compute::v1::DriverSandboxTemplate
   return Status::OK;
 }
 
+Stage config_split_stage(std::shared_ptr<const DriverConfigSplitter> splitter) {
+  return Stage{
+      "driver_config_split",
+      rpc_set({Rpc::kValidateSandboxCreate, Rpc::kCreateSandbox}),
+      [splitter](CallState& call, google::protobuf::Message& request, const Resume&) {
+        v1::DriverSandbox* sandbox = sandbox_of(call.rpc, request);
+        if (sandbox == nullptr || !sandbox->has_spec() || !sandbox->spec().has_template_()) return StepResult::done();
+        return StepResult::done(splitter->split(*sandbox->mutable_spec()->mutable_template_(), call.wrapper_config));
+      },
+      nullptr,
+      nullptr,
+  };
+}
+
 }  // namespace owrap

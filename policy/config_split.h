@@ -12,11 +12,13 @@
 // platform_config is never touched.
 #pragma once
 
+#include "call/stage.h"
 #include "compute_driver.pb.h"
 
 #include <google/protobuf/struct.pb.h>
 #include <grpcpp/support/status.h>
 
+#include <memory>
 #include <set>
 #include <string>
 
@@ -49,5 +51,9 @@ class DriverConfigSplitter {
   grpc::Status check_claimed(const google::protobuf::Struct& wrapper_block, const std::string& path) const;
   ConfigSplitOptions options_;
 };
+
+// The stage that splits driver_config on ValidateSandboxCreate and
+// CreateSandbox, leaving the wrapper's block in CallState::wrapper_config.
+Stage config_split_stage(std::shared_ptr<const DriverConfigSplitter> splitter);
 
 }  // namespace owrap

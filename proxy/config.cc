@@ -75,6 +75,29 @@ class Reader {
 constexpr int64_t kHour = 3600000;
 constexpr int64_t kTenMinutes = 600000;
 
+void read_testing(Reader& r, const toml::table& t, TestingStageConfig& out) {
+  r.allow_only(t, "testing.", {"delay_ms", "delay_timeout_ms", "delay_rpcs"});
+  if (auto v = r.millis_in(t, "testing", "delay_ms", 0, kTenMinutes)) out.delay = *v;
+  if (auto v = r.millis_in(t, "testing", "delay_timeout_ms", 1, kTenMinutes)) out.timeout = *v;
+  if (const toml::node* n = t.get("delay_rpcs")) {
+    const toml::array* arr = n->as_array();
+    if (arr == nullptr) {
+      r.errors.push_back("testing.delay_rpcs: must be an array of RPC names");
+      return;
+    }
+    out.rpcs.reset();
+    for (size_t i = 0; i < arr->size(); i++) {
+      auto name = (*arr)[i].value<std::string>();
+      auto rpc = name ? rpc_from_name(*name) : std::nullopt;
+      if (!rpc || rpc_info(*rpc).server_streaming) {
+        r.errors.push_back("testing.delay_rpcs[" + std::to_string(i) + "]: must be the name of a unary RPC");
+        continue;
+      }
+      out.rpcs.set(static_cast<size_t>(*rpc));
+    }
+  }
+}
+
 void read_delegate_timing(Reader& r, const toml::table& d, DelegateOptions& del) {
   if (auto v = r.millis_in(d, "delegate", "ready_timeout_ms", 1, kHour)) del.ready_timeout = *v;
   if (auto v = r.millis_in(d, "delegate", "stop_grace_ms", 0, kTenMinutes)) del.stop_grace = *v;
@@ -108,7 +131,7 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
   }
   WrapperConfig cfg;
   Reader r;
-  r.allow_only(root, "", {"wrapper", "delegate", "capabilities"});
+  r.allow_only(root, "", {"wrapper", "delegate", "capabilities", "testing"});
 
   const toml::table* w = root["wrapper"].as_table();
   if (!w) {
@@ -160,6 +183,14 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
       cfg.gateway_manages_lifecycle = r.get<bool>(*caps, "capabilities", "gateway_manages_lifecycle", "a boolean");
     } else {
       r.errors.push_back("capabilities: must be a table");
+    }
+  }
+
+  if (const toml::node* t = root.get("testing")) {
+    if (const toml::table* testing = t->as_table()) {
+      read_testing(r, *testing, cfg.testing);
+    } else {
+      r.errors.push_back("testing: must be a table");
     }
   }
 
@@ -287,6 +318,13 @@ nlohmann::json WrapperConfig::to_json() const {
   if (default_image) caps["default_image"] = *default_image;
   if (gateway_manages_lifecycle) caps["gateway_manages_lifecycle"] = *gateway_manages_lifecycle;
   j["capabilities"] = caps;
+  if (testing.delay.count() > 0) {
+    nlohmann::json rpcs = nlohmann::json::array();
+    for (const auto& info : all_rpcs())
+      if (testing.rpcs.test(static_cast<size_t>(info.rpc))) rpcs.push_back(info.name);
+    j["testing"] = {
+        {"delay_ms", testing.delay.count()}, {"delay_timeout_ms", testing.timeout.count()}, {"delay_rpcs", rpcs}};
+  }
   nlohmann::json d = {{"name", delegate.name}, {"ready_timeout_ms", delegate.ready_timeout.count()}};
   if (!delegate.endpoint.empty()) {
     d["endpoint"] = delegate.endpoint;

@@ -2,6 +2,7 @@
 // key). Unknown keys are errors; every error names its TOML key.
 #pragma once
 
+#include "call/stage.h"
 #include "common/log.h"
 #include "delegates/delegate.h"
 #include "policy/config_split.h"
@@ -14,6 +15,14 @@
 #include <vector>
 
 namespace owrap {
+
+// [testing]: a stage that suspends calls, for tests and benchmarks of the
+// pipeline (a stand-in for a slow hook). Off unless `delay_ms` is set.
+struct TestingStageConfig {
+  std::chrono::milliseconds delay{0};
+  std::chrono::milliseconds timeout{2000};
+  RpcSet rpcs = rpc_set({Rpc::kCreateSandbox});
+};
 
 struct WrapperConfig {
   std::string name;
@@ -32,6 +41,7 @@ struct WrapperConfig {
   std::optional<std::string> default_image;
   std::optional<bool> gateway_manages_lifecycle;
   DelegateOptions delegate;
+  TestingStageConfig testing;
 
   nlohmann::json to_json() const;
 };

@@ -19,7 +19,7 @@ grpc::Status redact_status(const grpc::Status& s, const std::string& secret) {
   return grpc::Status(s.error_code(), Logger::redact(s.error_message(), secret), s.error_details());
 }
 
-void log_call(const CallContext& ctx, std::chrono::steady_clock::time_point start, const grpc::Status& s) {
+void log_call(const CallState& ctx, std::chrono::steady_clock::time_point start, const grpc::Status& s) {
   const LogLevel level = s.ok() ? LogLevel::kInfo : LogLevel::kWarn;
   if (!Logger::instance().enabled(level)) return;
   auto latency = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);

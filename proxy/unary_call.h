@@ -8,6 +8,7 @@
 // threads. Every step is one tag on that queue; no step blocks.
 #pragma once
 
+#include "call/call_runner.h"
 #include "common/grpc_util.h"
 #include "common/log.h"
 #include "compute_driver.grpc.pb.h"
@@ -15,12 +16,14 @@
 #include "proxy/completion_queues.h"
 #include "proxy/pipeline.h"
 
+#include <grpcpp/alarm.h>
 #include <grpcpp/server_context.h>
 #include <grpcpp/support/async_unary_call.h>
 #include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/proto_buffer_reader.h>
 #include <grpcpp/support/proto_buffer_writer.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 
@@ -62,28 +65,6 @@ struct UnaryMethod {
                                                                     const Req&, grpc::CompletionQueue*);
 };
 
-inline std::string sandbox_id_of(const v1::ValidateSandboxCreateRequest& r) {
-  return r.sandbox().id();
-}
-inline std::string sandbox_id_of(const v1::CreateSandboxRequest& r) {
-  return r.sandbox().id();
-}
-inline std::string sandbox_id_of(const v1::GetSandboxRequest& r) {
-  return r.sandbox_id();
-}
-inline std::string sandbox_id_of(const v1::StopSandboxRequest& r) {
-  return r.sandbox_id();
-}
-inline std::string sandbox_id_of(const v1::StartSandboxRequest& r) {
-  return r.sandbox_id();
-}
-inline std::string sandbox_id_of(const v1::DeleteSandboxRequest& r) {
-  return r.sandbox_id();
-}
-inline std::string sandbox_id_of(const google::protobuf::Message&) {
-  return {};
-}
-
 inline std::string secret_of(const v1::CreateSandboxRequest& r) {
   return r.sandbox().spec().sandbox_token();
 }
@@ -96,65 +77,142 @@ inline std::string secret_of(const google::protobuf::Message&) {
 
 // A delegate that echoes the token must not make us echo it too.
 grpc::Status redact_status(const grpc::Status& s, const std::string& secret);
-void log_call(const CallContext& ctx, std::chrono::steady_clock::time_point start, const grpc::Status& s);
+void log_call(const CallState& ctx, std::chrono::steady_clock::time_point start, const grpc::Status& s);
 
 template <class Req, class Resp>
-class UnaryCall final : public CompletionTag {
+class UnaryCall final : public CallHost {
  public:
   // Puts one call of `method` up for the next request on `cq`. Each
   // received request puts up its successor first.
   static void listen(const UnaryRelay& relay, const UnaryMethod<Req, Resp>& method, grpc::ServerCompletionQueue* cq) {
     auto* call = new UnaryCall(relay, method, cq);
-    relay.service.request_raw(method.rpc, &call->server_ctx_, &call->raw_request_, &call->responder_, cq, call);
+    // Before the request: a caller that cancels or disconnects, and the
+    // server's shutdown, reach a suspended stage through this tag.
+    call->server_ctx_.AsyncNotifyWhenDone(&call->done_tag_);
+    call->start_op();
+    relay.service.request_raw(method.rpc, &call->server_ctx_, &call->raw_request_, &call->responder_, cq,
+                              &call->request_tag_);
   }
 
-  void proceed(bool ok) override {
-    switch (state_) {
-      case State::kListening:
-        if (!ok) break;  // the server is shutting down
-        listen(relay_, method_, cq_);
-        on_request();
-        return;
-      case State::kDelegating:
-        on_delegate_done(ok);
-        return;
-      case State::kFinishing:
-        break;
-    }
-    delete this;
+  // CallHost. Any thread: a Resume handle was called.
+  void post_resume() override {
+    start_op();
+    (new ResumeAlarm(this))->set(cq_);
   }
-
- private:
-  enum class State { kListening, kDelegating, kFinishing };
-
-  UnaryCall(const UnaryRelay& relay, const UnaryMethod<Req, Resp>& method, grpc::ServerCompletionQueue* cq)
-      : relay_(relay), method_(method), cq_(cq), token_(relay.tracker), responder_(&server_ctx_) {}
-
-  void on_request() {
-    start_ = std::chrono::steady_clock::now();
-    ctx_.rpc = method_.rpc;
-    if (!grpc::SerializationTraits<Req>::Deserialize(&raw_request_, &request_).ok()) {
-      return finish(grpc::Status(
-          grpc::StatusCode::INTERNAL,
-          std::string(rpc_name(method_.rpc)) + ": the request does not parse as " + Req::descriptor()->full_name()));
-    }
-    ctx_.sandbox_id = sandbox_id_of(request_);
-    ctx_.secret = secret_of(request_);
-    if (grpc::Status s = check_wrapper_hops(server_ctx_, relay_.wrapper_name); !s.ok()) return finish(s);
-    if (grpc::Status s = relay_.pipeline.before(ctx_, request_); !s.ok()) return finish(s);
+  void arm_timer(std::chrono::steady_clock::time_point at) override {
+    cancel_timer();
+    start_op();
+    timer_ = new TimerAlarm(this, ++timer_generation_);
+    timer_->set(cq_, at);
+  }
+  void cancel_timer() override {
+    if (timer_ != nullptr) timer_->alarm.Cancel();
+    timer_ = nullptr;
+  }
+  void call_delegate() override {
     if (!relay_.delegate.available()) {
-      grpc::Status s = unavailable_delegate_status(relay_.delegate);
-      relay_.pipeline.compensate(ctx_, s);
-      return finish(s);
+      return runner_.on_delegate_done(unavailable_delegate_status(relay_.delegate), false);
     }
     // Parent and child calls are linked: the caller's deadline and its
     // cancellation reach the delegate call.
     client_ctx_ = grpc::ClientContext::FromServerContext(server_ctx_);
     copy_request_metadata(server_ctx_, *client_ctx_);
-    state_ = State::kDelegating;
     reader_ = method_.prepare(relay_.stub, client_ctx_.get(), request_, cq_);
     reader_->StartCall();
-    reader_->Finish(&response_, &delegate_status_, this);
+    start_op();
+    reader_->Finish(&response_, &delegate_status_, &delegate_tag_);
+  }
+  void finish(const grpc::Status& status) override {
+    grpc::Status s = status;
+    if (!state_.secret.empty() && !s.ok()) s = redact_status(s, state_.secret);
+    log_call(state_, start_, s);
+    finished_ = true;
+    start_op();
+    if (!s.ok()) return responder_.FinishWithError(s, &finish_tag_);
+    grpc::ByteBuffer reply;
+    bool own = false;
+    if (grpc::Status ser = grpc::SerializationTraits<Resp>::Serialize(response_, &reply, &own); !ser.ok()) {
+      return responder_.FinishWithError(ser, &finish_tag_);
+    }
+    responder_.Finish(reply, s, &finish_tag_);
+  }
+
+ private:
+  // One lifetime scheme for every object driven by completion-queue tags:
+  // each operation started counts one, each completion one less, and the
+  // object goes when nothing is in flight and it has answered (or was never
+  // called). Only post_resume counts from another thread, and only while a
+  // suspended stage's token is attached, which keeps the call alive.
+  void start_op() { in_flight_.fetch_add(1, std::memory_order_relaxed); }
+  void end_op() {
+    if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1 && (finished_ || !started_)) delete this;
+  }
+
+  // A resume on this call's queue: the thread that finished a stage's work
+  // never runs the relay itself.
+  struct ResumeAlarm final : CompletionTag {
+    explicit ResumeAlarm(UnaryCall* c) : call(c) {}
+    void set(grpc::ServerCompletionQueue* cq) { alarm.Set(cq, gpr_now(GPR_CLOCK_MONOTONIC), this); }
+    void proceed(bool) override {
+      UnaryCall* c = call;
+      delete this;
+      c->runner_.on_resumed();
+      c->end_op();
+    }
+    UnaryCall* call;
+    grpc::Alarm alarm;
+  };
+  struct TimerAlarm final : CompletionTag {
+    TimerAlarm(UnaryCall* c, uint64_t g) : call(c), generation(g) {}
+    void set(grpc::ServerCompletionQueue* cq, std::chrono::steady_clock::time_point at) {
+      auto in = std::chrono::duration_cast<std::chrono::nanoseconds>(at - std::chrono::steady_clock::now());
+      gpr_timespec when = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                       gpr_time_from_nanos(std::max<int64_t>(in.count(), 0), GPR_TIMESPAN));
+      alarm.Set(cq, when, this);
+    }
+    void proceed(bool ok) override {
+      UnaryCall* c = call;
+      bool current = ok && c->timer_ == this && c->timer_generation_ == generation;
+      if (c->timer_ == this) c->timer_ = nullptr;
+      delete this;
+      if (current) c->runner_.on_timer();
+      c->end_op();
+    }
+    UnaryCall* call;
+    uint64_t generation;
+    grpc::Alarm alarm;
+  };
+
+  UnaryCall(const UnaryRelay& relay, const UnaryMethod<Req, Resp>& method, grpc::ServerCompletionQueue* cq)
+      : relay_(relay),
+        method_(method),
+        cq_(cq),
+        token_(relay.tracker),
+        responder_(&server_ctx_),
+        runner_(*this, state_, relay.pipeline.for_rpc(method.rpc), request_, response_) {}
+
+  void on_request(bool ok) {
+    if (!ok) return end_op();  // the server is shutting down; the done tag never comes
+    started_ = true;
+    start_op();  // the done tag, now armed
+    listen(relay_, method_, cq_);
+    start_ = std::chrono::steady_clock::now();
+    state_.rpc = method_.rpc;
+    state_.deadline = caller_deadline();
+    if (!grpc::SerializationTraits<Req>::Deserialize(&raw_request_, &request_).ok()) {
+      finish(grpc::Status(
+          grpc::StatusCode::INTERNAL,
+          std::string(rpc_name(method_.rpc)) + ": the request does not parse as " + Req::descriptor()->full_name()));
+      return end_op();
+    }
+    state_.sandbox_id = sandbox_id_of(method_.rpc, request_);
+    state_.secret = secret_of(request_);
+    if (grpc::Status s = check_wrapper_hops(server_ctx_, relay_.wrapper_name); !s.ok()) {
+      finish(s);
+      return end_op();
+    }
+    runner_.start();
+    end_op();
   }
 
   // `ok` is false when the delegate's reply did not parse as Resp: its
@@ -162,36 +220,38 @@ class UnaryCall final : public CompletionTag {
   // message as a success.
   void on_delegate_done(bool ok) {
     copy_response_metadata(*client_ctx_, server_ctx_);
-    if (!ok && delegate_status_.ok()) {
+    grpc::Status s = delegate_status_;
+    bool may_have_reached = true;
+    if (!ok && s.ok()) {
       response_.Clear();
-      return finish(unparsable_reply_status(relay_.delegate, rpc_name(method_.rpc), Resp::descriptor()->full_name()));
+      s = unparsable_reply_status(relay_.delegate, rpc_name(method_.rpc), Resp::descriptor()->full_name());
+    } else if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      // The connection never came up: the request never left.
+      may_have_reached = relay_.delegate.channel()->GetState(false) == GRPC_CHANNEL_READY;
+      s = name_unavailable_delegate(s, relay_.delegate);
     }
-    if (!delegate_status_.ok()) {
-      grpc::Status s = name_unavailable_delegate(delegate_status_, relay_.delegate);
-      relay_.pipeline.compensate(ctx_, s);
-      return finish(s);
-    }
-    finish(relay_.pipeline.after(ctx_, response_));
+    runner_.on_delegate_done(s, may_have_reached);
+    end_op();
   }
 
-  void finish(grpc::Status s) {
-    if (!ctx_.secret.empty() && !s.ok()) s = redact_status(s, ctx_.secret);
-    log_call(ctx_, start_, s);
-    state_ = State::kFinishing;
-    if (!s.ok()) return responder_.FinishWithError(s, this);
-    grpc::ByteBuffer reply;
-    bool own = false;
-    if (grpc::Status ser = grpc::SerializationTraits<Resp>::Serialize(response_, &reply, &own); !ser.ok()) {
-      return responder_.FinishWithError(ser, this);
+  void on_done(bool) {
+    if (server_ctx_.IsCancelled()) runner_.on_cancelled();
+    end_op();
+  }
+  void on_finished(bool) { end_op(); }
+
+  std::chrono::steady_clock::time_point caller_deadline() const {
+    auto deadline = server_ctx_.deadline();
+    if (deadline >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) {
+      return std::chrono::steady_clock::time_point::max();
     }
-    responder_.Finish(reply, s, this);
+    return std::chrono::steady_clock::now() + (deadline - std::chrono::system_clock::now());
   }
 
   const UnaryRelay& relay_;
   const UnaryMethod<Req, Resp>& method_;
   grpc::ServerCompletionQueue* cq_;
   CallTracker::Token token_;
-  State state_ = State::kListening;
   grpc::ServerContext server_ctx_;
   grpc::ByteBuffer raw_request_;
   Req request_;  // stages may rewrite it; unknown fields are kept
@@ -200,8 +260,18 @@ class UnaryCall final : public CompletionTag {
   std::unique_ptr<grpc::ClientContext> client_ctx_;
   std::unique_ptr<grpc::ClientAsyncResponseReader<Resp>> reader_;
   grpc::Status delegate_status_;
-  CallContext ctx_;
+  CallState state_;
+  CallRunner runner_;
   std::chrono::steady_clock::time_point start_;
+  TimerAlarm* timer_ = nullptr;
+  uint64_t timer_generation_ = 0;
+  std::atomic<int> in_flight_{0};
+  bool started_ = false;
+  bool finished_ = false;
+  BoundTag<UnaryCall> request_tag_{this, &UnaryCall::on_request};
+  BoundTag<UnaryCall> done_tag_{this, &UnaryCall::on_done};
+  BoundTag<UnaryCall> delegate_tag_{this, &UnaryCall::on_delegate_done};
+  BoundTag<UnaryCall> finish_tag_{this, &UnaryCall::on_finished};
 };
 
 }  // namespace owrap

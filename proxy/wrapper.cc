@@ -2,6 +2,7 @@
 
 #include "common/serve.h"
 #include "common/signals.h"
+#include "proxy/builtin_stages.h"
 #include "proxy/generic_relay.h"
 #include "proxy/unary_server.h"
 #include "proxy/watch_hub.h"
@@ -14,48 +15,11 @@
 
 namespace owrap {
 
-namespace {
-
-v1::DriverSandbox* sandbox_in(google::protobuf::Message& request) {
-  if (auto* r = dynamic_cast<v1::CreateSandboxRequest*>(&request)) return r->mutable_sandbox();
-  if (auto* r = dynamic_cast<v1::ValidateSandboxCreateRequest*>(&request)) return r->mutable_sandbox();
-  return nullptr;
-}
-
-}  // namespace
-
-void add_builtin_stages(Pipeline& pipeline, const WrapperConfig& config) {
-  auto splitter = std::make_shared<DriverConfigSplitter>(
-      ConfigSplitOptions{config.name, config.delegate.name, config.config_mode, {}});
-  pipeline.add(Stage{
-      "driver_config_split",
-      {Rpc::kValidateSandboxCreate, Rpc::kCreateSandbox},
-      [splitter](CallContext& ctx, google::protobuf::Message& request) {
-        v1::DriverSandbox* sandbox = sandbox_in(request);
-        if (sandbox == nullptr || !sandbox->has_spec() || !sandbox->spec().has_template_()) return grpc::Status::OK;
-        return splitter->split(*sandbox->mutable_spec()->mutable_template_(), ctx.wrapper_config);
-      },
-      nullptr,
-      nullptr,
-  });
-
-  pipeline.add(Stage{
-      "capabilities",
-      {Rpc::kGetCapabilities},
-      nullptr,
-      [name = config.name, image = config.default_image, lifecycle = config.gateway_manages_lifecycle,
-       delegate = config.delegate.name](CallContext&, google::protobuf::Message& response) {
-        auto& caps = dynamic_cast<v1::GetCapabilitiesResponse&>(response);
-        std::string base = caps.driver_name().empty() ? delegate : caps.driver_name();
-        caps.set_driver_version(std::string("openshell-driver-wrapper ") + OWRAP_VERSION + " (delegate " + delegate +
-                                ": " + base + " " + caps.driver_version() + ")");
-        caps.set_driver_name(name);
-        if (image) caps.set_default_image(*image);
-        if (lifecycle) caps.set_gateway_manages_lifecycle(*lifecycle);
-        return grpc::Status::OK;
-      },
-      nullptr,
-  });
+void add_builtin_stages(Pipeline& pipeline, const WrapperConfig& config, boost::asio::io_context& io) {
+  pipeline.add(config_split_stage(std::make_shared<DriverConfigSplitter>(
+      ConfigSplitOptions{config.name, config.delegate.name, config.config_mode, {}})));
+  pipeline.add(capabilities_stage(config));
+  if (config.testing.delay.count() > 0) pipeline.add(delay_stage(io, config.testing));
 }
 
 int run_wrapper(WrapperConfig config) {
@@ -103,7 +67,7 @@ int run_wrapper(WrapperConfig config) {
   }
 
   Pipeline pipeline;
-  add_builtin_stages(pipeline, config);
+  add_builtin_stages(pipeline, config, io);
   // Every call runs on these queues; they outlive the server.
   CompletionQueues queues(config.worker_threads);
   AsyncComputeDriver service;

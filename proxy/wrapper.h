@@ -5,11 +5,14 @@
 #include "proxy/config.h"
 #include "proxy/pipeline.h"
 
+#include <boost/asio/io_context.hpp>
+
 namespace owrap {
 
-// The stages every wrapper runs today: the driver_config split (Validate,
-// Create) and the capabilities rewrite (GetCapabilities).
-void add_builtin_stages(Pipeline& pipeline, const WrapperConfig& config);
+// Assembles the stages every wrapper runs today: the driver_config split
+// (Validate, Create), the capabilities rewrite (GetCapabilities), and the
+// [testing] delay when configured.
+void add_builtin_stages(Pipeline& pipeline, const WrapperConfig& config, boost::asio::io_context& io);
 
 // Returns the process exit code.
 int run_wrapper(WrapperConfig config);
