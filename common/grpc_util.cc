@@ -47,12 +47,33 @@ bool is_transport_metadata(std::string_view key) {
          key == "content-encoding" || key == "lb-token";
 }
 
+int wrapper_hops(const grpc::ServerContextBase& call) {
+  auto it = call.client_metadata().find(grpc::string_ref(kHopsMetadata.data(), kHopsMetadata.size()));
+  if (it == call.client_metadata().end()) return 0;
+  int hops = 0;
+  for (char c : std::string_view(it->second.data(), it->second.size())) {
+    if (c < '0' || c > '9') return 0;
+    hops = std::min(hops * 10 + (c - '0'), 1000000);
+  }
+  return hops;
+}
+
+grpc::Status check_wrapper_hops(const grpc::ServerContextBase& call, std::string_view wrapper_name) {
+  int hops = wrapper_hops(call);
+  if (hops < kMaxWrapperHops) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                      "wrapper \"" + std::string(wrapper_name) + "\" refuses a call that has already passed " +
+                          std::to_string(hops) + " wrappers (limit " + std::to_string(kMaxWrapperHops) +
+                          "): the wrappers form a loop; check each wrapper's delegate.endpoint");
+}
+
 void copy_request_metadata(const grpc::ServerContextBase& from, grpc::ClientContext& to) {
   for (const auto& [k, v] : from.client_metadata()) {
     std::string_view key(k.data(), k.size());
-    if (is_transport_metadata(key)) continue;
+    if (is_transport_metadata(key) || key == kHopsMetadata) continue;
     to.AddMetadata(std::string(key), std::string(v.data(), v.size()));
   }
+  to.AddMetadata(std::string(kHopsMetadata), std::to_string(wrapper_hops(from) + 1));
 }
 
 void copy_initial_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to) {

@@ -20,7 +20,19 @@ std::optional<grpc::StatusCode> parse_status_code(std::string_view name);
 // True for metadata keys gRPC owns (":path", "grpc-*", "content-type", ...).
 bool is_transport_metadata(std::string_view key);
 
-// Caller's metadata (traceparent, custom keys, -bin keys) onto the delegate call.
+// How many wrappers a call has passed: each wrapper reads it from the
+// request metadata and sends it on one higher, so a loop of wrappers (one
+// pointed at itself, or A -> B -> A) ends instead of multiplying calls.
+inline constexpr std::string_view kHopsMetadata = "openshell-wrapper-hops";
+inline constexpr int kMaxWrapperHops = 16;
+// The count the caller sent (0 when absent or not a number).
+int wrapper_hops(const grpc::ServerContextBase& call);
+// FAILED_PRECONDITION naming the loop and the limit once a call has passed
+// kMaxWrapperHops wrappers; OK before.
+grpc::Status check_wrapper_hops(const grpc::ServerContextBase& call, std::string_view wrapper_name);
+
+// Caller's metadata (traceparent, custom keys, -bin keys) onto the delegate
+// call, with the hop count one higher.
 void copy_request_metadata(const grpc::ServerContextBase& from, grpc::ClientContext& to);
 // The delegate's initial and trailing metadata back onto the server call;
 // a streaming relay copies each as it arrives.

@@ -1,5 +1,8 @@
 #include "common/log.h"
 
+#include <google/protobuf/stubs/logging.h>
+#include <grpc/support/log.h>
+
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -61,6 +64,33 @@ void Logger::write(LogLevel level, std::string_view message, nlohmann::json fiel
   std::lock_guard<std::mutex> lock(mu_);
   std::fwrite(text.data(), 1, text.size(), stderr);
   std::fflush(stderr);
+}
+
+namespace {
+
+void grpc_log(gpr_log_func_args* args) {
+  LogLevel level = args->severity == GPR_LOG_SEVERITY_ERROR  ? LogLevel::kError
+                   : args->severity == GPR_LOG_SEVERITY_INFO ? LogLevel::kInfo
+                                                             : LogLevel::kDebug;
+  if (!Logger::instance().enabled(level)) return;
+  Logger::instance().write(level, std::string("grpc: ") + (args->message ? args->message : ""),
+                           {{"library", "grpc"}, {"file", args->file ? args->file : ""}, {"line", args->line}});
+}
+
+void protobuf_log(google::protobuf::LogLevel severity, const char* file, int line, const std::string& message) {
+  LogLevel level = severity >= google::protobuf::LOGLEVEL_ERROR     ? LogLevel::kError
+                   : severity == google::protobuf::LOGLEVEL_WARNING ? LogLevel::kWarn
+                                                                    : LogLevel::kInfo;
+  if (!Logger::instance().enabled(level)) return;
+  Logger::instance().write(level, "protobuf: " + message,
+                           {{"library", "protobuf"}, {"file", file ? file : ""}, {"line", line}});
+}
+
+}  // namespace
+
+void route_library_logs() {
+  gpr_set_log_function(grpc_log);
+  google::protobuf::SetLogHandler(protobuf_log);
 }
 
 std::string Logger::redact(std::string text, std::string_view secret) {

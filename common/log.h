@@ -39,6 +39,11 @@ class Logger {
   LogLevel level_ = LogLevel::kInfo;
 };
 
+// Sends what gRPC and libprotobuf log on their own (gpr_log, GOOGLE_LOG)
+// through the Logger, so stderr stays one JSON object per line. Call once,
+// early in main().
+void route_library_logs();
+
 inline void log_debug(std::string_view m, nlohmann::json f = nlohmann::json::object()) {
   if (Logger::instance().enabled(LogLevel::kDebug)) Logger::instance().write(LogLevel::kDebug, m, std::move(f));
 }

@@ -4,9 +4,6 @@
 
 #include <grpcpp/server_builder.h>
 
-#include <pthread.h>
-#include <csignal>
-
 namespace owrap {
 
 Result<std::unique_ptr<UdsGrpcServer>> UdsGrpcServer::start(
@@ -42,26 +39,6 @@ void UdsGrpcServer::shutdown(std::chrono::milliseconds grace) {
   server_->Shutdown(std::chrono::system_clock::now() + grace);
   server_->Wait();
   socket_.reset();
-}
-
-void block_termination_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
-}
-
-int wait_for_termination_signal() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  int sig = 0;
-  while (sigwait(&set, &sig) != 0) {
-  }
-  return sig;
 }
 
 }  // namespace owrap

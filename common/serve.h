@@ -1,4 +1,4 @@
-// Serving gRPC on a guarded Unix socket, and waiting for SIGTERM/SIGINT.
+// Serving gRPC on a guarded Unix socket.
 #pragma once
 
 #include "common/result.h"
@@ -39,11 +39,5 @@ class UdsGrpcServer {
   std::unique_ptr<PeerCheckedAcceptor> acceptor_;
   bool stopped_ = false;
 };
-
-// Blocks SIGTERM, SIGINT and SIGPIPE in the calling thread; call first thing
-// in main() so every thread created later inherits the mask.
-void block_termination_signals();
-// Waits for SIGTERM or SIGINT and returns its number.
-int wait_for_termination_signal();
 
 }  // namespace owrap

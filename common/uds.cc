@@ -13,6 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
@@ -46,22 +47,53 @@ Result<sockaddr_un> make_addr(const std::string& path) {
 
 }  // namespace
 
-Result<bool> ensure_private_dir(const std::string& dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return Error{"cannot create directory " + dir + ": " + ec.message()};
+std::string socket_path_error(const std::string& path) {
+  constexpr size_t kMax = sizeof(sockaddr_un::sun_path) - 1;
+  if (path.empty()) return "must not be empty";
+  if (path.find('\0') != std::string::npos) return "must not contain a NUL byte";
+  if (path.front() != '/') return "\"" + path + "\" must be an absolute path";
+  if (path.size() > kMax) {
+    return "\"" + path + "\" is " + std::to_string(path.size()) + " bytes; a Unix socket path has at most " +
+           std::to_string(kMax);
+  }
+  return {};
+}
+
+namespace {
+
+// An existing directory the wrapper may keep a socket in. It never changes
+// the mode of a directory it did not create: chmod on /tmp (or any shared
+// directory) would break every other user of it.
+Result<bool> check_existing_private_dir(const std::string& dir) {
   struct stat st {};
   if (::lstat(dir.c_str(), &st) != 0) return Error{"cannot stat " + dir + ": " + errno_text(errno)};
   if (S_ISLNK(st.st_mode)) return Error{"directory " + dir + " is a symlink; refusing to use it"};
   if (!S_ISDIR(st.st_mode)) return Error{dir + " is not a directory"};
   if (st.st_uid != ::geteuid()) {
     return Error{"directory " + dir + " is owned by uid " + std::to_string(st.st_uid) + ", not by this process's uid " +
-                 std::to_string(::geteuid())};
+                 std::to_string(::geteuid()) + "; use a private directory such as /run/openshell"};
   }
-  if ((st.st_mode & 07777) != 0700 && ::chmod(dir.c_str(), 0700) != 0) {
-    return Error{"cannot chmod 0700 " + dir + ": " + errno_text(errno)};
+  if ((st.st_mode & (S_ISVTX | S_IWOTH | S_IWGRP)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", st.st_mode & 07777);
+    return Error{"directory " + dir + " (mode " + mode +
+                 ") is shared: others can write to it, so they could replace the socket; the wrapper does not "
+                 "change the mode of a directory it did not create. Use a private directory such as /run/openshell"};
   }
   return true;
+}
+
+}  // namespace
+
+Result<bool> ensure_private_dir(const std::string& dir) {
+  std::error_code ec;
+  bool existed = std::filesystem::exists(std::filesystem::symlink_status(dir, ec));
+  if (existed) return check_existing_private_dir(dir);
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Error{"cannot create directory " + dir + ": " + ec.message()};
+  // Ours: make it private whatever the umask said.
+  if (::chmod(dir.c_str(), 0700) != 0) return Error{"cannot chmod 0700 " + dir + ": " + errno_text(errno)};
+  return check_existing_private_dir(dir);
 }
 
 bool socket_answers(const std::string& path) {
@@ -72,26 +104,46 @@ bool socket_answers(const std::string& path) {
   return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr.value()), sizeof(sockaddr_un)) == 0;
 }
 
+namespace {
+
+// What is at `path` now may be replaced by our socket: nothing, or a stale
+// socket of ours nobody answers on.
+Result<bool> check_path_free(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return true;
+    return Error{"cannot stat " + path + ": " + errno_text(errno)};
+  }
+  if (!S_ISSOCK(st.st_mode) || st.st_uid != ::geteuid()) {
+    return Error{"socket path " + path + " exists but is not an owned Unix socket"};
+  }
+  if (socket_answers(path)) {
+    return Error{"socket path " + path + " is in use: a live server answers on it; refusing to steal it"};
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<bool> GuardedSocket::check(const std::string& path) {
+  if (std::string e = socket_path_error(path); !e.empty()) return Error{"socket path: " + e};
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  std::error_code ec;
+  if (std::filesystem::exists(std::filesystem::symlink_status(dir, ec))) {
+    if (auto ok = check_existing_private_dir(dir); !ok) return ok;
+  }
+  return check_path_free(path);
+}
+
 Result<std::unique_ptr<GuardedSocket>> GuardedSocket::bind(const std::string& path) {
+  if (std::string e = socket_path_error(path); !e.empty()) return Error{"socket path: " + e};
   auto addr = make_addr(path);
   if (!addr) return Error{addr.error()};
   std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
   if (auto ok = ensure_private_dir(dir); !ok) return Error{ok.error()};
-
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode) || st.st_uid != ::geteuid()) {
-      return Error{"socket path " + path + " exists but is not an owned Unix socket"};
-    }
-    if (socket_answers(path)) {
-      return Error{"socket path " + path + " is in use: a live server answers on it; refusing to steal it"};
-    }
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-      return Error{"cannot remove stale socket " + path + ": " + errno_text(errno)};
-    }
-  } else if (errno != ENOENT) {
-    return Error{"cannot stat " + path + ": " + errno_text(errno)};
+  if (auto ok = check_path_free(path); !ok) return Error{ok.error()};
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return Error{"cannot remove stale socket " + path + ": " + errno_text(errno)};
   }
 
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -109,6 +161,7 @@ Result<std::unique_ptr<GuardedSocket>> GuardedSocket::bind(const std::string& pa
     ::unlink(path.c_str());
     return Error{"cannot listen on " + path + ": " + errno_text(err)};
   }
+  struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) return Error{"cannot stat " + path + ": " + errno_text(errno)};
   return std::unique_ptr<GuardedSocket>(new GuardedSocket(path, std::move(fd), st.st_dev, st.st_ino));
 }

@@ -48,13 +48,23 @@ class UniqueFd {
   int fd_ = -1;
 };
 
-// Creates (if missing) a private directory: real, owned by euid, mode 0700.
+// Why `path` cannot be a Unix socket path (empty when it can): it must be
+// absolute, without NUL bytes, and at most 107 bytes.
+std::string socket_path_error(const std::string& path);
+
+// Creates (if missing, then mode 0700) or accepts a private directory: real,
+// owned by euid, writable by nobody else. Never changes an existing
+// directory's mode.
 Result<bool> ensure_private_dir(const std::string& dir);
 
 // A bound, listening Unix socket file, removed on destruction.
 class GuardedSocket {
  public:
   static Result<std::unique_ptr<GuardedSocket>> bind(const std::string& path);
+  // Every check bind() makes that needs no change on disk (path, directory,
+  // a live server on the path), so a doomed start fails before anything is
+  // launched.
+  static Result<bool> check(const std::string& path);
   ~GuardedSocket();
   int fd() const { return fd_.get(); }
   const std::string& path() const { return path_; }

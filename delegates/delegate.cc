@@ -1,5 +1,6 @@
 #include "delegates/delegate.h"
 
+#include "common/grpc_util.h"
 #include "common/log.h"
 #include "compute_driver.grpc.pb.h"
 #include "delegates/endpoint_delegate.h"
@@ -33,6 +34,9 @@ bool wait_until_answers(const std::shared_ptr<grpc::Channel>& channel, std::chro
     if (give_up && give_up()) return false;
     grpc::ClientContext ctx;
     ctx.set_wait_for_ready(true);
+    // A probe is a call like any other: through a loop of wrappers it must
+    // end at the hop limit too.
+    ctx.AddMetadata(std::string(kHopsMetadata), "1");
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(250));
     openshell::compute::v1::GetCapabilitiesRequest req;
     openshell::compute::v1::GetCapabilitiesResponse resp;
@@ -64,6 +68,11 @@ grpc::Status name_unavailable_delegate(const grpc::Status& s, const Delegate& d)
   return grpc::Status(s.error_code(), unavailable_message(d, reason), s.error_details());
 }
 
+grpc::Status unparsable_reply_status(const Delegate& d, std::string_view method, std::string_view type) {
+  return grpc::Status(grpc::StatusCode::INTERNAL, "delegate \"" + d.name() + "\" sent a " + std::string(method) +
+                                                      " reply that does not parse as " + std::string(type));
+}
+
 std::unique_ptr<Delegate> make_delegate(const DelegateOptions& options) {
   if (!options.endpoint.empty()) return std::make_unique<EndpointDelegate>(options);
   return std::make_unique<ManagedDelegate>(options);
@@ -72,9 +81,11 @@ std::unique_ptr<Delegate> make_delegate(const DelegateOptions& options) {
 EndpointDelegate::EndpointDelegate(DelegateOptions options)
     : options_(std::move(options)), channel_(make_delegate_channel(options_.endpoint)) {}
 
-Result<bool> EndpointDelegate::start() {
+Result<bool> EndpointDelegate::start(const std::function<bool()>& cancelled) {
   std::string caps;
-  if (wait_until_answers(channel_, options_.ready_timeout, {}, &caps)) {
+  bool answers = wait_until_answers(channel_, options_.ready_timeout, cancelled, &caps);
+  if (cancelled && cancelled()) return Error{"start-up interrupted"};
+  if (answers) {
     log_info("delegate answers", {{"delegate", options_.name}, {"endpoint", options_.endpoint}, {"driver", caps}});
   } else {
     // Somebody else runs it: serve anyway, calls fail fast until it is back.

@@ -27,7 +27,9 @@ class Delegate {
   virtual std::string unavailable_reason() const = 0;
   // Blocks until the delegate answers GetCapabilities or the ready timeout
   // passes. A managed delegate that never becomes ready is an error.
-  virtual Result<bool> start() = 0;
+  // `cancelled` is polled while waiting (a SIGTERM during start-up): once
+  // it says true, start() returns an error promptly; stop() cleans up.
+  virtual Result<bool> start(const std::function<bool()>& cancelled) = 0;
   virtual void stop(std::chrono::milliseconds grace) = 0;
 };
 
@@ -65,5 +67,7 @@ grpc::Status unavailable_delegate_status(const Delegate& d);
 // learns which delegate is down; a status the delegate itself sent (its
 // connection up) is kept.
 grpc::Status name_unavailable_delegate(const grpc::Status& s, const Delegate& d);
+// INTERNAL for a reply of `d` to `method` that does not parse as `type`.
+grpc::Status unparsable_reply_status(const Delegate& d, std::string_view method, std::string_view type);
 
 }  // namespace owrap

@@ -12,7 +12,7 @@ class EndpointDelegate final : public Delegate {
   std::shared_ptr<grpc::Channel> channel() const override { return channel_; }
   bool available() const override { return true; }
   std::string unavailable_reason() const override { return {}; }
-  Result<bool> start() override;
+  Result<bool> start(const std::function<bool()>& cancelled) override;
   void stop(std::chrono::milliseconds) override {}
 
  private:

@@ -71,7 +71,7 @@ std::map<std::string, std::string> ManagedDelegate::child_env() const {
   return env;
 }
 
-Result<bool> ManagedDelegate::start() {
+Result<bool> ManagedDelegate::start(const std::function<bool()>& cancelled) {
   std::string parent = options_.runtime_parent.empty() ? "/tmp" : options_.runtime_parent;
   if (auto ok = ensure_private_dir(parent); !ok) return Error{"delegate runtime directory: " + ok.error()};
   std::string tmpl = parent + "/." + options_.wrapper_name + "-delegate-XXXXXX";
@@ -93,7 +93,9 @@ Result<bool> ManagedDelegate::start() {
   channel_ = make_delegate_channel("unix:" + socket_path_);
   supervisor_ = std::thread([this] { supervise(); });
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [this] { return first_attempt_done_; });
+  while (!cv_.wait_for(lock, std::chrono::milliseconds(50), [this] { return first_attempt_done_; })) {
+    if (cancelled && cancelled()) return Error{"start-up interrupted"};
+  }
   if (!first_attempt_ok_) return Error{"delegate \"" + options_.name + "\" did not become ready: " + reason_};
   return true;
 }

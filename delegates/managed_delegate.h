@@ -24,7 +24,7 @@ class ManagedDelegate final : public Delegate {
   std::shared_ptr<grpc::Channel> channel() const override { return channel_; }
   bool available() const override { return ready_.load(); }
   std::string unavailable_reason() const override;
-  Result<bool> start() override;
+  Result<bool> start(const std::function<bool()>& cancelled) override;
   void stop(std::chrono::milliseconds grace) override;
 
   const std::string& socket_path() const { return socket_path_; }

@@ -1,5 +1,7 @@
 #include "proxy/config.h"
 
+#include "common/uds.h"
+
 #include <toml++/toml.h>
 
 #include <filesystem>
@@ -38,6 +40,30 @@ class Reader {
     }
     errors.push_back(table + "." + key + ": must be " + type);
     return std::nullopt;
+  }
+  // A duration with its allowed range: a huge value must not wrap around
+  // to zero somewhere downstream.
+  std::optional<std::chrono::milliseconds> millis(const toml::table& t, const std::string& table,
+                                                  const std::string& key, int64_t min, int64_t max) {
+    auto v = get<int64_t>(t, table, key, "an integer (milliseconds)");
+    if (!v) return std::nullopt;
+    if (*v < min || *v > max) {
+      errors.push_back(table + "." + key + ": must be between " + std::to_string(min) + " and " + std::to_string(max) +
+                       " (milliseconds), not " + std::to_string(*v));
+      return std::nullopt;
+    }
+    return std::chrono::milliseconds(*v);
+  }
+  // A path the wrapper binds or connects to: absolute, and what the kernel
+  // will really use (a NUL would silently cut it short).
+  std::optional<std::string> socket_path(const toml::table& t, const std::string& table, const std::string& key) {
+    auto v = get<std::string>(t, table, key, "a string");
+    if (!v) return std::nullopt;
+    if (std::string e = socket_path_error(*v); !e.empty()) {
+      errors.push_back(table + "." + key + ": " + e);
+      return std::nullopt;
+    }
+    return v;
   }
   std::optional<std::chrono::milliseconds> millis(const toml::table& t, const std::string& table,
                                                   const std::string& key) {
@@ -78,7 +104,7 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
       r.errors.push_back("wrapper.name: \"" + cfg.name +
                          "\" must match [a-z0-9_-]{1,63} (the gateway lowercases driver names)");
     }
-    cfg.socket = r.get<std::string>(*w, "wrapper", "socket", "a string").value_or("");
+    cfg.socket = r.socket_path(*w, "wrapper", "socket").value_or("");
     if (auto mode = r.get<std::string>(*w, "wrapper", "config_mode", "a string")) {
       if (*mode == "nested")
         cfg.config_mode = ConfigMode::kNested;
@@ -93,14 +119,9 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
       else
         r.errors.push_back("wrapper.log_level: must be debug, info, warn or error");
     }
-    if (auto v = r.millis(*w, "wrapper", "shutdown_grace_ms")) cfg.shutdown_grace = *v;
-    if (auto v = r.millis(*w, "wrapper", "watch_finish_grace_ms")) cfg.watch_finish_grace = *v;
-    if (auto v = r.millis(*w, "wrapper", "resync_timeout_ms")) {
-      if (*v < std::chrono::milliseconds(100) || *v > std::chrono::milliseconds(600000))
-        r.errors.push_back("wrapper.resync_timeout_ms: must be between 100 and 600000");
-      else
-        cfg.resync_timeout = *v;
-    }
+    if (auto v = r.millis(*w, "wrapper", "shutdown_grace_ms", 0, 600000)) cfg.shutdown_grace = *v;
+    if (auto v = r.millis(*w, "wrapper", "watch_finish_grace_ms", 0, 600000)) cfg.watch_finish_grace = *v;
+    if (auto v = r.millis(*w, "wrapper", "resync_timeout_ms", 100, 600000)) cfg.resync_timeout = *v;
     if (auto v = r.get<int64_t>(*w, "wrapper", "watch_queue_capacity", "a positive integer")) {
       if (*v < 1)
         r.errors.push_back("wrapper.watch_queue_capacity: must be at least 1");
@@ -154,8 +175,12 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
     if (del.command.empty() == del.endpoint.empty()) {
       r.errors.push_back("delegate: exactly one of delegate.command and delegate.endpoint must be set");
     }
-    if (!del.endpoint.empty() && del.endpoint.rfind("unix:", 0) != 0) {
-      r.errors.push_back("delegate.endpoint: must be a unix: address such as \"unix:///run/openshell/k8s.sock\"");
+    if (!del.endpoint.empty()) {
+      if (del.endpoint.rfind("unix:", 0) != 0) {
+        r.errors.push_back("delegate.endpoint: must be a unix: address such as \"unix:///run/openshell/k8s.sock\"");
+      } else if (std::string e = socket_path_error(endpoint_socket_path(del.endpoint)); !e.empty()) {
+        r.errors.push_back("delegate.endpoint: " + e);
+      }
     }
     if (const toml::node* n = d->get("env")) {
       if (const toml::table* env = n->as_table()) {
@@ -182,6 +207,10 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
         "wrapper.name: must differ from delegate.name in nested mode (the delegate's block is keyed by its name)");
   }
 
+  if (w && d && !cfg.socket.empty()) {
+    if (auto loop = check_not_own_delegate(cfg, "wrapper.socket"); !loop) r.errors.push_back(loop.error());
+  }
+
   if (!r.errors.empty()) {
     std::string all;
     for (const auto& e : r.errors) all += (all.empty() ? "" : "\n") + e;
@@ -191,7 +220,35 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
   return cfg;
 }
 
+std::string endpoint_socket_path(const std::string& endpoint) {
+  if (endpoint.rfind("unix://", 0) == 0) return endpoint.substr(7);
+  if (endpoint.rfind("unix:", 0) == 0) return endpoint.substr(5);
+  return {};
+}
+
+Result<bool> check_not_own_delegate(const WrapperConfig& cfg, const std::string& socket_source) {
+  if (cfg.delegate.endpoint.empty() || cfg.socket.empty()) return true;
+  std::error_code ec1, ec2;
+  auto own = std::filesystem::weakly_canonical(std::filesystem::absolute(cfg.socket), ec1);
+  auto target =
+      std::filesystem::weakly_canonical(std::filesystem::absolute(endpoint_socket_path(cfg.delegate.endpoint)), ec2);
+  if (ec1 || ec2 || own != target) return true;
+  return Error{"delegate.endpoint: \"" + cfg.delegate.endpoint + "\" is the wrapper's own socket (" + socket_source +
+               " = \"" + cfg.socket +
+               "\"): the wrapper would call itself; point the endpoint at the base driver's socket"};
+}
+
+Result<bool> check_serving_socket(const WrapperConfig& cfg, const std::string& socket_source) {
+  if (cfg.socket.empty()) {
+    return Error{"no socket: set wrapper.socket, --bind-socket or OPENSHELL_COMPUTE_DRIVER_SOCKET"};
+  }
+  if (std::string e = socket_path_error(cfg.socket); !e.empty()) return Error{socket_source + ": " + e};
+  return check_not_own_delegate(cfg, socket_source);
+}
+
 Result<WrapperConfig> load_config(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return Error{path + ": is a directory, not a TOML file"};
   std::ifstream in(path);
   if (!in) return Error{path + ": cannot read the file"};
   std::stringstream buf;

@@ -18,6 +18,9 @@ namespace owrap {
 struct WrapperConfig {
   std::string name;
   std::string socket;
+  // Where `socket` came from, for error messages: wrapper.socket,
+  // --bind-socket or OPENSHELL_COMPUTE_DRIVER_SOCKET.
+  std::string socket_source = "wrapper.socket";
   ConfigMode config_mode = ConfigMode::kNested;
   LogLevel log_level = LogLevel::kInfo;
   std::chrono::milliseconds shutdown_grace{10000};
@@ -39,6 +42,16 @@ struct WrapperConfig {
 // starting with its TOML key.
 Result<WrapperConfig> load_config(const std::string& path);
 Result<WrapperConfig> parse_config(const std::string& toml_text, const std::string& source);
+
+// The socket path of a "unix:" endpoint ("unix:///abs" or "unix:path").
+std::string endpoint_socket_path(const std::string& endpoint);
+// An endpoint delegate must not be the wrapper's own socket: the wrapper
+// would relay every call to itself. `socket_source` names where the socket
+// came from (wrapper.socket, --bind-socket, ...).
+Result<bool> check_not_own_delegate(const WrapperConfig& cfg, const std::string& socket_source);
+// Everything that can be known about the serving socket before anything is
+// launched: set, absolute, short enough, not the delegate's endpoint.
+Result<bool> check_serving_socket(const WrapperConfig& cfg, const std::string& socket_source);
 
 // [a-z0-9_-]{1,63}: the gateway lowercases driver names.
 bool valid_driver_name(const std::string& name);

@@ -29,6 +29,11 @@ class GenericRelay::Call {
     }
     listen(relay_, cq_);
     start_ = std::chrono::steady_clock::now();
+    if (grpc::Status s = check_wrapper_hops(ctx_, relay_.wrapper_name_); !s.ok()) {
+      status_ = std::move(s);
+      upstream_done_ = true;
+      return maybe_finish_downstream();
+    }
     // Linked to the server call: deadline and cancellation reach the delegate.
     client_ctx_ = grpc::ClientContext::FromServerContext(ctx_);
     copy_request_metadata(ctx_, *client_ctx_);

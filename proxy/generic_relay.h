@@ -13,8 +13,8 @@ namespace owrap {
 
 class GenericRelay {
  public:
-  GenericRelay(Delegate& delegate, CompletionQueues& queues)
-      : delegate_(delegate), stub_(delegate.channel()), queues_(queues) {}
+  GenericRelay(std::string wrapper_name, Delegate& delegate, CompletionQueues& queues)
+      : wrapper_name_(std::move(wrapper_name)), delegate_(delegate), stub_(delegate.channel()), queues_(queues) {}
 
   // Before the server is built.
   void register_with(grpc::ServerBuilder& builder) { builder.RegisterAsyncGenericService(&service_); }
@@ -24,6 +24,7 @@ class GenericRelay {
   class Call;
 
  private:
+  std::string wrapper_name_;
   Delegate& delegate_;
   grpc::GenericStub stub_;
   CompletionQueues& queues_;

@@ -2,6 +2,19 @@
 
 namespace owrap {
 
+AsyncComputeDriver::AsyncComputeDriver() {
+  for (size_t i = 0; i < kRpcCount; i++) {
+    Rpc rpc = static_cast<Rpc>(i);
+    if (rpc != Rpc::kWatchSandboxes) MarkMethodRaw(method_index(rpc));
+  }
+}
+
+int AsyncComputeDriver::method_index(Rpc rpc) {
+  static const auto* service =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(v1::ComputeDriver::service_full_name());
+  return service->FindMethodByName(std::string(rpc_name(rpc)))->index();
+}
+
 grpc::Status redact_status(const grpc::Status& s, const std::string& secret) {
   return grpc::Status(s.error_code(), Logger::redact(s.error_message(), secret), s.error_details());
 }

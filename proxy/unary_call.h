@@ -17,6 +17,9 @@
 
 #include <grpcpp/server_context.h>
 #include <grpcpp/support/async_unary_call.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/proto_buffer_reader.h>
+#include <grpcpp/support/proto_buffer_writer.h>
 
 #include <chrono>
 #include <memory>
@@ -25,11 +28,25 @@ namespace owrap {
 
 namespace v1 = openshell::compute::v1;
 
-// The wrapper serves every ComputeDriver method on the async API.
-using AsyncComputeDriver = v1::ComputeDriver::AsyncService;
+// The wrapper serves every ComputeDriver method on the async API, the unary
+// ones raw: the wrapper parses each request itself, so a request it cannot
+// parse is answered and access-logged like any other failed call (with a
+// typed method gRPC refuses it before the application ever hears of it).
+class AsyncComputeDriver final : public v1::ComputeDriver::AsyncService {
+ public:
+  AsyncComputeDriver();
+  // The service's method index of `rpc`.
+  static int method_index(Rpc rpc);
+  void request_raw(Rpc rpc, grpc::ServerContext* ctx, grpc::ByteBuffer* request,
+                   grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>* responder, grpc::ServerCompletionQueue* cq,
+                   void* tag) {
+    RequestAsyncUnary(method_index(rpc), ctx, request, responder, cq, cq, tag);
+  }
+};
 
 // What every unary call needs from the proxy.
 struct UnaryRelay {
+  std::string wrapper_name;
   Delegate& delegate;
   v1::ComputeDriver::Stub& stub;
   const Pipeline& pipeline;
@@ -37,12 +54,10 @@ struct UnaryRelay {
   CallTracker& tracker;
 };
 
-// How one RPC is requested from the server and sent to the delegate.
+// How one RPC is sent to the delegate.
 template <class Req, class Resp>
 struct UnaryMethod {
   Rpc rpc;
-  void (*request)(AsyncComputeDriver&, grpc::ServerContext*, Req*, grpc::ServerAsyncResponseWriter<Resp>*,
-                  grpc::ServerCompletionQueue*, void* tag);
   std::unique_ptr<grpc::ClientAsyncResponseReader<Resp>> (*prepare)(v1::ComputeDriver::Stub&, grpc::ClientContext*,
                                                                     const Req&, grpc::CompletionQueue*);
 };
@@ -90,7 +105,7 @@ class UnaryCall final : public CompletionTag {
   // received request puts up its successor first.
   static void listen(const UnaryRelay& relay, const UnaryMethod<Req, Resp>& method, grpc::ServerCompletionQueue* cq) {
     auto* call = new UnaryCall(relay, method, cq);
-    method.request(relay.service, &call->server_ctx_, &call->request_, &call->responder_, cq, call);
+    relay.service.request_raw(method.rpc, &call->server_ctx_, &call->raw_request_, &call->responder_, cq, call);
   }
 
   void proceed(bool ok) override {
@@ -101,7 +116,7 @@ class UnaryCall final : public CompletionTag {
         on_request();
         return;
       case State::kDelegating:
-        on_delegate_done();
+        on_delegate_done(ok);
         return;
       case State::kFinishing:
         break;
@@ -118,8 +133,14 @@ class UnaryCall final : public CompletionTag {
   void on_request() {
     start_ = std::chrono::steady_clock::now();
     ctx_.rpc = method_.rpc;
+    if (!grpc::SerializationTraits<Req>::Deserialize(&raw_request_, &request_).ok()) {
+      return finish(grpc::Status(
+          grpc::StatusCode::INTERNAL,
+          std::string(rpc_name(method_.rpc)) + ": the request does not parse as " + Req::descriptor()->full_name()));
+    }
     ctx_.sandbox_id = sandbox_id_of(request_);
     ctx_.secret = secret_of(request_);
+    if (grpc::Status s = check_wrapper_hops(server_ctx_, relay_.wrapper_name); !s.ok()) return finish(s);
     if (grpc::Status s = relay_.pipeline.before(ctx_, request_); !s.ok()) return finish(s);
     if (!relay_.delegate.available()) {
       grpc::Status s = unavailable_delegate_status(relay_.delegate);
@@ -136,8 +157,15 @@ class UnaryCall final : public CompletionTag {
     reader_->Finish(&response_, &delegate_status_, this);
   }
 
-  void on_delegate_done() {
+  // `ok` is false when the delegate's reply did not parse as Resp: its
+  // status may still say OK, and relaying that would pass on a partial
+  // message as a success.
+  void on_delegate_done(bool ok) {
     copy_response_metadata(*client_ctx_, server_ctx_);
+    if (!ok && delegate_status_.ok()) {
+      response_.Clear();
+      return finish(unparsable_reply_status(relay_.delegate, rpc_name(method_.rpc), Resp::descriptor()->full_name()));
+    }
     if (!delegate_status_.ok()) {
       grpc::Status s = name_unavailable_delegate(delegate_status_, relay_.delegate);
       relay_.pipeline.compensate(ctx_, s);
@@ -150,7 +178,13 @@ class UnaryCall final : public CompletionTag {
     if (!ctx_.secret.empty() && !s.ok()) s = redact_status(s, ctx_.secret);
     log_call(ctx_, start_, s);
     state_ = State::kFinishing;
-    responder_.Finish(response_, s, this);
+    if (!s.ok()) return responder_.FinishWithError(s, this);
+    grpc::ByteBuffer reply;
+    bool own = false;
+    if (grpc::Status ser = grpc::SerializationTraits<Resp>::Serialize(response_, &reply, &own); !ser.ok()) {
+      return responder_.FinishWithError(ser, this);
+    }
+    responder_.Finish(reply, s, this);
   }
 
   const UnaryRelay& relay_;
@@ -159,9 +193,10 @@ class UnaryCall final : public CompletionTag {
   CallTracker::Token token_;
   State state_ = State::kListening;
   grpc::ServerContext server_ctx_;
+  grpc::ByteBuffer raw_request_;
   Req request_;  // stages may rewrite it; unknown fields are kept
   Resp response_;
-  grpc::ServerAsyncResponseWriter<Resp> responder_;
+  grpc::ServerAsyncResponseWriter<grpc::ByteBuffer> responder_;
   std::unique_ptr<grpc::ClientContext> client_ctx_;
   std::unique_ptr<grpc::ClientAsyncResponseReader<Resp>> reader_;
   grpc::Status delegate_status_;

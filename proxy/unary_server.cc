@@ -8,15 +8,11 @@ namespace {
 // from waiting for the first listener to be put up again.
 constexpr int kListenersPerMethod = 2;
 
-// The two generated calls every RPC needs, named once per RPC.
-#define OWRAP_UNARY_METHOD(Method)                                                                          \
-  const UnaryMethod<v1::Method##Request, v1::Method##Response> k##Method{                                   \
-      Rpc::k##Method,                                                                                       \
-      [](AsyncComputeDriver& service, grpc::ServerContext* ctx, v1::Method##Request* request,               \
-         grpc::ServerAsyncResponseWriter<v1::Method##Response>* responder, grpc::ServerCompletionQueue* cq, \
-         void* tag) { service.Request##Method(ctx, request, responder, cq, cq, tag); },                     \
-      [](v1::ComputeDriver::Stub& stub, grpc::ClientContext* ctx, const v1::Method##Request& request,       \
-         grpc::CompletionQueue* cq) { return stub.PrepareAsync##Method(ctx, request, cq); }};
+// The generated client call every RPC needs, named once per RPC.
+#define OWRAP_UNARY_METHOD(Method)                                                                                    \
+  const UnaryMethod<v1::Method##Request, v1::Method##Response> k##Method{                                             \
+      Rpc::k##Method, [](v1::ComputeDriver::Stub& stub, grpc::ClientContext* ctx, const v1::Method##Request& request, \
+                         grpc::CompletionQueue* cq) { return stub.PrepareAsync##Method(ctx, request, cq); }};
 
 OWRAP_UNARY_METHOD(GetCapabilities)
 OWRAP_UNARY_METHOD(GetGatewayListenerRequirements)
@@ -39,11 +35,11 @@ void listen(const UnaryRelay& relay, const UnaryMethod<Req, Resp>& method, grpc:
 
 }  // namespace
 
-UnaryServer::UnaryServer(Delegate& delegate, const Pipeline& pipeline, AsyncComputeDriver& service,
-                         CompletionQueues& queues)
+UnaryServer::UnaryServer(std::string wrapper_name, Delegate& delegate, const Pipeline& pipeline,
+                         AsyncComputeDriver& service, CompletionQueues& queues)
     : stub_(v1::ComputeDriver::NewStub(delegate.channel())),
       queues_(queues),
-      relay_{delegate, *stub_, pipeline, service, queues.tracker()} {}
+      relay_{std::move(wrapper_name), delegate, *stub_, pipeline, service, queues.tracker()} {}
 
 void UnaryServer::start() {
   for (const auto& queue : queues_.queues()) {

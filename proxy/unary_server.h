@@ -10,7 +10,8 @@ namespace owrap {
 
 class UnaryServer {
  public:
-  UnaryServer(Delegate& delegate, const Pipeline& pipeline, AsyncComputeDriver& service, CompletionQueues& queues);
+  UnaryServer(std::string wrapper_name, Delegate& delegate, const Pipeline& pipeline, AsyncComputeDriver& service,
+              CompletionQueues& queues);
 
   // After the server has started.
   void start();

@@ -1,6 +1,7 @@
 #include "proxy/wrapper.h"
 
 #include "common/serve.h"
+#include "common/signals.h"
 #include "proxy/generic_relay.h"
 #include "proxy/unary_server.h"
 #include "proxy/watch_hub.h"
@@ -59,9 +60,18 @@ void add_builtin_stages(Pipeline& pipeline, const WrapperConfig& config) {
 
 int run_wrapper(WrapperConfig config) {
   Logger::instance().set_level(config.log_level);
-  if (config.socket.empty()) {
-    log_error("no socket: set wrapper.socket, --bind-socket or OPENSHELL_COMPUTE_DRIVER_SOCKET");
+  // First, before any thread exists: SIGTERM/SIGINT are honoured from here
+  // on, start-up included; SIGHUP/SIGUSR1/SIGUSR2 never kill the wrapper.
+  SignalWatcher signals("wrapper " + config.name);
+  // Everything that can be known about the serving path is checked before
+  // the delegate is launched: a doomed start must not launch a base driver.
+  if (auto ok = check_serving_socket(config, config.socket_source); !ok) {
+    log_error("cannot serve", {{"error", ok.error()}});
     return 2;
+  }
+  if (auto ok = GuardedSocket::check(config.socket); !ok) {
+    log_error("cannot serve", {{"error", ok.error()}});
+    return 1;
   }
   if (config.delegate.runtime_parent.empty()) {
     config.delegate.runtime_parent = std::filesystem::path(config.socket).parent_path().string();
@@ -79,11 +89,17 @@ int run_wrapper(WrapperConfig config) {
   std::unique_ptr<Delegate> delegate = make_delegate(config.delegate);
   // The socket is bound only once the delegate answers: the gateway calls
   // GetCapabilities once at start-up and aborts on failure.
-  if (auto started = delegate->start(); !started) {
-    log_error("cannot start the delegate", {{"delegate", config.delegate.name}, {"error", started.error()}});
+  auto started = delegate->start([&signals] { return signals.termination() != 0; });
+  if (!started || signals.termination() != 0) {
+    bool asked = signals.termination() != 0;
+    if (asked) {
+      log_info("stopping during start-up", {{"delegate", config.delegate.name}});
+    } else {
+      log_error("cannot start the delegate", {{"delegate", config.delegate.name}, {"error", started.error()}});
+    }
     delegate->stop(config.delegate.stop_grace);
     stop_io();
-    return 1;
+    return asked ? 0 : 1;
   }
 
   Pipeline pipeline;
@@ -91,12 +107,12 @@ int run_wrapper(WrapperConfig config) {
   // Every call runs on these queues; they outlive the server.
   CompletionQueues queues(config.worker_threads);
   AsyncComputeDriver service;
-  UnaryServer unary(*delegate, pipeline, service, queues);
+  UnaryServer unary(config.name, *delegate, pipeline, service, queues);
   WatchHub hub(io, *delegate,
                WatchHubOptions{WatchFanoutOptions{config.watch_queue_capacity, config.watch_finish_grace},
                                config.resync_timeout},
                queues);
-  GenericRelay relay(*delegate, queues);
+  GenericRelay relay(config.name, *delegate, queues);
   auto server = UdsGrpcServer::start(config.socket, {&service}, nullptr, "wrapper " + config.name,
                                      [&](grpc::ServerBuilder& builder) {
                                        relay.register_with(builder);
@@ -120,7 +136,7 @@ int run_wrapper(WrapperConfig config) {
                                {"pid", ::getpid()},
                                {"version", OWRAP_VERSION}});
 
-  int sig = wait_for_termination_signal();
+  int sig = signals.wait_for_termination();
   log_info("shutting down", {{"signal", strsignal(sig)}, {"grace_ms", config.shutdown_grace.count()}});
   // Watchers are long-lived: end them now so the gateway reconnects, and
   // give unary calls the grace to finish.

@@ -12,8 +12,11 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <sys/stat.h>
+
 #include <condition_variable>
 #include <csignal>
+#include <filesystem>
 #include <sstream>
 #include <thread>
 
@@ -474,4 +477,155 @@ TEST_CASE("several worker threads relay concurrent calls; SIGTERM lets a call in
   CHECK(slow_status.ok());
   CHECK(slow_resp.sandbox().id() == "threads-slow");
   REQUIRE(one.proc->wait() == 0);
+}
+
+namespace {
+// Access-log lines ("message":"rpc") of one RPC in a wrapper log, parsed.
+std::vector<nlohmann::json> access_log(const std::string& log, const std::string& rpc) {
+  std::vector<nlohmann::json> out;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.value("message", "") == "rpc" && j.value("rpc", "") == rpc) out.push_back(j);
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("a delegate reply that does not parse is INTERNAL naming delegate and method", "[e2e][defects]") {
+  TempDir dir;
+  WrapperProc one(dir, WrapperSpec{"acme", "memory", "nested", memory_command({}, {"--reply-garbage", "GetSandbox"})});
+  auto stub = stub_for(one.socket);
+  grpc::ClientContext ctx;
+  v1::GetSandboxRequest req;
+  req.set_sandbox_id("sb-1");
+  v1::GetSandboxResponse resp;
+  grpc::Status s = stub->GetSandbox(&ctx, req, &resp);
+  CHECK(s.error_code() == grpc::StatusCode::INTERNAL);
+  CHECK_THAT(s.error_message(), Contains("delegate \"memory\"") && Contains("GetSandbox"));
+  // Other RPCs are untouched.
+  grpc::ClientContext caps_ctx;
+  v1::GetCapabilitiesResponse caps;
+  CHECK(stub->GetCapabilities(&caps_ctx, v1::GetCapabilitiesRequest{}, &caps).ok());
+  REQUIRE(wait_for([&] { return !access_log(one.proc->log(), "GetSandbox").empty(); }));
+  CHECK(access_log(one.proc->log(), "GetSandbox")[0]["status"] == "INTERNAL");
+}
+
+TEST_CASE("a request the wrapper cannot parse is answered and access-logged; library logs stay JSON",
+          "[e2e][defects]") {
+  TempDir dir;
+  WrapperProc one(dir, WrapperSpec{"acme", "memory", "nested", memory_command()});
+  // A CreateSandboxRequest whose sandbox id is not UTF-8: proto3 refuses to
+  // parse it, and libprotobuf logs about it on its own.
+  v1::CreateSandboxRequest req;
+  *req.mutable_sandbox() = make_sandbox("ZZZZ");
+  std::string bytes = req.SerializeAsString();
+  auto at = bytes.find("ZZZZ");
+  REQUIRE(at != std::string::npos);
+  bytes.replace(at, 4, "\xff\xfe\xfd\xfc");
+  grpc::GenericStub generic(grpc::CreateChannel("unix://" + one.socket, grpc::InsecureChannelCredentials()));
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer request(&slice, 1), response;
+  grpc::ClientContext ctx;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status status;
+  generic.UnaryCall(&ctx, "/openshell.compute.v1.ComputeDriver/CreateSandbox", grpc::StubOptions(), &request, &response,
+                    [&](grpc::Status s) {
+                      std::lock_guard<std::mutex> l(mu);
+                      status = s;
+                      done = true;
+                      cv.notify_all();
+                    });
+  std::unique_lock<std::mutex> lock(mu);
+  REQUIRE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return done; }));
+  CHECK(status.error_code() == grpc::StatusCode::INTERNAL);
+  CHECK_THAT(status.error_message(), Contains("does not parse as openshell.compute.v1.CreateSandboxRequest"));
+  REQUIRE(wait_for([&] { return !access_log(one.proc->log(), "CreateSandbox").empty(); }));
+  CHECK(access_log(one.proc->log(), "CreateSandbox")[0]["status"] == "INTERNAL");
+  // Every line on the wrapper's stderr is JSON, libprotobuf's complaint too.
+  std::istringstream log(one.proc->log());
+  bool protobuf_line = false;
+  for (std::string line; std::getline(log, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    INFO(line);
+    CHECK_FALSE(j.is_discarded());
+    if (!j.is_discarded() && j.value("library", "") == "protobuf") protobuf_line = true;
+  }
+  CHECK(protobuf_line);
+}
+
+TEST_CASE("gRPC's own log lines are JSON lines in the wrapper's log", "[e2e][defects]") {
+  TempDir dir;
+  WrapperSpec spec{"acme", "memory", "nested", memory_command()};
+  write_file(dir.file("w.toml"), wrapper_toml(spec, dir.file("run/acme.sock")));
+  Process wrapper({wrapper_bin(), "run", "--config", dir.file("w.toml"), "--log-level", "debug"}, dir.file("w.log"),
+                  {{"GRPC_VERBOSITY", "debug"}});
+  REQUIRE(wait_for_socket(dir.file("run/acme.sock")));
+  wrapper.signal(SIGTERM);
+  CHECK(wrapper.wait() == 0);
+  std::istringstream log(wrapper.log());
+  size_t grpc_lines = 0;
+  for (std::string line; std::getline(log, line);) {
+    if (line.find("[memory]") != std::string::npos) continue;  // the delegate's own output
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    INFO(line);
+    CHECK_FALSE(j.is_discarded());
+    if (!j.is_discarded() && j.value("library", "") == "grpc") grpc_lines++;
+  }
+  CHECK(grpc_lines > 0);
+}
+
+TEST_CASE("a loop of wrappers ends at the hop limit with FAILED_PRECONDITION", "[e2e][defects]") {
+  TempDir dir;
+  // a -> b -> a: each serves even though the other is not up yet.
+  WrapperSpec a{"aaa", "bbb", "nested"};
+  a.endpoint_socket = dir.file("run-bbb/bbb.sock");
+  a.ready_timeout_ms = 200;
+  WrapperSpec b{"bbb", "aaa", "nested"};
+  b.endpoint_socket = dir.file("run-aaa/aaa.sock");
+  b.ready_timeout_ms = 200;
+  std::string sa = dir.file("run-aaa/aaa.sock"), sb = dir.file("run-bbb/bbb.sock");
+  write_file(dir.file("a.toml"), wrapper_toml(a, sa));
+  write_file(dir.file("b.toml"), wrapper_toml(b, sb));
+  Process wa({wrapper_bin(), "run", "--config", dir.file("a.toml")}, dir.file("a.log"));
+  Process wb({wrapper_bin(), "run", "--config", dir.file("b.toml")}, dir.file("b.log"));
+  REQUIRE(wait_for([&] { return file_contains(dir.file("a.log"), "wrapper serving"); }));
+  REQUIRE(wait_for([&] { return file_contains(dir.file("b.log"), "wrapper serving"); }));
+  std::string out, err;
+  // Until each has connected to the other, a call fails UNAVAILABLE.
+  wait_for([&] {
+    run_command({wrapper_bin(), "ctl", "--socket", sa, "--timeout", "10s", "caps"}, &out, &err);
+    return err.find("UNAVAILABLE") == std::string::npos;
+  });
+  auto started = std::chrono::steady_clock::now();
+  int rc = run_command({wrapper_bin(), "ctl", "--socket", sa, "--timeout", "10s", "caps"}, &out, &err);
+  CHECK(rc == 1);
+  CHECK_THAT(err, Contains("FAILED_PRECONDITION") && Contains("limit 16") && Contains("loop"));
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(5));
+  // A list (the watch hub's resync call) ends the same way.
+  rc = run_command({wrapper_bin(), "ctl", "--socket", sb, "--timeout", "10s", "list"}, &out, &err);
+  CHECK(rc == 1);
+  CHECK_THAT(err, Contains("FAILED_PRECONDITION"));
+  CHECK(wa.running());
+  CHECK(wb.running());
+}
+
+TEST_CASE("an endpoint that is the wrapper's own socket is refused before start", "[e2e][defects]") {
+  TempDir dir;
+  WrapperSpec self{"acme", "memory", "nested"};
+  self.endpoint_socket = dir.file("run/acme.sock");
+  write_file(dir.file("w.toml"), wrapper_toml(self, dir.file("run/acme.sock")));
+  std::string out, err;
+  CHECK(run_command({wrapper_bin(), "check-config", dir.file("w.toml")}, &out, &err) == 1);
+  CHECK_THAT(err, Contains("delegate.endpoint") && Contains("the wrapper's own socket"));
+  write_file(dir.file("w.toml"), wrapper_toml(self, dir.file("run/other.sock")));
+  // Through a path that only resolves to the same socket.
+  std::filesystem::create_directories(dir.file("run"));
+  ::chmod(dir.file("run").c_str(), 0700);
+  Process run({wrapper_bin(), "run", "--config", dir.file("w.toml"), "--bind-socket", dir.file("run/../run/acme.sock")},
+              dir.file("run.log"));
+  CHECK(run.wait(std::chrono::seconds(5)) == 2);
+  CHECK_THAT(run.log(), Contains("--bind-socket") && Contains("the wrapper's own socket"));
 }

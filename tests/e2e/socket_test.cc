@@ -95,3 +95,69 @@ TEST_CASE("symlinked directories and foreign files are refused", "[e2e][socket]"
   CHECK(foreign.wait() == 1);
   CHECK_THAT(foreign.log(), Contains("exists but is not an owned Unix socket"));
 }
+
+namespace {
+mode_t mode_of(const std::string& path) {
+  struct stat st {};
+  ::lstat(path.c_str(), &st);
+  return st.st_mode & 07777;
+}
+}  // namespace
+
+TEST_CASE("a shared directory is never chmodded; socket paths must be absolute", "[e2e][socket][defects]") {
+  TempDir dir;
+  WrapperSpec spec{"acme", "memory", "nested", memory_command()};
+  // A stand-in for /tmp: world-writable and sticky.
+  std::string shared = dir.file("shared");
+  std::filesystem::create_directories(shared);
+  ::chmod(shared.c_str(), 01777);
+  write_file(dir.file("w.toml"), wrapper_toml(spec, shared + "/acme.sock"));
+  Process in_shared({wrapper_bin(), "run", "--config", dir.file("w.toml")}, dir.file("shared.log"));
+  CHECK(in_shared.wait() == 1);
+  CHECK(mode_of(shared) == 01777);
+  CHECK_THAT(in_shared.log(), Contains("is shared") && Contains("/run/openshell"));
+  CHECK_THAT(in_shared.log(), !Contains("delegate started"));
+
+  // An existing private-enough directory keeps its mode too.
+  std::string readable = dir.file("readable");
+  std::filesystem::create_directories(readable);
+  ::chmod(readable.c_str(), 0755);
+  write_file(dir.file("r.toml"), wrapper_toml(spec, readable + "/acme.sock"));
+  Process in_readable({wrapper_bin(), "run", "--config", dir.file("r.toml")}, dir.file("readable.log"));
+  CHECK(wait_for_socket(readable + "/acme.sock"));
+  CHECK(mode_of(readable) == 0755);
+  CHECK(mode_of(readable + "/acme.sock") == 0600);
+
+  // Relative paths: in the file and on the command line.
+  write_file(dir.file("rel.toml"), wrapper_toml(spec, "run/acme.sock"));
+  std::string out, err;
+  CHECK(run_command({wrapper_bin(), "check-config", dir.file("rel.toml")}, &out, &err) == 1);
+  CHECK_THAT(err, Contains("wrapper.socket: \"run/acme.sock\" must be an absolute path"));
+  Process relative({wrapper_bin(), "run", "--config", dir.file("w.toml"), "--bind-socket", "acme.sock"},
+                   dir.file("relative.log"));
+  CHECK(relative.wait() == 2);
+  CHECK_THAT(relative.log(), Contains("--bind-socket: \\\"acme.sock\\\" must be an absolute path"));
+}
+
+TEST_CASE("the serving path is checked before the delegate is launched", "[e2e][socket][defects]") {
+  TempDir dir;
+  WrapperProc one(dir, WrapperSpec{"acme", "memory", "nested", memory_command()});
+  // A second wrapper on the live socket: refused at once, no base driver launched.
+  auto started = std::chrono::steady_clock::now();
+  Process second({wrapper_bin(), "run", "--config", one.config}, dir.file("second.log"));
+  CHECK(second.wait() == 1);
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(3));
+  CHECK_THAT(second.log(), Contains("is in use") && !Contains("delegate started"));
+  // A path too long for a Unix socket.
+  std::string deep = dir.path() + "/" + std::string(120, 'd') + "/acme.sock";
+  Process too_long({wrapper_bin(), "run", "--config", one.config, "--bind-socket", deep}, dir.file("long.log"));
+  CHECK(too_long.wait() == 2);
+  CHECK_THAT(too_long.log(), Contains("a Unix socket path has at most 107") && !Contains("delegate started"));
+  // A NUL inside the configured path would bind a truncated one.
+  write_file(dir.file("nul.toml"), "[wrapper]\nname = \"acme\"\nsocket = \"" + dir.path() +
+                                       "/a\\u0000b.sock\"\n[delegate]\nname = \"memory\"\n" + "command = [\"" +
+                                       memory_bin() + "\", \"--bind-socket\", \"{socket}\"]\n");
+  std::string out, err;
+  CHECK(run_command({wrapper_bin(), "check-config", dir.file("nul.toml")}, &out, &err) == 1);
+  CHECK_THAT(err, Contains("wrapper.socket: must not contain a NUL byte"));
+}

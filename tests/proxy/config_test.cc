@@ -88,3 +88,36 @@ TEST_CASE("wrapper.resync_timeout_ms: default, range, resolved value", "[config]
   REQUIRE_FALSE(negative.ok());
   CHECK_THAT(negative.error(), Catch::Contains("wrapper.resync_timeout_ms:"));
 }
+
+TEST_CASE("[wrapper] durations have ranges; socket paths are absolute and NUL-free", "[config][defects]") {
+  auto cfg = parse_config(R"(
+[wrapper]
+name = "acme"
+socket = "run/acme.sock"
+shutdown_grace_ms = 18446744073709551
+watch_finish_grace_ms = -1
+[delegate]
+name = "memory"
+endpoint = "unix:relative.sock"
+)",
+                          "t.toml");
+  REQUIRE_FALSE(cfg.ok());
+  CHECK_THAT(cfg.error(), Catch::Contains("wrapper.socket: \"run/acme.sock\" must be an absolute path"));
+  CHECK_THAT(cfg.error(), Catch::Contains("wrapper.shutdown_grace_ms: must be between 0 and 600000"));
+  CHECK_THAT(cfg.error(), Catch::Contains("wrapper.watch_finish_grace_ms: must be between 0 and 600000"));
+  CHECK_THAT(cfg.error(), Catch::Contains("delegate.endpoint: \"relative.sock\" must be an absolute path"));
+}
+
+TEST_CASE("an endpoint equal to the wrapper's own socket is refused", "[config][defects]") {
+  auto cfg = parse_config(R"(
+[wrapper]
+name = "acme"
+socket = "/run/openshell/acme.sock"
+[delegate]
+name = "memory"
+endpoint = "unix:///run/openshell/../openshell/acme.sock"
+)",
+                          "t.toml");
+  REQUIRE_FALSE(cfg.ok());
+  CHECK_THAT(cfg.error(), Catch::Contains("delegate.endpoint") && Catch::Contains("the wrapper's own socket"));
+}

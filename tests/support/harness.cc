@@ -191,7 +191,8 @@ std::string wrapper_toml(const WrapperSpec& spec, const std::string& socket) {
   std::ostringstream t;
   t << "[wrapper]\nname = \"" << spec.name << "\"\nsocket = \"" << socket << "\"\nconfig_mode = \"" << spec.config_mode
     << "\"\n"
-    << spec.extra_toml << "\n[delegate]\nname = \"" << spec.delegate_name << "\"\nready_timeout_ms = 10000\n"
+    << spec.extra_toml << "\n[delegate]\nname = \"" << spec.delegate_name
+    << "\"\nready_timeout_ms = " << spec.ready_timeout_ms << "\n"
     << "stop_grace_ms = 3000\n";
   // Tests restart quickly unless they say otherwise.
   if (spec.extra_delegate_toml.find("restart_backoff_initial_ms") == std::string::npos) {

@@ -75,6 +75,7 @@ struct WrapperSpec {
   std::string endpoint_socket;
   std::string extra_toml;  // appended to [wrapper]
   std::string extra_delegate_toml;
+  int ready_timeout_ms = 10000;
 };
 
 std::string wrapper_toml(const WrapperSpec& spec, const std::string& socket);

@@ -85,3 +85,20 @@ TEST_CASE("check-config prints the resolved config or every error", "[tools]") {
   REQUIRE(run_command({wrapper_bin(), "version"}, &out, &err) == 0);
   CHECK_THAT(out, Contains("openshell-driver-wrapper 0.1.0"));
 }
+
+TEST_CASE("command-line mistakes get clear messages; check-config JSON ends with a newline", "[tools][defects]") {
+  TempDir dir;
+  std::string out, err;
+  CHECK(run_command({wrapper_bin(), "check-config", dir.path()}, &out, &err) == 1);
+  CHECK_THAT(err, Contains("is a directory, not a TOML file"));
+  CHECK_THAT(err, !Contains("missing table"));
+  CHECK(run_command({wrapper_bin(), "run", "--bogus"}, &out, &err) == 2);
+  CHECK_THAT(err, Contains("unknown argument --bogus"));
+  CHECK(run_command({wrapper_bin(), "run", "--config"}, &out, &err) == 2);
+  CHECK_THAT(err, Contains("--config needs a value"));
+  WrapperSpec spec{"acme", "memory", "nested", memory_command()};
+  write_file(dir.file("w.toml"), wrapper_toml(spec, dir.file("run/acme.sock")));
+  REQUIRE(run_command({wrapper_bin(), "check-config", dir.file("w.toml")}, &out, &err) == 0);
+  REQUIRE_FALSE(out.empty());
+  CHECK(out.back() == '\n');
+}

@@ -3,6 +3,7 @@
 // --log-level (env OPENSHELL_LOG_LEVEL).
 #include "common/log.h"
 #include "common/serve.h"
+#include "common/signals.h"
 #include "tools/memory_driver/memory_driver.h"
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -26,7 +27,9 @@ void usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  owrap::block_termination_signals();
+  // First: every thread created later inherits the blocked signals.
+  owrap::SignalWatcher signals("memory driver");
+  owrap::route_library_logs();
   owrap::memory::Options options;
   std::string socket_path;
   std::string log_level = "info";
@@ -119,7 +122,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   owrap::log_info("memory driver serving", {{"socket", socket_path}, {"pid", ::getpid()}});
-  int sig = owrap::wait_for_termination_signal();
+  int sig = signals.wait_for_termination();
   owrap::log_info("shutting down", {{"signal", strsignal(sig)}});
   driver.shutdown_watchers();
   server.value()->shutdown(std::chrono::milliseconds(2000));

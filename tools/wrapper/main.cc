@@ -1,5 +1,5 @@
 // openshell-driver-wrapper: run | ctl | check-config | version.
-#include "common/serve.h"
+#include "common/log.h"
 #include "proxy/config.h"
 #include "proxy/wrapper.h"
 #include "tools/wrapper/ctl.h"
@@ -16,26 +16,31 @@ constexpr const char* kUsage =
     "       openshell-driver-wrapper version\n";
 
 int run(const std::vector<std::string>& args) {
-  std::string config_path, socket, level;
+  std::string config_path, socket, socket_source, level;
   // The upstream launch convention overrides the file, so a wrapper can be
   // launched exactly like a driver, including by another wrapper.
-  if (const char* env = std::getenv("OPENSHELL_COMPUTE_DRIVER_SOCKET")) socket = env;
+  if (const char* env = std::getenv("OPENSHELL_COMPUTE_DRIVER_SOCKET")) {
+    socket = env;
+    socket_source = "OPENSHELL_COMPUTE_DRIVER_SOCKET";
+  }
   if (const char* env = std::getenv("OPENSHELL_LOG_LEVEL")) level = env;
   for (size_t i = 0; i < args.size(); i++) {
     const std::string& a = args[i];
+    if (a != "--config" && a != "--bind-socket" && a != "--log-level") {
+      std::cerr << "openshell-driver-wrapper run: unknown argument " << a << "\n" << kUsage;
+      return 2;
+    }
     if (i + 1 >= args.size()) {
       std::cerr << "openshell-driver-wrapper run: " << a << " needs a value\n" << kUsage;
       return 2;
     }
-    if (a == "--config")
+    if (a == "--config") {
       config_path = args[++i];
-    else if (a == "--bind-socket")
+    } else if (a == "--bind-socket") {
       socket = args[++i];
-    else if (a == "--log-level")
+      socket_source = "--bind-socket";
+    } else {
       level = args[++i];
-    else {
-      std::cerr << "openshell-driver-wrapper run: unknown argument " << a << "\n" << kUsage;
-      return 2;
     }
   }
   if (config_path.empty()) {
@@ -47,7 +52,10 @@ int run(const std::vector<std::string>& args) {
     std::cerr << cfg.error() << "\n";
     return 2;
   }
-  if (!socket.empty()) cfg->socket = socket;
+  if (!socket.empty()) {
+    cfg->socket = socket;
+    cfg->socket_source = socket_source;
+  }
   if (!level.empty()) {
     auto l = owrap::parse_log_level(level);
     if (!l) {
@@ -76,7 +84,7 @@ int check_config(const std::vector<std::string>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  owrap::block_termination_signals();
+  owrap::route_library_logs();
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) {
     std::cerr << kUsage;

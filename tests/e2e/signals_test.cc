@@ -1,0 +1,77 @@
+// Signals at the worst moments: SIGHUP and SIGUSR1/2 never kill the wrapper;
+// SIGTERM/SIGINT are honoured at any point, start-up included; ctl stops on
+// them.
+#include "tests/support/harness.h"
+
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <filesystem>
+#include <thread>
+
+using namespace owrap::test;
+using Catch::Contains;
+
+TEST_CASE("SIGHUP, SIGUSR1 and SIGUSR2 are logged and ignored; SIGTERM still stops cleanly", "[e2e][signals]") {
+  TempDir dir;
+  WrapperProc one(dir, WrapperSpec{"acme", "memory", "nested", memory_command()});
+  for (int sig : {SIGHUP, SIGUSR1, SIGUSR2}) one.proc->signal(sig);
+  REQUIRE(wait_for([&] { return one.proc->log().find("SIGHUP received and ignored") != std::string::npos; }));
+  REQUIRE(wait_for([&] {
+    std::string log = one.proc->log();
+    return log.find("User defined signal 1") != std::string::npos &&
+           log.find("User defined signal 2") != std::string::npos;
+  }));
+  CHECK(one.proc->running());
+  CHECK(wait_for_socket(one.socket));
+  one.proc->signal(SIGTERM);
+  CHECK(one.proc->wait() == 0);
+  CHECK_FALSE(std::filesystem::exists(one.socket));
+  // The delegate was asked to stop (SIGTERM), not killed.
+  CHECK_THAT(one.proc->log(), Contains("\"level\":\"info\",\"message\":\"delegate exited\""));
+  CHECK_THAT(one.proc->log(), Contains("exited with code 0"));
+}
+
+TEST_CASE("SIGTERM while waiting for a managed delegate at start-up", "[e2e][signals]") {
+  TempDir dir;
+  // A delegate that never answers.
+  WrapperSpec spec{"acme", "memory", "nested", {"sleep", "300"}};
+  spec.ready_timeout_ms = 60000;
+  write_file(dir.file("w.toml"), wrapper_toml(spec, dir.file("run/acme.sock")));
+  Process wrapper({wrapper_bin(), "run", "--config", dir.file("w.toml")}, dir.file("w.log"));
+  REQUIRE(wait_for([&] { return wrapper.log().find("delegate started") != std::string::npos; }));
+  auto pids = delegate_pids(wrapper.log());
+  REQUIRE(pids.size() == 1);
+  auto sent = std::chrono::steady_clock::now();
+  wrapper.signal(SIGTERM);
+  CHECK(wrapper.wait(std::chrono::seconds(10)) == 0);
+  CHECK(std::chrono::steady_clock::now() - sent < std::chrono::seconds(5));
+  CHECK_THAT(wrapper.log(), Contains("stopping during start-up"));
+  CHECK(::kill(pids[0], 0) != 0);  // the delegate is gone
+}
+
+TEST_CASE("SIGINT while waiting for an endpoint delegate at start-up", "[e2e][signals]") {
+  TempDir dir;
+  WrapperSpec spec{"acme", "memory", "nested"};
+  spec.endpoint_socket = dir.file("nobody-here.sock");
+  spec.ready_timeout_ms = 60000;
+  write_file(dir.file("w.toml"), wrapper_toml(spec, dir.file("run/acme.sock")));
+  Process wrapper({wrapper_bin(), "run", "--config", dir.file("w.toml")}, dir.file("w.log"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto sent = std::chrono::steady_clock::now();
+  wrapper.signal(SIGINT);
+  CHECK(wrapper.wait(std::chrono::seconds(10)) == 0);
+  CHECK(std::chrono::steady_clock::now() - sent < std::chrono::seconds(5));
+}
+
+TEST_CASE("ctl watch stops on SIGINT and SIGTERM", "[e2e][signals]") {
+  TempDir dir;
+  MemoryDriverProc driver(dir, "memory");
+  for (int sig : {SIGINT, SIGTERM}) {
+    Process watch({wrapper_bin(), "ctl", "--socket", driver.socket, "watch"}, dir.file("watch.log"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    REQUIRE(watch.running());
+    watch.signal(sig);
+    CHECK(watch.wait(std::chrono::seconds(5)) == 128 + sig);
+  }
+}
