@@ -124,8 +124,7 @@ class WatchHub::Upstream {
   void on_finished(bool) {
     asio::post(hub_.strand_, [this] {
       grpc::Status s =
-          garbled_ ? grpc::Status(grpc::StatusCode::INTERNAL, "delegate \"" + hub_.delegate_.name() +
-                                                                  "\" sent a WatchSandboxes event that does not parse")
+          garbled_ ? unparsable_reply_status(hub_.delegate_, "WatchSandboxes", WatchEvent::descriptor()->full_name())
                    : status_;
       hub_.on_upstream_done(this, s);
       release();
@@ -186,8 +185,8 @@ class WatchHub::ResyncList {
     asio::post(hub_.strand_, [this, ok] {
       grpc::Status s = status_;
       if (!ok && s.ok()) {
-        s = grpc::Status(grpc::StatusCode::INTERNAL,
-                         "delegate \"" + hub_.delegate_.name() + "\" sent a ListSandboxes reply that does not parse");
+        s = unparsable_reply_status(hub_.delegate_, "ListSandboxes",
+                                    v1::ListSandboxesResponse::descriptor()->full_name());
       }
       hub_.on_listed(this, upstream_, s, response_);
       upstream_->release();

@@ -308,7 +308,7 @@ TEST_CASE("a watch event that does not parse ends the upstream attempt", "[e2e][
   WrapperProc one(dir, spec);
   WatchReader watch(one.socket, 100);
   CHECK(wait_for(
-      [&] { return one.proc->log().find("sent a WatchSandboxes event that does not parse") != std::string::npos; }));
+      [&] { return one.proc->log().find("sent a WatchSandboxes reply that does not parse") != std::string::npos; }));
   std::this_thread::sleep_for(std::chrono::seconds(2));
   // Retried with backoff, logged once: not once per retry.
   CHECK(count_lines(one.proc->log(), "upstream watch") <= 2);
