@@ -139,7 +139,7 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
   } else {
     r.allow_only(*w, "wrapper.",
                  {"name", "socket", "config_mode", "log_level", "shutdown_grace_ms", "watch_queue_capacity",
-                  "watch_finish_grace_ms", "worker_threads"});
+                  "watch_finish_grace_ms", "worker_threads", "resync_timeout_ms"});
     cfg.name = r.get<std::string>(*w, "wrapper", "name", "a string").value_or("");
     if (!valid_driver_name(cfg.name)) {
       r.errors.push_back("wrapper.name: \"" + cfg.name +
@@ -162,6 +162,7 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
     }
     if (auto v = r.millis_in(*w, "wrapper", "shutdown_grace_ms", 0, kTenMinutes)) cfg.shutdown_grace = *v;
     if (auto v = r.millis_in(*w, "wrapper", "watch_finish_grace_ms", 0, kTenMinutes)) cfg.watch_finish_grace = *v;
+    if (auto v = r.millis_in(*w, "wrapper", "resync_timeout_ms", 100, kTenMinutes)) cfg.resync_timeout = *v;
     if (auto v = r.get<int64_t>(*w, "wrapper", "watch_queue_capacity", "a positive integer")) {
       if (*v < 1)
         r.errors.push_back("wrapper.watch_queue_capacity: must be at least 1");
@@ -313,6 +314,7 @@ nlohmann::json WrapperConfig::to_json() const {
                   {"shutdown_grace_ms", shutdown_grace.count()},
                   {"watch_queue_capacity", watch_queue_capacity},
                   {"watch_finish_grace_ms", watch_finish_grace.count()},
+                  {"resync_timeout_ms", resync_timeout.count()},
                   {"worker_threads", worker_threads}};
   nlohmann::json caps = nlohmann::json::object();
   if (default_image) caps["default_image"] = *default_image;

@@ -35,6 +35,8 @@ struct WrapperConfig {
   std::chrono::milliseconds shutdown_grace{10000};
   size_t watch_queue_capacity = 1024;
   std::chrono::milliseconds watch_finish_grace{10000};
+  // Deadline of the ListSandboxes that resyncs the watch after a break.
+  std::chrono::milliseconds resync_timeout{30000};
   // Threads relaying calls, each polling its own completion queue.
   unsigned worker_threads = 1;
   // [capabilities]: overrides of what the delegate reports.

@@ -72,7 +72,10 @@ int run_wrapper(WrapperConfig config) {
   CompletionQueues queues(config.worker_threads);
   AsyncComputeDriver service;
   UnaryServer unary(config.name, *delegate, pipeline, service, queues);
-  WatchHub hub(io, *delegate, WatchFanoutOptions{config.watch_queue_capacity, config.watch_finish_grace}, queues);
+  WatchHub hub(io, *delegate,
+               WatchHubOptions{WatchFanoutOptions{config.watch_queue_capacity, config.watch_finish_grace},
+                               config.resync_timeout},
+               queues);
   GenericRelay relay(config.name, *delegate, queues);
   auto server = UdsGrpcServer::start(config.socket, {&service}, nullptr, "wrapper " + config.name,
                                      [&](grpc::ServerBuilder& builder) {

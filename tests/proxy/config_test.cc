@@ -66,6 +66,29 @@ TEST_CASE("syntax errors carry a line number; driver names are checked", "[confi
   CHECK_FALSE(valid_driver_name(std::string(64, 'a')));
 }
 
+TEST_CASE("wrapper.resync_timeout_ms: default, range, resolved value", "[config]") {
+  auto with = [](const std::string& line) {
+    return parse_config("[wrapper]\nname = \"acme\"\nsocket = \"/x.sock\"\n" + line +
+                            "\n[delegate]\nname = \"kubernetes\"\ncommand = [\"a\"]\n",
+                        "t.toml");
+  };
+  auto dflt = with("");
+  REQUIRE(dflt.ok());
+  CHECK(dflt->resync_timeout.count() == 30000);
+  CHECK(dflt->to_json()["wrapper"]["resync_timeout_ms"] == 30000);
+  auto set = with("resync_timeout_ms = 2500");
+  REQUIRE(set.ok());
+  CHECK(set->resync_timeout.count() == 2500);
+  for (const char* bad : {"resync_timeout_ms = 99", "resync_timeout_ms = 600001"}) {
+    auto cfg = with(bad);
+    REQUIRE_FALSE(cfg.ok());
+    CHECK_THAT(cfg.error(), Catch::Contains("wrapper.resync_timeout_ms: must be between 100 and 600000"));
+  }
+  auto negative = with("resync_timeout_ms = -1");
+  REQUIRE_FALSE(negative.ok());
+  CHECK_THAT(negative.error(), Catch::Contains("wrapper.resync_timeout_ms:"));
+}
+
 TEST_CASE("[wrapper] durations have ranges; socket paths are absolute and NUL-free", "[config][defects]") {
   auto cfg = parse_config(R"(
 [wrapper]

@@ -12,10 +12,12 @@ namespace owrap::memory {
 namespace asio = boost::asio;
 
 struct CallbackWatchFanout::Shared {
-  Shared(asio::io_context& io, WatchFanoutOptions o) : io(io), strand(asio::make_strand(io)), options(o) {}
+  Shared(asio::io_context& io, WatchFanoutOptions o, bool lazy)
+      : io(io), strand(asio::make_strand(io)), options(o), lazy_headers(lazy) {}
   asio::io_context& io;
   asio::strand<asio::io_context::executor_type> strand;
   WatchFanoutOptions options;
+  bool lazy_headers;
   WatcherRegistry<Watcher> registry;  // strand only, except count()
 };
 
@@ -25,10 +27,11 @@ class CallbackWatchFanout::Watcher : public grpc::ServerWriteReactor<WatchEvent>
       : shared_(std::move(shared)), ctx_(ctx), grace_(shared_->io) {}
 
   // Strand: the reactor is registered and its headers go out at once, so the
-  // caller knows the watch is established before any event exists.
+  // caller knows the watch is established before any event exists (unless
+  // lazy_headers: then they go with the first event).
   void begin() {
     if (!shared_->registry.admit(this)) return finish(shared_->registry.close_status());
-    StartSendInitialMetadata();
+    if (!shared_->lazy_headers) StartSendInitialMetadata();
   }
 
   void push(const SharedWatchEvent& event) {
@@ -107,8 +110,8 @@ class CallbackWatchFanout::Watcher : public grpc::ServerWriteReactor<WatchEvent>
   bool finished_ = false;
 };
 
-CallbackWatchFanout::CallbackWatchFanout(asio::io_context& io, WatchFanoutOptions options)
-    : shared_(std::make_shared<Shared>(io, options)) {}
+CallbackWatchFanout::CallbackWatchFanout(asio::io_context& io, WatchFanoutOptions options, bool lazy_headers)
+    : shared_(std::make_shared<Shared>(io, options, lazy_headers)) {}
 
 CallbackWatchFanout::~CallbackWatchFanout() = default;
 

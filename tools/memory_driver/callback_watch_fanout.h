@@ -26,7 +26,9 @@ namespace owrap::memory {
 
 class CallbackWatchFanout {
  public:
-  CallbackWatchFanout(boost::asio::io_context& io, WatchFanoutOptions options);
+  // `lazy_headers`: a watch's response headers go out with its first event,
+  // as grpc-go and grpcio servers do, instead of at once.
+  CallbackWatchFanout(boost::asio::io_context& io, WatchFanoutOptions options, bool lazy_headers = false);
   ~CallbackWatchFanout();
   CallbackWatchFanout(const CallbackWatchFanout&) = delete;
   CallbackWatchFanout& operator=(const CallbackWatchFanout&) = delete;

@@ -20,7 +20,8 @@ void usage() {
                "       [--fail RPC=CODE]... [--delay RPC=MS]... [--record PATH] [--name NAME]\n"
                "       [--driver-version V] [--default-image IMAGE] [--gateway-manages-lifecycle]\n"
                "       [--listener loopback|default-route|exact:ADDR]... [--watch-queue N]\n"
-               "       [--expected-peer-pid PID] [--allow-same-uid-peer] [--reply-garbage RPC]...\n";
+               "       [--expected-peer-pid PID] [--allow-same-uid-peer] [--reply-garbage RPC]...\n"
+               "       [--lazy-headers]\n";
 }
 
 }  // namespace
@@ -65,6 +66,8 @@ int main(int argc, char** argv) {
       options.listener_requirements.push_back(next());
     else if (arg == "--watch-queue")
       options.watch_queue_capacity = std::stoul(next());
+    else if (arg == "--lazy-headers")
+      options.lazy_headers = true;
     else if (arg == "--expected-peer-pid")
       next();  // accepted for VM-driver compatibility
     else if (arg == "--allow-same-uid-peer") {

@@ -280,7 +280,8 @@ class MemoryDriver::Call : public grpc::ServerUnaryReactor {
 MemoryDriver::MemoryDriver(asio::io_context& io, Options options)
     : io_(io),
       options_(std::move(options)),
-      fanout_(io, WatchFanoutOptions{options_.watch_queue_capacity, std::chrono::milliseconds(10000)}) {
+      fanout_(io, WatchFanoutOptions{options_.watch_queue_capacity, std::chrono::milliseconds(10000)},
+              options_.lazy_headers) {
   if (!options_.record_file.empty()) recorder_ = std::make_unique<Recorder>(options_.record_file);
   // A method taken off the typed service is routed to the generic one, which
   // can answer with bytes no typed handler could produce.
@@ -609,22 +610,45 @@ grpc::ServerGenericBidiReactor* MemoryDriver::ExtensionService::CreateReactor(gr
   };
   // A method --reply-garbage took off the typed service: a length-delimited
   // field 1 that announces 64 bytes and carries 7, so no message type parses it.
+  // A watch (`streaming`) stays open after its garbled event, as a live
+  // stream would, until the client cancels.
   class Garbage : public grpc::ServerGenericBidiReactor {
    public:
-    Garbage() {
+    explicit Garbage(bool streaming) : streaming_(streaming) {
       static const char kTruncated[] = "\x0a\x40partial";
       grpc::Slice slice(kTruncated, sizeof kTruncated - 1);
       reply_ = grpc::ByteBuffer(&slice, 1);
       StartRead(&request_);
     }
-    void OnReadDone(bool) override { StartWriteAndFinish(&reply_, grpc::WriteOptions(), Status::OK); }
+    // Reactions may run concurrently: nothing may start after Finish.
+    void OnReadDone(bool) override {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (finished_) return;
+      if (streaming_) {
+        StartWrite(&reply_);
+        return;
+      }
+      finished_ = true;
+      StartWriteAndFinish(&reply_, grpc::WriteOptions(), Status::OK);
+    }
+    void OnCancel() override {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (finished_) return;
+      finished_ = true;
+      Finish(Status(StatusCode::CANCELLED, "call cancelled"));
+    }
     void OnDone() override { delete this; }
 
    private:
+    std::mutex mu_;
+    bool finished_ = false;
+    bool streaming_;
     grpc::ByteBuffer request_, reply_;
   };
   if (ctx->method().rfind("/openshell.compute.test.Echo/", 0) == 0) return new Echo(ctx);
-  if (ctx->method().rfind("/openshell.compute.v1.ComputeDriver/", 0) == 0) return new Garbage();
+  if (ctx->method().rfind("/openshell.compute.v1.ComputeDriver/", 0) == 0) {
+    return new Garbage(ctx->method() == "/openshell.compute.v1.ComputeDriver/WatchSandboxes");
+  }
   return new Unimplemented(ctx->method());
 }
 

@@ -40,6 +40,9 @@ struct Options {
   // "loopback", "default-route" or "exact:ADDR"; none means UNIMPLEMENTED.
   std::vector<std::string> listener_requirements;
   size_t watch_queue_capacity = 65536;
+  // WatchSandboxes sends its response headers with the first event (as
+  // grpc-go and grpcio servers do) instead of at once.
+  bool lazy_headers = false;
   // RPCs answered with bytes that do not parse as their response type (a
   // corrupt or truncated reply), to test what a proxy makes of one.
   std::set<std::string> reply_garbage;
