@@ -30,10 +30,20 @@ build() {
   ninja -C build -j2
 }
 
+# The call pipeline's unit tests once more under ThreadSanitizer (its
+# interleavings, with real threads resuming calls). Only that binary, so CI
+# stays short; it needs nothing but proto/ and call/.
+build_tsan() {
+  if [ ! -f build-tsan/build.ninja ]; then
+    meson setup build-tsan --buildtype=debugoptimized -Db_sanitize=thread -Dcpp_args=-Wno-tsan >/dev/null
+  fi
+  ninja -C build-tsan -j2 tests/test_call
+}
+
 case "${1:-}" in
   deps) install_deps ;;
   build) install_deps; build ;;
-  test) install_deps; build; exec bash tests/run-tests build ;;
+  test) install_deps; build; build_tsan; exec bash tests/run-tests build build-tsan ;;
   demo) install_deps; build; exec bash examples/demo.sh build ;;
   *) echo "usage: scripts/dev.sh demo|test|build|deps" >&2; exit 2 ;;
 esac
