@@ -3,9 +3,8 @@
 namespace owrap {
 
 AsyncComputeDriver::AsyncComputeDriver() {
-  for (size_t i = 0; i < kRpcCount; i++) {
-    Rpc rpc = static_cast<Rpc>(i);
-    if (rpc != Rpc::kWatchSandboxes) MarkMethodRaw(method_index(rpc));
+  for (const auto& info : all_rpcs()) {
+    if (!info.server_streaming) MarkMethodRaw(method_index(info.rpc));
   }
 }
 

@@ -14,14 +14,6 @@ namespace owrap {
 namespace asio = boost::asio;
 namespace v1 = openshell::compute::v1;
 
-grpc::Status watcher_fell_behind(size_t queue_capacity, const std::string& peer) {
-  log_warn("ending a watcher that fell behind",
-           {{"rpc", "WatchSandboxes"}, {"queue_capacity", queue_capacity}, {"peer", peer}});
-  return grpc::Status(
-      grpc::StatusCode::RESOURCE_EXHAUSTED,
-      "watcher fell behind: more than " + std::to_string(queue_capacity) + " events queued; reopen the watch");
-}
-
 struct WatchFanout::Shared {
   Shared(asio::io_context& io, WatchFanoutOptions o, CallTracker& t)
       : io(io), strand(asio::make_strand(io)), options(o), tracker(t) {}
@@ -29,7 +21,7 @@ struct WatchFanout::Shared {
   asio::strand<asio::io_context::executor_type> strand;
   WatchFanoutOptions options;
   CallTracker& tracker;
-  WatcherRegistry<Watcher> registry;  // strand only, except count()
+  WatcherRegistry<Watcher, WatchEvent> registry;  // strand only, except count()
 };
 
 // One downstream WatchSandboxes call. At most one write-type operation

@@ -8,6 +8,7 @@
 // gRPC is called.
 #pragma once
 
+#include "common/watcher_registry.h"
 #include "compute_driver.grpc.pb.h"
 #include "proxy/completion_queues.h"
 
@@ -26,50 +27,6 @@ namespace owrap {
 
 using WatchEvent = openshell::compute::v1::WatchSandboxesEvent;
 using SharedWatchEvent = std::shared_ptr<const WatchEvent>;
-
-struct WatchFanoutOptions {
-  size_t queue_capacity = 1024;
-  // How long a watcher ended for being slow may take to read its status
-  // before the call is cancelled outright.
-  std::chrono::milliseconds finish_grace{10000};
-};
-
-// Logs that a watcher is ended for falling behind, and returns the status
-// it is ended with.
-grpc::Status watcher_fell_behind(size_t queue_capacity, const std::string& peer);
-
-// The live watchers of one fan-out, and whether it is closed. Strand only,
-// except count(). Shared by this fan-out and the memory driver's (callback
-// API), so both admit, publish and close the same way.
-template <class Watcher>
-class WatcherRegistry {
- public:
-  // False once closed: the caller finishes its watcher with close_status().
-  bool admit(Watcher* w) {
-    if (closed_) return false;
-    if (watchers_.insert(w).second) count_++;
-    return true;
-  }
-  void remove(Watcher* w) {
-    if (watchers_.erase(w) > 0) count_--;
-  }
-  void publish(const SharedWatchEvent& event) {
-    for (Watcher* w : watchers_) w->push(event);
-  }
-  void close(const grpc::Status& status) {
-    closed_ = true;
-    close_status_ = status;
-    for (Watcher* w : watchers_) w->finish(status);
-  }
-  const grpc::Status& close_status() const { return close_status_; }
-  size_t count() const { return count_.load(); }
-
- private:
-  std::set<Watcher*> watchers_;
-  bool closed_ = false;
-  grpc::Status close_status_;
-  std::atomic<size_t> count_{0};
-};
 
 class WatchFanout {
  public:

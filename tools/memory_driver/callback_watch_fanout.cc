@@ -18,7 +18,7 @@ struct CallbackWatchFanout::Shared {
   asio::strand<asio::io_context::executor_type> strand;
   WatchFanoutOptions options;
   bool lazy_headers;
-  WatcherRegistry<Watcher> registry;  // strand only, except count()
+  WatcherRegistry<Watcher, WatchEvent> registry;  // strand only, except count()
 };
 
 class CallbackWatchFanout::Watcher : public grpc::ServerWriteReactor<WatchEvent> {

@@ -9,8 +9,8 @@
 // publish(), and no lock is held while gRPC is called.
 #pragma once
 
+#include "common/watcher_registry.h"
 #include "compute_driver.grpc.pb.h"
-#include "proxy/watch_fanout.h"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/strand.hpp>
@@ -23,6 +23,9 @@
 #include <set>
 
 namespace owrap::memory {
+
+using WatchEvent = openshell::compute::v1::WatchSandboxesEvent;
+using SharedWatchEvent = std::shared_ptr<const WatchEvent>;
 
 class CallbackWatchFanout {
  public:

@@ -1,5 +1,6 @@
 #include "tools/memory_driver/memory_driver.h"
 
+#include "call/rpc.h"
 #include "common/grpc_util.h"
 #include "common/log.h"
 
@@ -23,17 +24,8 @@ using grpc::StatusCode;
 
 namespace {
 
-constexpr std::array<const char*, 12> kRpcs = {"GetCapabilities",       "GetGatewayListenerRequirements",
-                                               "ValidateSandboxCreate", "GetSandbox",
-                                               "ListSandboxes",         "CreateSandbox",
-                                               "StopSandbox",           "StartSandbox",
-                                               "DeleteSandbox",         "WatchSandboxes",
-                                               "EnsureWorkspace",       "DeleteWorkspace"};
-
 bool known_rpc(const std::string& name) {
-  for (const char* r : kRpcs)
-    if (name == r) return true;
-  return false;
+  return rpc_from_name(name).has_value();
 }
 
 // The VM driver's id rule, applied before any path is derived from an id.
