@@ -320,7 +320,7 @@ bool add_proxy(std::vector<Target>& targets, const owrap::bench::ProxyProc* prox
   std::string why;
   if (!relays_get_sandbox(proxy->socket, &why)) {
     std::fprintf(stderr, "%s does not relay GetSandbox: %s\n%s\n", proxy->label.c_str(), why.c_str(),
-                 proxy->proc->log().c_str());
+                 proxy->logs().c_str());
     return false;
   }
   targets.push_back({proxy->label, proxy->socket, {{driver}, proxy->pids()}});
@@ -329,7 +329,7 @@ bool add_proxy(std::vector<Target>& targets, const owrap::bench::ProxyProc* prox
 
 }  // namespace
 
-int main() {
+int run() {
   TempDir dir;
   MemoryDriverProc memory(dir, "memory", {"--log-level", "warn"});
   auto endpoint_wrapper = [&](const std::string& name, const std::string& delegate, const std::string& socket,
@@ -386,4 +386,15 @@ int main() {
   fanout(one->socket, memory.socket, one->proc->pid(), 100, 100);
   fanout(one->socket, memory.socket, one->proc->pid(), 1000, 100);
   return 0;
+}
+
+int main() {
+  // Caught so that destructors stop every process the bench started (an
+  // nginx master left to die by std::terminate would orphan its worker).
+  try {
+    return run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_passthrough: %s\n", e.what());
+    return 1;
+  }
 }

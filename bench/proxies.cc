@@ -127,13 +127,19 @@ std::string nginx_config(const TempDir& dir, const std::string& socket, const st
 }
 
 std::unique_ptr<ProxyProc> await(std::unique_ptr<ProxyProc> p, const std::string& what, size_t min_pids) {
-  bool up = test::wait_for_socket(p->socket, std::chrono::seconds(15)) &&
-            test::wait_for([&] { return p->pids().size() >= min_pids; }, std::chrono::seconds(15));
-  if (!up) throw std::runtime_error(what + " did not come up: " + p->proc->log());
+  // The socket file, not a gRPC call (test::wait_for_socket): whether the
+  // proxy relays is checked afterwards, with a message that says how not.
+  bool up = test::wait_for([&] { return std::filesystem::exists(p->socket) && p->pids().size() >= min_pids; },
+                           std::chrono::seconds(15));
+  if (!up) throw std::runtime_error(what + " did not come up: " + p->logs());
   return p;
 }
 
 }  // namespace
+
+std::string ProxyProc::logs() const {
+  return proc->log() + (error_log.empty() ? "" : test::read_file(error_log));
+}
 
 std::vector<pid_t> ProxyProc::pids() const {
   std::vector<pid_t> all{proc->pid()};
@@ -167,13 +173,13 @@ std::unique_ptr<ProxyProc> start_nginx(const TempDir& dir, const std::string& dr
   p->socket = dir.file("nginx.sock");
   p->label = "(n) nginx " + version_after(version_line(bin, "-v"), "nginx/");
   std::string config = dir.file("nginx.conf");
+  p->error_log = dir.file("nginx-error.log");
   test::write_file(config, nginx_config(dir, p->socket, driver_socket));
   // -e: the error log before the configuration is read (else
   // /var/log/nginx); -p: the prefix for anything relative.
-  p->proc =
-      std::make_unique<Process>(std::vector<std::string>{bin, "-p", dir.path() + "/", "-e", dir.file("nginx-error.log"),
-                                                         "-c", config, "-g", "daemon off;"},
-                                dir.file("nginx.log"));
+  p->proc = std::make_unique<Process>(
+      std::vector<std::string>{bin, "-p", dir.path() + "/", "-e", p->error_log, "-c", config, "-g", "daemon off;"},
+      dir.file("nginx.log"));
   // The master and its one worker.
   return await(std::move(p), "nginx", 2);
 }
