@@ -371,8 +371,8 @@ int run() {
   const int rounds = 20, per_round = 250, calls = rounds * per_round;
   sequential(targets, rounds, per_round);
   print_sequential(targets, rounds, calls);
-  const int tp_rounds = 2;
-  const auto each = std::chrono::milliseconds(1500);
+  const int tp_rounds = 4;
+  const auto each = std::chrono::milliseconds(1000);
   throughput(targets, tp_rounds, each);
   print_side_by_side(targets, calls, each, tp_rounds);
   std::printf(
