@@ -19,6 +19,7 @@
 #include <fstream>
 #include <iterator>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 #include <unistd.h>
@@ -122,7 +123,9 @@ void sequential(std::vector<Target>& targets, int rounds, int per_round) {
   auto call = [&](Target& t) {
     grpc::ClientContext ctx;
     v1::GetSandboxResponse resp;
-    if (!t.stub->GetSandbox(&ctx, req, &resp).ok()) std::abort();
+    auto st = t.stub->GetSandbox(&ctx, req, &resp);
+    // Thrown, not aborted: main's handler lets destructors stop the proxies.
+    if (!st.ok()) throw std::runtime_error(t.label + ": GetSandbox failed: " + st.error_message());
   };
   for (auto& t : targets) {
     for (int i = 0; i < 200; i++) call(t);  // warm-up
@@ -327,8 +330,6 @@ bool add_proxy(std::vector<Target>& targets, const owrap::bench::ProxyProc* prox
   return true;
 }
 
-}  // namespace
-
 int run() {
   TempDir dir;
   MemoryDriverProc memory(dir, "memory", {"--log-level", "warn"});
@@ -387,6 +388,8 @@ int run() {
   fanout(one->socket, memory.socket, one->proc->pid(), 1000, 100);
   return 0;
 }
+
+}  // namespace
 
 int main() {
   // Caught so that destructors stop every process the bench started (an

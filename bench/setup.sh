@@ -45,5 +45,5 @@ for s in haproxy nginx; do
   fi
 done
 
-haproxy -v | head -n 1
+haproxy -v | sed -n 1p # sed reads everything: no SIGPIPE under pipefail
 nginx -v
