@@ -28,7 +28,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     chmod 755 /usr/sbin/policy-rc.d
     own_policy=1
   fi
-  trap '[ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d' EXIT
+  trap 'if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
