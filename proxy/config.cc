@@ -18,7 +18,28 @@ bool valid_driver_name(const std::string& name) {
   return true;
 }
 
+const std::vector<ConfigSection>& config_sections() {
+  static const std::vector<ConfigSection> kSections = {
+      {"wrapper",
+       {"name", "socket", "config_mode", "log_level", "shutdown_grace_ms", "watch_queue_capacity",
+        "watch_finish_grace_ms", "resync_timeout_ms", "worker_threads"}},
+      {"capabilities", {"default_image", "gateway_manages_lifecycle"}},
+      {"testing", {"delay_ms", "delay_timeout_ms", "delay_rpcs"}},
+      {"delegate",
+       {"name", "command", "endpoint", "env", "inherit_env", "ready_timeout_ms", "restart_backoff_initial_ms",
+        "restart_backoff_max_ms", "stop_grace_ms", "liveness_interval_ms", "liveness_timeout_ms", "liveness_failures",
+        "runtime_dir"}},
+  };
+  return kSections;
+}
+
 namespace {
+
+std::set<std::string> section_keys(const std::string& name) {
+  for (const auto& section : config_sections())
+    if (section.name == name) return {section.keys.begin(), section.keys.end()};
+  return {};
+}
 
 class Reader {
  public:
@@ -76,7 +97,7 @@ constexpr int64_t kHour = 3600000;
 constexpr int64_t kTenMinutes = 600000;
 
 void read_testing(Reader& r, const toml::table& t, TestingStageConfig& out) {
-  r.allow_only(t, "testing.", {"delay_ms", "delay_timeout_ms", "delay_rpcs"});
+  r.allow_only(t, "testing.", section_keys("testing"));
   if (auto v = r.millis_in(t, "testing", "delay_ms", 0, kTenMinutes)) out.delay = *v;
   if (auto v = r.millis_in(t, "testing", "delay_timeout_ms", 1, kTenMinutes)) out.timeout = *v;
   if (const toml::node* n = t.get("delay_rpcs")) {
@@ -131,15 +152,15 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
   }
   WrapperConfig cfg;
   Reader r;
-  r.allow_only(root, "", {"wrapper", "delegate", "capabilities", "testing"});
+  std::set<std::string> tables;
+  for (const auto& section : config_sections()) tables.insert(section.name);
+  r.allow_only(root, "", tables);
 
   const toml::table* w = root["wrapper"].as_table();
   if (!w) {
     r.errors.push_back("wrapper: missing table [wrapper]");
   } else {
-    r.allow_only(*w, "wrapper.",
-                 {"name", "socket", "config_mode", "log_level", "shutdown_grace_ms", "watch_queue_capacity",
-                  "watch_finish_grace_ms", "worker_threads", "resync_timeout_ms"});
+    r.allow_only(*w, "wrapper.", section_keys("wrapper"));
     cfg.name = r.get<std::string>(*w, "wrapper", "name", "a string").value_or("");
     if (!valid_driver_name(cfg.name)) {
       r.errors.push_back("wrapper.name: \"" + cfg.name +
@@ -179,7 +200,7 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
 
   if (const toml::node* c = root.get("capabilities")) {
     if (const toml::table* caps = c->as_table()) {
-      r.allow_only(*caps, "capabilities.", {"default_image", "gateway_manages_lifecycle"});
+      r.allow_only(*caps, "capabilities.", section_keys("capabilities"));
       cfg.default_image = r.get<std::string>(*caps, "capabilities", "default_image", "a string");
       cfg.gateway_manages_lifecycle = r.get<bool>(*caps, "capabilities", "gateway_manages_lifecycle", "a boolean");
     } else {
@@ -200,10 +221,7 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
   if (!d) {
     r.errors.push_back("delegate: missing table [delegate]");
   } else {
-    r.allow_only(*d, "delegate.",
-                 {"name", "command", "endpoint", "env", "inherit_env", "ready_timeout_ms", "restart_backoff_initial_ms",
-                  "restart_backoff_max_ms", "stop_grace_ms", "runtime_dir", "liveness_interval_ms",
-                  "liveness_timeout_ms", "liveness_failures"});
+    r.allow_only(*d, "delegate.", section_keys("delegate"));
     del.name = r.get<std::string>(*d, "delegate", "name", "a string").value_or("");
     if (!valid_driver_name(del.name)) {
       r.errors.push_back("delegate.name: \"" + del.name +

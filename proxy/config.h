@@ -48,6 +48,15 @@ struct WrapperConfig {
   nlohmann::json to_json() const;
 };
 
+// Every TOML table the wrapper reads and the keys it accepts in each: the one
+// place a key is allowed (the parser rejects any other), and what
+// docs/configuration.md must document (a test compares the two).
+struct ConfigSection {
+  std::string name;
+  std::vector<std::string> keys;
+};
+const std::vector<ConfigSection>& config_sections();
+
 // Parses and validates; on failure returns every error, one per line, each
 // starting with its TOML key.
 Result<WrapperConfig> load_config(const std::string& path);

@@ -2,6 +2,11 @@
 
 #include <catch2/catch.hpp>
 
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+
 using namespace owrap;
 
 TEST_CASE("a full config resolves", "[config]") {
@@ -171,4 +176,46 @@ TEST_CASE("[delegate] liveness defaults, limits and zero", "[config]") {
   CHECK(edge->delegate.stop_grace.count() == 0);
   CHECK(edge->delegate.liveness_failures == 0);
   CHECK(edge->delegate.restart_backoff_max.count() == 600000);
+}
+
+#ifndef OWRAP_SOURCE_DIR
+#error OWRAP_SOURCE_DIR must name the source tree
+#endif
+
+TEST_CASE("every accepted key is documented in docs/configuration.md, and nothing else", "[config][docs]") {
+  std::ifstream in(std::string(OWRAP_SOURCE_DIR) + "/docs/configuration.md");
+  REQUIRE(in.good());
+  // "## `[section]`" headings, then "| `key` | ..." rows until the next heading.
+  std::map<std::string, std::set<std::string>> documented;
+  std::string section;
+  std::regex heading(R"(^## `\[([a-z_]+)\]`)"), row(R"(^\| `([a-z_]+)` \|)");
+  for (std::string line; std::getline(in, line);) {
+    std::smatch m;
+    if (std::regex_search(line, m, heading)) {
+      section = m[1];
+      documented[section];
+    } else if (line.rfind("## ", 0) == 0) {
+      section.clear();
+    } else if (!section.empty() && std::regex_search(line, m, row)) {
+      documented[section].insert(m[1]);
+    }
+  }
+  std::map<std::string, std::set<std::string>> accepted;
+  for (const auto& s : config_sections()) accepted[s.name] = {s.keys.begin(), s.keys.end()};
+  for (const auto& [name, keys] : accepted) {
+    INFO("[" << name << "]");
+    REQUIRE(documented.count(name) == 1);
+    for (const auto& k : keys) {
+      INFO("accepted but not documented: " << name << "." << k);
+      CHECK(documented[name].count(k) == 1);
+    }
+    for (const auto& k : documented[name]) {
+      INFO("documented but not accepted: " << name << "." << k);
+      CHECK(keys.count(k) == 1);
+    }
+  }
+  for (const auto& [name, keys] : documented) {
+    INFO("documented section the parser does not know: [" << name << "]");
+    CHECK(accepted.count(name) == 1);
+  }
 }
