@@ -42,14 +42,15 @@ constexpr size_t kRpcCount = 12;
 
 std::string_view rpc_name(Rpc rpc);
 
-// What a stage knows about the call. The sandbox token is held only to scrub
-// it from anything that leaves the process; it is never logged or handed on.
+// What a stage knows about the call. The request's secrets (fields marked
+// with the `secret` option, common/secrets.h) are held only to scrub them
+// from anything that leaves the process; they are never logged or handed on.
 struct CallContext {
   Rpc rpc;
   std::string sandbox_id;
   // The wrapper's own driver_config block, after the split.
   google::protobuf::Struct wrapper_config;
-  std::string secret;
+  std::vector<std::string> secrets;
 };
 
 struct Stage {

@@ -10,6 +10,7 @@
 
 #include "common/grpc_util.h"
 #include "common/log.h"
+#include "common/secrets.h"
 #include "compute_driver.grpc.pb.h"
 #include "delegates/delegate.h"
 #include "proxy/completion_queues.h"
@@ -23,6 +24,9 @@
 
 #include <chrono>
 #include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
 
 namespace owrap {
 
@@ -84,19 +88,21 @@ inline std::string sandbox_id_of(const google::protobuf::Message&) {
   return {};
 }
 
-inline std::string secret_of(const v1::CreateSandboxRequest& r) {
-  return r.sandbox().spec().sandbox_token();
-}
-inline std::string secret_of(const v1::ValidateSandboxCreateRequest& r) {
-  return r.sandbox().spec().sandbox_token();
-}
-inline std::string secret_of(const google::protobuf::Message&) {
-  return {};
-}
+// A delegate that echoes a secret of the request must not make us echo it
+// too: every value collect_secrets() found is scrubbed from the message.
+grpc::Status redact_status(const grpc::Status& s, const std::vector<std::string>& secrets);
 
-// A delegate that echoes the token must not make us echo it too.
-grpc::Status redact_status(const grpc::Status& s, const std::string& secret);
-void log_call(const CallContext& ctx, std::chrono::steady_clock::time_point start, const grpc::Status& s);
+// One access-log line per served call, unary or unknown method, with the
+// same fields and the same levels: info when OK, warn otherwise.
+struct CallLogEntry {
+  std::string_view rpc;         // the contract's method name, or an unknown method's full path
+  std::string_view sandbox_id;  // logged when not empty
+  bool passthrough = false;     // an unknown method, relayed as bytes
+  // Scrubbed from the error message (the status the caller gets should
+  // already be redacted; this keeps the log safe if it is not).
+  const std::vector<std::string>* secrets = nullptr;
+};
+void log_call(const CallLogEntry& entry, std::chrono::steady_clock::time_point start, const grpc::Status& s);
 
 template <class Req, class Resp>
 class UnaryCall final : public CompletionTag {
@@ -139,7 +145,7 @@ class UnaryCall final : public CompletionTag {
           std::string(rpc_name(method_.rpc)) + ": the request does not parse as " + Req::descriptor()->full_name()));
     }
     ctx_.sandbox_id = sandbox_id_of(request_);
-    ctx_.secret = secret_of(request_);
+    ctx_.secrets = collect_secrets(request_);
     if (grpc::Status s = check_wrapper_hops(server_ctx_, relay_.wrapper_name); !s.ok()) return finish(s);
     if (grpc::Status s = relay_.pipeline.before(ctx_, request_); !s.ok()) return finish(s);
     if (!relay_.delegate.available()) {
@@ -175,8 +181,8 @@ class UnaryCall final : public CompletionTag {
   }
 
   void finish(grpc::Status s) {
-    if (!ctx_.secret.empty() && !s.ok()) s = redact_status(s, ctx_.secret);
-    log_call(ctx_, start_, s);
+    if (!ctx_.secrets.empty() && !s.ok()) s = redact_status(s, ctx_.secrets);
+    log_call({rpc_name(ctx_.rpc), ctx_.sandbox_id, false, &ctx_.secrets}, start_, s);
     state_ = State::kFinishing;
     if (!s.ok()) return responder_.FinishWithError(s, this);
     grpc::ByteBuffer reply;
