@@ -1,5 +1,7 @@
 #include "common/log.h"
 
+#include "support/harness.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 #include <catch2/catch.hpp>
@@ -143,4 +145,28 @@ TEST_CASE("lines from several threads arrive whole and in each thread's order", 
   REQUIRE(lines.size() == 8000);
   int next[4] = {0, 0, 0, 0};
   for (const auto& j : lines) CHECK(j["seq"] == next[j["thread"].get<int>()]++);
+}
+
+// Run as a child of the next test: logs a burst through the process logger
+// and returns from main() at once.
+TEST_CASE("log child: a burst of lines, then return from main", "[.log_child]") {
+  for (int i = 0; i < 3000; i++) owrap::log_info("line", {{"seq", i}});
+  owrap::log_info("last");
+}
+
+TEST_CASE("returning from main() loses no queued log line", "[log]") {
+  owrap::test::TempDir dir;
+  std::string exe(4096, '\0');
+  exe.resize(static_cast<size_t>(::readlink("/proc/self/exe", exe.data(), exe.size())));
+  owrap::test::Process child({exe, "[.log_child]"}, dir.file("child.log"));
+  REQUIRE(child.wait() == 0);
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(child.log());
+  for (std::string line; std::getline(in, line);) {  // Catch's own summary is not JSON
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded()) lines.push_back(j);
+  }
+  REQUIRE(lines.size() == 3001);
+  for (int i = 0; i < 3000; i++) CHECK(lines[i]["seq"] == i);
+  CHECK(lines[3000]["message"] == "last");
 }
