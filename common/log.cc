@@ -290,13 +290,4 @@ void route_library_logs() {
   google::protobuf::SetLogHandler(protobuf_log);
 }
 
-std::string Logger::redact(std::string text, std::string_view secret) {
-  if (secret.empty()) return text;
-  for (size_t pos = text.find(secret); pos != std::string::npos; pos = text.find(secret, pos)) {
-    text.replace(pos, secret.size(), "[REDACTED]");
-    pos += 10;
-  }
-  return text;
-}
-
 }  // namespace owrap

@@ -81,9 +81,6 @@ class Logger {
   void shutdown() { sink_.stop(); }
   uint64_t dropped() const { return sink_.dropped(); }
 
-  // Replaces every occurrence of `secret` in `text` with "[REDACTED]".
-  static std::string redact(std::string text, std::string_view secret);
-
  private:
   LogSink sink_;
   std::atomic<LogLevel> level_{LogLevel::kInfo};
