@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 namespace owrap {
 
@@ -17,7 +18,8 @@ struct CallState {
   std::string sandbox_id;
   // The wrapper's own driver_config block, after the split.
   google::protobuf::Struct wrapper_config;
-  std::string secret;
+  // Every secret-marked value of the request (common/secrets.h).
+  std::vector<std::string> secrets;
   // The caller's deadline (max() when it sent none).
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };

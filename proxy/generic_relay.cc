@@ -2,6 +2,7 @@
 
 #include "common/grpc_util.h"
 #include "common/log.h"
+#include "proxy/unary_call.h"  // log_call: one access-log path for every call
 
 namespace owrap {
 
@@ -101,11 +102,7 @@ class GenericRelay::Call {
   void maybe_finish_downstream() {
     if (!upstream_done_ || downstream_writing_ || downstream_finishing_) return;
     downstream_finishing_ = true;
-    auto latency = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start_);
-    log_info("rpc", {{"rpc", ctx_.method()},
-                     {"latency_us", latency.count()},
-                     {"status", status_code_name(status_.error_code())},
-                     {"passthrough", true}});
+    log_call({ctx_.method(), {}, true}, start_, status_);
     start(downstream_finished_tag_, [&](void* tag) { downstream_.Finish(status_, tag); });
   }
   // A downstream read may still be pending until the call is torn down.

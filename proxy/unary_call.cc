@@ -14,18 +14,19 @@ int AsyncComputeDriver::method_index(Rpc rpc) {
   return service->FindMethodByName(std::string(rpc_name(rpc)))->index();
 }
 
-grpc::Status redact_status(const grpc::Status& s, const std::string& secret) {
-  return grpc::Status(s.error_code(), Logger::redact(s.error_message(), secret), s.error_details());
+grpc::Status redact_status(const grpc::Status& s, const std::vector<std::string>& secrets) {
+  return grpc::Status(s.error_code(), redact_secrets(s.error_message(), secrets), s.error_details());
 }
 
-void log_call(const CallState& ctx, std::chrono::steady_clock::time_point start, const grpc::Status& s) {
+void log_call(const CallLogEntry& entry, std::chrono::steady_clock::time_point start, const grpc::Status& s) {
   const LogLevel level = s.ok() ? LogLevel::kInfo : LogLevel::kWarn;
   if (!Logger::instance().enabled(level)) return;
   auto latency = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
   nlohmann::json fields = {
-      {"rpc", rpc_name(ctx.rpc)}, {"latency_us", latency.count()}, {"status", status_code_name(s.error_code())}};
-  if (!ctx.sandbox_id.empty()) fields["sandbox_id"] = ctx.sandbox_id;
-  if (!s.ok()) fields["error"] = Logger::redact(s.error_message(), ctx.secret);
+      {"rpc", entry.rpc}, {"latency_us", latency.count()}, {"status", status_code_name(s.error_code())}};
+  if (!entry.sandbox_id.empty()) fields["sandbox_id"] = entry.sandbox_id;
+  if (entry.passthrough) fields["passthrough"] = true;
+  if (!s.ok()) fields["error"] = entry.secrets ? redact_secrets(s.error_message(), *entry.secrets) : s.error_message();
   Logger::instance().write(level, "rpc", std::move(fields));
 }
 

@@ -11,6 +11,7 @@
 #include "call/call_runner.h"
 #include "common/grpc_util.h"
 #include "common/log.h"
+#include "common/secrets.h"
 #include "compute_driver.grpc.pb.h"
 #include "delegates/delegate.h"
 #include "proxy/completion_queues.h"
@@ -26,6 +27,9 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
 
 namespace owrap {
 
@@ -65,19 +69,21 @@ struct UnaryMethod {
                                                                     const Req&, grpc::CompletionQueue*);
 };
 
-inline std::string secret_of(const v1::CreateSandboxRequest& r) {
-  return r.sandbox().spec().sandbox_token();
-}
-inline std::string secret_of(const v1::ValidateSandboxCreateRequest& r) {
-  return r.sandbox().spec().sandbox_token();
-}
-inline std::string secret_of(const google::protobuf::Message&) {
-  return {};
-}
+// A delegate that echoes a secret of the request must not make us echo it
+// too: every value collect_secrets() found is scrubbed from the message.
+grpc::Status redact_status(const grpc::Status& s, const std::vector<std::string>& secrets);
 
-// A delegate that echoes the token must not make us echo it too.
-grpc::Status redact_status(const grpc::Status& s, const std::string& secret);
-void log_call(const CallState& ctx, std::chrono::steady_clock::time_point start, const grpc::Status& s);
+// One access-log line per served call, unary or unknown method, with the
+// same fields and the same levels: info when OK, warn otherwise.
+struct CallLogEntry {
+  std::string_view rpc;         // the contract's method name, or an unknown method's full path
+  std::string_view sandbox_id;  // logged when not empty
+  bool passthrough = false;     // an unknown method, relayed as bytes
+  // Scrubbed from the error message (the status the caller gets should
+  // already be redacted; this keeps the log safe if it is not).
+  const std::vector<std::string>* secrets = nullptr;
+};
+void log_call(const CallLogEntry& entry, std::chrono::steady_clock::time_point start, const grpc::Status& s);
 
 template <class Req, class Resp>
 class UnaryCall final : public CallHost {
@@ -124,8 +130,8 @@ class UnaryCall final : public CallHost {
   }
   void finish(const grpc::Status& status) override {
     grpc::Status s = status;
-    if (!state_.secret.empty() && !s.ok()) s = redact_status(s, state_.secret);
-    log_call(state_, start_, s);
+    if (!state_.secrets.empty() && !s.ok()) s = redact_status(s, state_.secrets);
+    log_call({rpc_name(state_.rpc), state_.sandbox_id, false, &state_.secrets}, start_, s);
     finished_ = true;
     start_op();
     if (!s.ok()) return responder_.FinishWithError(s, &finish_tag_);
@@ -206,7 +212,7 @@ class UnaryCall final : public CallHost {
       return end_op();
     }
     state_.sandbox_id = sandbox_id_of(method_.rpc, request_);
-    state_.secret = secret_of(request_);
+    state_.secrets = collect_secrets(request_);
     if (grpc::Status s = check_wrapper_hops(server_ctx_, relay_.wrapper_name); !s.ok()) {
       finish(s);
       return end_op();

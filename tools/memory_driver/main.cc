@@ -29,6 +29,7 @@ void usage() {
 int main(int argc, char** argv) {
   // First: every thread created later inherits the blocked signals.
   owrap::SignalWatcher signals("memory driver");
+  owrap::LogShutdownGuard flush_log_on_return;
   owrap::route_library_logs();
   owrap::memory::Options options;
   std::string socket_path;

@@ -84,6 +84,7 @@ int check_config(const std::vector<std::string>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  owrap::LogShutdownGuard flush_log_on_return;
   owrap::route_library_logs();
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) {
