@@ -17,6 +17,7 @@ Result<std::unique_ptr<UdsGrpcServer>> UdsGrpcServer::start(
   // Large sandboxes lists must not trip the default 4 MiB limit.
   builder.SetMaxReceiveMessageSize(64 * 1024 * 1024);
   builder.SetMaxSendMessageSize(64 * 1024 * 1024);
+  builder.AddChannelArgument(GRPC_ARG_ENABLE_CHANNELZ, 0);
   for (auto* s : services) builder.RegisterService(s);
   if (generic != nullptr) builder.RegisterCallbackGenericService(generic);
   if (configure) configure(builder);

@@ -1,6 +1,8 @@
 #include "proxy/config.h"
 
+#include "common/toml_reader.h"
 #include "common/uds.h"
+#include "delegates/delegate_config.h"
 
 #include <toml++/toml.h>
 
@@ -18,128 +20,96 @@ bool valid_driver_name(const std::string& name) {
   return true;
 }
 
-const std::vector<ConfigSection>& config_sections() {
-  static const std::vector<ConfigSection> kSections = {
-      {"wrapper",
-       {"name", "socket", "config_mode", "log_level", "shutdown_grace_ms", "watch_queue_capacity",
-        "watch_finish_grace_ms", "resync_timeout_ms", "worker_threads"}},
-      {"capabilities", {"default_image", "gateway_manages_lifecycle"}},
-      {"testing", {"delay_ms", "delay_timeout_ms", "delay_rpcs"}},
-      {"delegate",
-       {"name", "command", "endpoint", "env", "inherit_env", "ready_timeout_ms", "restart_backoff_initial_ms",
-        "restart_backoff_max_ms", "stop_grace_ms", "liveness_interval_ms", "liveness_timeout_ms", "liveness_failures",
-        "runtime_dir"}},
-  };
-  return kSections;
-}
-
 namespace {
 
-std::set<std::string> section_keys(const std::string& name) {
-  for (const auto& section : config_sections())
-    if (section.name == name) return {section.keys.begin(), section.keys.end()};
-  return {};
-}
-
-class Reader {
- public:
-  std::vector<std::string> errors;
-
-  void allow_only(const toml::table& t, const std::string& prefix, std::set<std::string> keys) {
-    for (const auto& [k, _] : t) {
-      std::string key(k.str());
-      if (!keys.count(key)) errors.push_back(prefix + key + ": unknown key");
-    }
-  }
-  template <class T>
-  std::optional<T> get(const toml::table& t, const std::string& table, const std::string& key, const char* type) {
-    const toml::node* n = t.get(key);
-    if (!n) return std::nullopt;
-    if (auto v = n->value<T>(); v && n->is<T>()) return *v;
-    if constexpr (std::is_same_v<T, int64_t>) {
-      if (auto v = n->value<int64_t>()) return *v;
-    }
-    errors.push_back(table + "." + key + ": must be " + type);
-    return std::nullopt;
-  }
-  // A path the wrapper binds or connects to: absolute, and what the kernel
-  // will really use (a NUL would silently cut it short).
-  std::optional<std::string> socket_path(const toml::table& t, const std::string& table, const std::string& key) {
-    auto v = get<std::string>(t, table, key, "a string");
-    if (!v) return std::nullopt;
-    if (std::string e = socket_path_error(*v); !e.empty()) {
-      errors.push_back(table + "." + key + ": " + e);
-      return std::nullopt;
-    }
-    return v;
-  }
-  // An integer within [min, max]; a value out of range is an error naming
-  // the key (a huge duration would otherwise wrap around in arithmetic).
-  std::optional<int64_t> integer_in(const toml::table& t, const std::string& table, const std::string& key, int64_t min,
-                                    int64_t max) {
-    auto v = get<int64_t>(t, table, key, "an integer");
-    if (!v) return std::nullopt;
-    if (*v < min || *v > max) {
-      errors.push_back(table + "." + key + ": must be between " + std::to_string(min) + " and " + std::to_string(max));
-      return std::nullopt;
-    }
-    return v;
-  }
-  std::optional<std::chrono::milliseconds> millis_in(const toml::table& t, const std::string& table,
-                                                     const std::string& key, int64_t min, int64_t max) {
-    auto v = integer_in(t, table, key, min, max);
-    if (!v) return std::nullopt;
-    return std::chrono::milliseconds(*v);
-  }
-};
-
-constexpr int64_t kHour = 3600000;
 constexpr int64_t kTenMinutes = 600000;
 
-void read_testing(Reader& r, const toml::table& t, TestingStageConfig& out) {
-  r.allow_only(t, "testing.", section_keys("testing"));
-  if (auto v = r.millis_in(t, "testing", "delay_ms", 0, kTenMinutes)) out.delay = *v;
-  if (auto v = r.millis_in(t, "testing", "delay_timeout_ms", 1, kTenMinutes)) out.timeout = *v;
-  if (const toml::node* n = t.get("delay_rpcs")) {
-    const toml::array* arr = n->as_array();
-    if (arr == nullptr) {
-      r.errors.push_back("testing.delay_rpcs: must be an array of RPC names");
-      return;
-    }
-    out.rpcs.reset();
-    for (size_t i = 0; i < arr->size(); i++) {
-      auto name = (*arr)[i].value<std::string>();
-      auto rpc = name ? rpc_from_name(*name) : std::nullopt;
-      if (!rpc || rpc_info(*rpc).server_streaming) {
-        r.errors.push_back("testing.delay_rpcs[" + std::to_string(i) + "]: must be the name of a unary RPC");
-        continue;
-      }
-      out.rpcs.set(static_cast<size_t>(*rpc));
-    }
+const std::vector<std::string> kWrapperKeys = {"name",
+                                               "socket",
+                                               "config_mode",
+                                               "log_level",
+                                               "shutdown_grace_ms",
+                                               "watch_queue_capacity",
+                                               "watch_finish_grace_ms",
+                                               "resync_timeout_ms",
+                                               "worker_threads"};
+const std::vector<std::string> kCapabilitiesKeys = {"default_image", "gateway_manages_lifecycle"};
+const std::vector<std::string> kTestingKeys = {"delay_ms", "delay_timeout_ms", "delay_rpcs"};
+
+// A path the wrapper binds or connects to: absolute, and what the kernel
+// will really use (a NUL would silently cut it short).
+std::optional<std::string> socket_path(TomlSection& t, std::string_view key) {
+  auto v = t.string(key);
+  if (!v) return std::nullopt;
+  if (std::string e = socket_path_error(*v); !e.empty()) {
+    t.error(key, e);
+    return std::nullopt;
   }
+  return v;
 }
 
-void read_delegate_timing(Reader& r, const toml::table& d, DelegateOptions& del) {
-  if (auto v = r.millis_in(d, "delegate", "ready_timeout_ms", 1, kHour)) del.ready_timeout = *v;
-  if (auto v = r.millis_in(d, "delegate", "stop_grace_ms", 0, kTenMinutes)) del.stop_grace = *v;
-  if (auto v = r.millis_in(d, "delegate", "restart_backoff_initial_ms", 1, kTenMinutes)) {
-    del.restart_backoff_initial = *v;
+void read_wrapper(TomlSection& w, WrapperConfig& cfg) {
+  w.allow_only(kWrapperKeys);
+  cfg.name = w.string("name").value_or("");
+  if (!valid_driver_name(cfg.name)) {
+    w.error("name", "\"" + cfg.name + "\" must match [a-z0-9_-]{1,63} (the gateway lowercases driver names)");
   }
-  if (auto v = r.millis_in(d, "delegate", "restart_backoff_max_ms", 1, kHour)) {
-    if (*v < del.restart_backoff_initial) {
-      r.errors.push_back("delegate.restart_backoff_max_ms: must not be below delegate.restart_backoff_initial_ms (" +
-                         std::to_string(del.restart_backoff_initial.count()) + ")");
+  cfg.socket = socket_path(w, "socket").value_or("");
+  if (auto mode = w.string("config_mode")) {
+    if (*mode == "nested")
+      cfg.config_mode = ConfigMode::kNested;
+    else if (*mode == "inline")
+      cfg.config_mode = ConfigMode::kInline;
+    else
+      w.error("config_mode", "must be \"nested\" or \"inline\", not \"" + *mode + "\"");
+  }
+  if (auto level = w.string("log_level")) {
+    if (auto l = parse_log_level(*level))
+      cfg.log_level = *l;
+    else
+      w.error("log_level", "must be debug, info, warn or error");
+  }
+  if (auto v = w.millis("shutdown_grace_ms", 0, kTenMinutes)) cfg.shutdown_grace = *v;
+  if (auto v = w.millis("watch_finish_grace_ms", 0, kTenMinutes)) cfg.watch_finish_grace = *v;
+  if (auto v = w.millis("resync_timeout_ms", 100, kTenMinutes)) cfg.resync_timeout = *v;
+  if (auto v = w.integer("watch_queue_capacity", 1, 1 << 24)) cfg.watch_queue_capacity = static_cast<size_t>(*v);
+  if (auto v = w.integer("worker_threads", 1, 64)) cfg.worker_threads = static_cast<unsigned>(*v);
+}
+
+void read_capabilities(TomlSection& c, WrapperConfig& cfg) {
+  c.allow_only(kCapabilitiesKeys);
+  cfg.default_image = c.string("default_image");
+  cfg.gateway_manages_lifecycle = c.boolean("gateway_manages_lifecycle");
+}
+
+void read_testing(TomlSection& t, TestingStageConfig& out) {
+  t.allow_only(kTestingKeys);
+  if (auto v = t.millis("delay_ms", 0, kTenMinutes)) out.delay = *v;
+  if (auto v = t.millis("delay_timeout_ms", 1, kTenMinutes)) out.timeout = *v;
+  auto names = t.strings("delay_rpcs");
+  if (!names) return;
+  out.rpcs.reset();
+  for (size_t i = 0; i < names->size(); i++) {
+    auto rpc = rpc_from_name((*names)[i]);
+    if (!rpc || rpc_info(*rpc).server_streaming) {
+      t.error("delay_rpcs[" + std::to_string(i) + "]", "must be the name of a unary RPC");
+      continue;
     }
-    del.restart_backoff_max = *v;
-  } else if (del.restart_backoff_max < del.restart_backoff_initial) {
-    del.restart_backoff_max = del.restart_backoff_initial;  // only the initial was raised past the default cap
+    out.rpcs.set(static_cast<size_t>(*rpc));
   }
-  if (auto v = r.millis_in(d, "delegate", "liveness_interval_ms", 10, kHour)) del.liveness_interval = *v;
-  if (auto v = r.millis_in(d, "delegate", "liveness_timeout_ms", 10, kTenMinutes)) del.liveness_timeout = *v;
-  if (auto v = r.integer_in(d, "delegate", "liveness_failures", 0, 100)) del.liveness_failures = static_cast<int>(*v);
 }
 
 }  // namespace
+
+const std::vector<ConfigSection>& config_sections() {
+  static const std::vector<ConfigSection> kSections = {
+      {"wrapper", kWrapperKeys},
+      {"capabilities", kCapabilitiesKeys},
+      {"testing", kTestingKeys},
+      {"delegate", delegate_config_keys()},
+  };
+  return kSections;
+}
 
 Result<WrapperConfig> parse_config(const std::string& text, const std::string& source) {
   toml::table root;
@@ -151,139 +121,40 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
     return Error{msg.str()};
   }
   WrapperConfig cfg;
-  Reader r;
-  std::set<std::string> tables;
-  for (const auto& section : config_sections()) tables.insert(section.name);
-  r.allow_only(root, "", tables);
+  std::vector<std::string> errors;
+  TomlSection document(root, "", errors);
+  std::vector<std::string> tables;
+  for (const auto& section : config_sections()) tables.push_back(section.name);
+  document.allow_only(tables);
 
-  const toml::table* w = root["wrapper"].as_table();
-  if (!w) {
-    r.errors.push_back("wrapper: missing table [wrapper]");
-  } else {
-    r.allow_only(*w, "wrapper.", section_keys("wrapper"));
-    cfg.name = r.get<std::string>(*w, "wrapper", "name", "a string").value_or("");
-    if (!valid_driver_name(cfg.name)) {
-      r.errors.push_back("wrapper.name: \"" + cfg.name +
-                         "\" must match [a-z0-9_-]{1,63} (the gateway lowercases driver names)");
-    }
-    cfg.socket = r.socket_path(*w, "wrapper", "socket").value_or("");
-    if (auto mode = r.get<std::string>(*w, "wrapper", "config_mode", "a string")) {
-      if (*mode == "nested")
-        cfg.config_mode = ConfigMode::kNested;
-      else if (*mode == "inline")
-        cfg.config_mode = ConfigMode::kInline;
-      else
-        r.errors.push_back("wrapper.config_mode: must be \"nested\" or \"inline\", not \"" + *mode + "\"");
-    }
-    if (auto level = r.get<std::string>(*w, "wrapper", "log_level", "a string")) {
-      if (auto l = parse_log_level(*level))
-        cfg.log_level = *l;
-      else
-        r.errors.push_back("wrapper.log_level: must be debug, info, warn or error");
-    }
-    if (auto v = r.millis_in(*w, "wrapper", "shutdown_grace_ms", 0, kTenMinutes)) cfg.shutdown_grace = *v;
-    if (auto v = r.millis_in(*w, "wrapper", "watch_finish_grace_ms", 0, kTenMinutes)) cfg.watch_finish_grace = *v;
-    if (auto v = r.millis_in(*w, "wrapper", "resync_timeout_ms", 100, kTenMinutes)) cfg.resync_timeout = *v;
-    if (auto v = r.get<int64_t>(*w, "wrapper", "watch_queue_capacity", "a positive integer")) {
-      if (*v < 1)
-        r.errors.push_back("wrapper.watch_queue_capacity: must be at least 1");
-      else
-        cfg.watch_queue_capacity = static_cast<size_t>(*v);
-    }
-    if (auto v = r.get<int64_t>(*w, "wrapper", "worker_threads", "an integer")) {
-      if (*v < 1 || *v > 64)
-        r.errors.push_back("wrapper.worker_threads: must be between 1 and 64");
-      else
-        cfg.worker_threads = static_cast<unsigned>(*v);
-    }
+  auto wrapper = document.table("wrapper");
+  if (wrapper) {
+    read_wrapper(*wrapper, cfg);
+  } else if (!document.has("wrapper")) {
+    errors.push_back("wrapper: missing table [wrapper]");
+  }
+  if (auto caps = document.table("capabilities")) read_capabilities(*caps, cfg);
+  if (auto testing = document.table("testing")) read_testing(*testing, cfg.testing);
+  auto delegate = document.table("delegate");
+  if (delegate) {
+    cfg.delegate = read_delegate_options(*delegate);
+  } else if (!document.has("delegate")) {
+    errors.push_back("delegate: missing table [delegate]");
   }
 
-  if (const toml::node* c = root.get("capabilities")) {
-    if (const toml::table* caps = c->as_table()) {
-      r.allow_only(*caps, "capabilities.", section_keys("capabilities"));
-      cfg.default_image = r.get<std::string>(*caps, "capabilities", "default_image", "a string");
-      cfg.gateway_manages_lifecycle = r.get<bool>(*caps, "capabilities", "gateway_manages_lifecycle", "a boolean");
-    } else {
-      r.errors.push_back("capabilities: must be a table");
-    }
-  }
-
-  if (const toml::node* t = root.get("testing")) {
-    if (const toml::table* testing = t->as_table()) {
-      read_testing(r, *testing, cfg.testing);
-    } else {
-      r.errors.push_back("testing: must be a table");
-    }
-  }
-
-  const toml::table* d = root["delegate"].as_table();
-  DelegateOptions& del = cfg.delegate;
-  if (!d) {
-    r.errors.push_back("delegate: missing table [delegate]");
-  } else {
-    r.allow_only(*d, "delegate.", section_keys("delegate"));
-    del.name = r.get<std::string>(*d, "delegate", "name", "a string").value_or("");
-    if (!valid_driver_name(del.name)) {
-      r.errors.push_back("delegate.name: \"" + del.name +
-                         "\" must match [a-z0-9_-]{1,63} (the base driver's driver_config key)");
-    }
-    if (const toml::node* n = d->get("command")) {
-      const toml::array* arr = n->as_array();
-      if (!arr || arr->empty())
-        r.errors.push_back("delegate.command: must be a non-empty array of strings");
-      else
-        for (size_t i = 0; i < arr->size(); i++) {
-          if (auto s = (*arr)[i].value<std::string>(); s && (*arr)[i].is_string())
-            del.command.push_back(*s);
-          else
-            r.errors.push_back("delegate.command[" + std::to_string(i) + "]: must be a string");
-        }
-    }
-    del.endpoint = r.get<std::string>(*d, "delegate", "endpoint", "a string").value_or("");
-    if (del.command.empty() == del.endpoint.empty()) {
-      r.errors.push_back("delegate: exactly one of delegate.command and delegate.endpoint must be set");
-    }
-    if (!del.endpoint.empty()) {
-      if (del.endpoint.rfind("unix:", 0) != 0) {
-        r.errors.push_back("delegate.endpoint: must be a unix: address such as \"unix:///run/openshell/k8s.sock\"");
-      } else if (std::string e = socket_path_error(endpoint_socket_path(del.endpoint)); !e.empty()) {
-        r.errors.push_back("delegate.endpoint: " + e);
-      }
-    }
-    if (const toml::node* n = d->get("env")) {
-      if (const toml::table* env = n->as_table()) {
-        for (const auto& [k, v] : *env) {
-          if (auto s = v.value<std::string>(); s && v.is_string())
-            del.env[std::string(k.str())] = *s;
-          else
-            r.errors.push_back("delegate.env." + std::string(k.str()) + ": must be a string");
-        }
-      } else {
-        r.errors.push_back("delegate.env: must be a table of strings");
-      }
-    }
-    del.inherit_env = r.get<bool>(*d, "delegate", "inherit_env", "a boolean").value_or(true);
-    read_delegate_timing(r, *d, del);
-    del.runtime_parent = r.get<std::string>(*d, "delegate", "runtime_dir", "a string").value_or("");
-    if (!del.runtime_parent.empty() && del.runtime_parent.front() != '/') {
-      r.errors.push_back("delegate.runtime_dir: must be an absolute path, not \"" + del.runtime_parent + "\"");
-    }
-  }
-  if (w && d && cfg.name == del.name && cfg.config_mode == ConfigMode::kNested) {
-    r.errors.push_back(
+  if (wrapper && delegate && cfg.name == cfg.delegate.name && cfg.config_mode == ConfigMode::kNested) {
+    errors.push_back(
         "wrapper.name: must differ from delegate.name in nested mode (the delegate's block is keyed by its name)");
   }
-
-  if (w && d && !cfg.socket.empty()) {
-    if (auto loop = check_not_own_delegate(cfg, "wrapper.socket"); !loop) r.errors.push_back(loop.error());
+  if (wrapper && delegate && !cfg.socket.empty()) {
+    if (auto loop = check_not_own_delegate(cfg, "wrapper.socket"); !loop) errors.push_back(loop.error());
   }
-
-  if (!r.errors.empty()) {
+  if (!errors.empty()) {
     std::string all;
-    for (const auto& e : r.errors) all += (all.empty() ? "" : "\n") + e;
+    for (const auto& e : errors) all += (all.empty() ? "" : "\n") + e;
     return Error{all};
   }
-  del.wrapper_name = cfg.name;
+  cfg.delegate.wrapper_name = cfg.name;
   return cfg;
 }
 
