@@ -26,8 +26,9 @@ struct WatchFanout::Shared {
 
 // One downstream WatchSandboxes call. At most one write-type operation
 // (initial metadata, a message, the status) is in flight; the done tag
-// tells when the call is over. The object goes once the call is over and
-// nothing is in flight.
+// tells when the call is over. Lifetime is the relays' one scheme: every
+// operation started counts one, every completion one less (on the strand),
+// and the object goes at zero: the call is over and nothing is in flight.
 class WatchFanout::Watcher {
  public:
   static void listen(std::shared_ptr<Shared> shared, v1::ComputeDriver::AsyncService& service,
@@ -80,16 +81,16 @@ class WatchFanout::Watcher {
       return;
     }
     listen(shared_, service_, cq_);
-    asio::post(shared_->strand, [this] { begin(); });
+    asio::post(shared_->strand, [this] {
+      start_op();  // the done tag, armed now that the call exists
+      begin();
+    });
   }
   void on_write(bool ok) {
     asio::post(shared_->strand, [this, ok] { write_done(ok); });
   }
   void on_status_sent(bool) {
-    asio::post(shared_->strand, [this] {
-      sending_status_ = false;
-      maybe_delete();
-    });
+    asio::post(shared_->strand, [this] { end_op(); });
   }
   void on_done(bool) {
     asio::post(shared_->strand, [this] { call_over(); });
@@ -100,12 +101,14 @@ class WatchFanout::Watcher {
   void begin() {
     if (!shared_->registry.admit(this)) return finish(shared_->registry.close_status());
     writing_ = true;
+    start_op();
     writer_.SendInitialMetadata(&write_tag_);
   }
 
   void write(const SharedWatchEvent& event) {
     writing_ = true;
     in_flight_ = event;
+    start_op();
     writer_.Write(*in_flight_, &write_tag_);
   }
 
@@ -115,33 +118,32 @@ class WatchFanout::Watcher {
     if (pending_status_) {
       send_status(*pending_status_);
       pending_status_.reset();
-      return;
-    }
-    if (finished_) return maybe_delete();
-    if (!ok) return finish(grpc::Status(grpc::StatusCode::CANCELLED, "watcher went away"));
-    if (!queue_.empty()) {
+    } else if (!finished_ && !ok) {
+      finish(grpc::Status(grpc::StatusCode::CANCELLED, "watcher went away"));
+    } else if (!finished_ && !queue_.empty()) {
       SharedWatchEvent next = std::move(queue_.front());
       queue_.pop_front();
       write(next);
     }
+    end_op();
   }
 
   void send_status(const grpc::Status& status) {
-    sending_status_ = true;
+    start_op();
     writer_.Finish(status, &status_tag_);
   }
 
   void call_over() {
-    call_over_ = true;
     finished_ = true;  // cancelled by the peer, if not already finished
     queue_.clear();
     shared_->registry.remove(this);
     grace_.cancel();
-    maybe_delete();
+    end_op();
   }
 
-  void maybe_delete() {
-    if (call_over_ && !writing_ && !sending_status_) delete this;
+  void start_op() { ops_++; }
+  void end_op() {
+    if (--ops_ == 0) delete this;
   }
 
   // A watcher that stopped reading cannot even receive its status; cancel
@@ -169,10 +171,9 @@ class WatchFanout::Watcher {
   std::deque<SharedWatchEvent> queue_;
   SharedWatchEvent in_flight_;
   std::optional<grpc::Status> pending_status_;
+  int ops_ = 0;
   bool writing_ = false;
-  bool sending_status_ = false;
   bool finished_ = false;
-  bool call_over_ = false;
 };
 
 WatchFanout::WatchFanout(asio::io_context& io, WatchFanoutOptions options, CallTracker& tracker)

@@ -55,8 +55,9 @@ nlohmann::json status_fields(const std::string& delegate, const grpc::Status& s)
 // One attempt at the upstream watch: an async WatchSandboxes call on one of
 // the wrapper's queues. Completions are posted to the hub's strand, which
 // owns all of the state below and starts every operation, so at most one
-// read is ever in flight. A reference count keeps the object alive until
-// the call's status, a resync list and every delivery are done.
+// read is ever in flight. Lifetime is the relays' one scheme (an in-flight
+// count, on the strand): the call until its status is in, a resync list,
+// and every delivery to the fan-out each count one; the object goes at zero.
 //
 // Events are read as raw bytes and parsed here: a typed reader reports an
 // event that does not parse exactly like the end of the stream (ok=false),
@@ -91,9 +92,9 @@ class WatchHub::Upstream {
     if (!op_pending_) finish();
   }
 
-  void ref() { refs_++; }
-  void release() {
-    if (--refs_ == 0) delete this;
+  void start_op() { ops_++; }
+  void end_op() {
+    if (--ops_ == 0) delete this;
   }
 
  private:
@@ -130,7 +131,7 @@ class WatchHub::Upstream {
           garbled_ ? unparsable_reply_status(hub_.delegate_, "WatchSandboxes", WatchEvent::descriptor()->full_name())
                    : status_;
       hub_.on_upstream_done(this, s);
-      release();
+      end_op();
     });
   }
 
@@ -159,7 +160,7 @@ class WatchHub::Upstream {
   BoundTag<Upstream> read_tag_{this, &Upstream::on_read};
   BoundTag<Upstream> finish_tag_{this, &Upstream::on_finished};
   // Strand only:
-  int refs_ = 1;  // the call itself, until its status is in
+  int ops_ = 1;  // the call itself, until its status is in
   bool op_pending_ = false;
   bool finishing_ = false;
   bool abandoned_ = false;
@@ -173,7 +174,7 @@ class WatchHub::ResyncList {
  public:
   ResyncList(WatchHub& hub, Upstream* upstream) : hub_(hub), upstream_(upstream) {
     static const v1::ListSandboxesRequest kList;
-    upstream_->ref();
+    upstream_->start_op();
     ctx_.AddMetadata(std::string(kHopsMetadata), "1");
     ctx_.set_deadline(std::chrono::system_clock::now() + hub_.options_.resync_timeout);
     reader_ = hub_.stub_->PrepareAsyncListSandboxes(&ctx_, kList, upstream_->cq());
@@ -193,7 +194,7 @@ class WatchHub::ResyncList {
                                     v1::ListSandboxesResponse::descriptor()->full_name());
       }
       hub_.on_listed(this, upstream_, s, response_);
-      upstream_->release();
+      upstream_->end_op();
       delete this;
     });
   }
@@ -289,11 +290,11 @@ void WatchHub::deliver(Upstream* u, SharedWatchEvent event) {
   track(*event);
   // The next upstream read starts only once this event is queued for every
   // watcher: a slow fan-out slows the upstream instead of buffering it.
-  u->ref();
+  u->start_op();
   fanout_.publish(std::move(event), [this, u] {
     asio::post(strand_, [u] {
       u->read_next();
-      u->release();
+      u->end_op();
     });
   });
 }
