@@ -103,6 +103,9 @@ std::string format_log_line(LogLevel level, std::string_view message, nlohmann::
 // through the Logger, so stderr stays one JSON object per line. Call once,
 // early in main().
 void route_library_logs();
+// Turns off Abseil's mutex deadlock detection, a debugging aid Debian's
+// build leaves on; the wrapper calls it at start.
+void skip_mutex_deadlock_detection();
 
 inline void log_debug(std::string_view m, nlohmann::json f = nlohmann::json::object()) {
   if (Logger::instance().enabled(LogLevel::kDebug)) Logger::instance().write(LogLevel::kDebug, m, std::move(f));

@@ -86,6 +86,7 @@ int check_config(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   owrap::LogShutdownGuard flush_log_on_return;
   owrap::route_library_logs();
+  owrap::skip_mutex_deadlock_detection();
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) {
     std::cerr << kUsage;
