@@ -32,11 +32,15 @@ UdsGrpcServer::~UdsGrpcServer() {
   shutdown(std::chrono::milliseconds(0));
 }
 
+void UdsGrpcServer::stop_accepting() {
+  acceptor_->stop();
+  socket_->close_listener();
+}
+
 void UdsGrpcServer::shutdown(std::chrono::milliseconds grace) {
   if (stopped_) return;
   stopped_ = true;
-  acceptor_->stop();
-  socket_->close_listener();
+  stop_accepting();
   server_->Shutdown(std::chrono::system_clock::now() + grace);
   server_->Wait();
   socket_.reset();

@@ -26,8 +26,12 @@ class UdsGrpcServer {
                                                       const std::function<void(grpc::ServerBuilder&)>& configure = {});
   ~UdsGrpcServer();
 
+  // Refuses new connections (existing ones may still start calls).
+  void stop_accepting();
   // Stops accepting, lets in-flight calls finish within `grace`, then
-  // cancels what is left. The socket file is removed.
+  // cancels what is left. The socket file is removed. gRPC's own grace
+  // also waits for idle connections to go away; a caller that knows when
+  // its calls are done passes 0 then.
   void shutdown(std::chrono::milliseconds grace);
   grpc::Server* server() { return server_.get(); }
   const std::string& path() const { return socket_->path(); }

@@ -17,6 +17,15 @@ void CallTracker::wait_idle() {
   idle_.wait(lock, [this] { return live_.load() == 0; });
 }
 
+bool CallTracker::wait_inactive(std::chrono::steady_clock::time_point deadline) const {
+  // Polled: calls end on queue threads that must not pay for a notify.
+  while (active_.load() > 0) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
 void CallTracker::release() {
   if (live_.fetch_sub(1) == 1) {
     // Taking the lock orders this notify after a waiter's predicate check.

@@ -14,6 +14,7 @@
 #include <grpcpp/server_builder.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -60,9 +61,31 @@ class CallTracker {
   void wait_idle();
   long live() const { return live_.load(); }
 
+  // Calls a caller has started and not yet been answered (a listener
+  // waiting for a request does not count). Shutdown waits for these, not
+  // for idle connections.
+  class Active {
+   public:
+    explicit Active(CallTracker& t) : tracker_(t) { tracker_.active_.fetch_add(1); }
+    ~Active() { tracker_.active_.fetch_sub(1); }
+    Active(const Active&) = delete;
+    Active& operator=(const Active&) = delete;
+
+   private:
+    CallTracker& tracker_;
+  };
+  long active() const { return active_.load(); }
+  // From now on new calls are refused (UNAVAILABLE) instead of served.
+  void start_draining() { draining_.store(true); }
+  bool draining() const { return draining_.load(); }
+  // Waits until no call is active, or until `deadline`; true if none is.
+  bool wait_inactive(std::chrono::steady_clock::time_point deadline) const;
+
  private:
   void release();
   std::atomic<long> live_{0};
+  std::atomic<long> active_{0};
+  std::atomic<bool> draining_{false};
   std::mutex mu_;
   std::condition_variable idle_;
 };

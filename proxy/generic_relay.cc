@@ -2,6 +2,8 @@
 
 #include "common/grpc_util.h"
 #include "common/log.h"
+
+#include <optional>
 #include "proxy/unary_call.h"  // log_call: one access-log path for every call
 
 namespace owrap {
@@ -29,9 +31,14 @@ class GenericRelay::Call {
       return;
     }
     listen(relay_, cq_);
+    active_.emplace(relay_.queues_.tracker());
     start_ = std::chrono::steady_clock::now();
-    if (grpc::Status s = check_wrapper_hops(ctx_, relay_.wrapper_name_); !s.ok()) {
-      status_ = std::move(s);
+    grpc::Status refused = check_wrapper_hops(ctx_, relay_.wrapper_name_);
+    if (refused.ok() && relay_.queues_.tracker().draining()) {
+      refused = grpc::Status(grpc::StatusCode::UNAVAILABLE, "wrapper \"" + relay_.wrapper_name_ + "\" is shutting down");
+    }
+    if (!refused.ok()) {
+      status_ = std::move(refused);
       upstream_done_ = true;
       return maybe_finish_downstream();
     }
@@ -124,6 +131,7 @@ class GenericRelay::Call {
 
   GenericRelay& relay_;
   CallTracker::Token token_;
+  std::optional<CallTracker::Active> active_;
   grpc::ServerCompletionQueue* cq_;
   grpc::GenericServerContext ctx_;
   grpc::GenericServerAsyncReaderWriter downstream_;

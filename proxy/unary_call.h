@@ -27,6 +27,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -201,6 +202,7 @@ class UnaryCall final : public CallHost {
     if (!ok) return end_op();  // the server is shutting down; the done tag never comes
     started_ = true;
     start_op();  // the done tag, now armed
+    active_.emplace(relay_.tracker);
     listen(relay_, method_, cq_);
     start_ = std::chrono::steady_clock::now();
     state_.rpc = method_.rpc;
@@ -215,6 +217,10 @@ class UnaryCall final : public CallHost {
     state_.secrets = collect_secrets(request_);
     if (grpc::Status s = check_wrapper_hops(server_ctx_, relay_.wrapper_name); !s.ok()) {
       finish(s);
+      return end_op();
+    }
+    if (relay_.tracker.draining()) {
+      finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "wrapper \"" + relay_.wrapper_name + "\" is shutting down"));
       return end_op();
     }
     runner_.start();
@@ -258,6 +264,7 @@ class UnaryCall final : public CallHost {
   const UnaryMethod<Req, Resp>& method_;
   grpc::ServerCompletionQueue* cq_;
   CallTracker::Token token_;
+  std::optional<CallTracker::Active> active_;  // from the request until the call object goes
   grpc::ServerContext server_ctx_;
   grpc::ByteBuffer raw_request_;
   Req request_;  // stages may rewrite it; unknown fields are kept

@@ -83,6 +83,7 @@ class WatchFanout::Watcher {
     listen(shared_, service_, cq_);
     asio::post(shared_->strand, [this] {
       start_op();  // the done tag, armed now that the call exists
+      active_.emplace(shared_->tracker);
       begin();
     });
   }
@@ -157,6 +158,7 @@ class WatchFanout::Watcher {
 
   std::shared_ptr<Shared> shared_;
   CallTracker::Token token_;
+  std::optional<CallTracker::Active> active_;
   v1::ComputeDriver::AsyncService& service_;
   grpc::ServerCompletionQueue* cq_;
   grpc::ServerContext ctx_;

@@ -105,7 +105,16 @@ int run_wrapper(WrapperConfig config) {
   // Watchers are long-lived: end them now so the gateway reconnects, and
   // give unary calls the grace to finish.
   hub.stop(grpc::Status(grpc::StatusCode::UNAVAILABLE, "wrapper \"" + config.name + "\" is shutting down"));
-  server.value()->shutdown(config.shutdown_grace);
+  // New calls are refused from here on; those in flight get the grace.
+  // gRPC's own grace would also wait for idle connections (the gateway's
+  // stays open), so the grace is ours and gRPC's is zero.
+  queues.tracker().start_draining();
+  server.value()->stop_accepting();
+  if (!queues.tracker().wait_inactive(std::chrono::steady_clock::now() + config.shutdown_grace)) {
+    log_warn("calls still running after the shutdown grace; cancelling them",
+             {{"active", queues.tracker().active()}, {"grace_ms", config.shutdown_grace.count()}});
+  }
+  server.value()->shutdown(std::chrono::milliseconds(0));
   queues.stop();
   delegate->stop(config.delegate.stop_grace);
   stop_io();

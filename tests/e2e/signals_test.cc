@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <csignal>
+#include <grpcpp/client_context.h>
 #include <filesystem>
 #include <thread>
 
@@ -74,4 +75,41 @@ TEST_CASE("ctl watch stops on SIGINT and SIGTERM", "[e2e][signals]") {
     watch.signal(sig);
     CHECK(watch.wait(std::chrono::seconds(5)) == 128 + sig);
   }
+}
+
+TEST_CASE("an idle connection does not hold shutdown for the grace; calls in flight still get it",
+          "[e2e][signals]") {
+  TempDir dir;
+  WrapperSpec spec{"acme", "memory", "nested", memory_command()};
+  spec.extra_toml = "shutdown_grace_ms = 8000\n[testing]\ndelay_ms = 600\ndelay_rpcs = [\"CreateSandbox\"]\n";
+  WrapperProc w(dir, spec);
+  // An idle client: its connection stays open, as the gateway's does.
+  auto idle = stub_for(w.socket);
+  {
+    grpc::ClientContext ctx;
+    v1::GetCapabilitiesResponse caps;
+    REQUIRE(idle->GetCapabilities(&ctx, {}, &caps).ok());
+  }
+  // One call in flight when SIGTERM arrives: it is answered.
+  grpc::Status in_flight;
+  std::thread caller([&] {
+    auto stub = stub_for(w.socket);
+    grpc::ClientContext ctx;
+    v1::CreateSandboxRequest req;
+    *req.mutable_sandbox() = make_sandbox("late");
+    v1::CreateSandboxResponse resp;
+    in_flight = stub->CreateSandbox(&ctx, req, &resp);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto sent = std::chrono::steady_clock::now();
+  w.proc->signal(SIGTERM);
+  CHECK(w.proc->wait(std::chrono::seconds(15)) == 0);
+  auto took = std::chrono::steady_clock::now() - sent;
+  caller.join();
+  CHECK(in_flight.ok());
+  // Not the 8 s shutdown grace, nor the delegate's 3 s stop grace (the
+  // harness's): neither side waits for idle connections.
+  CHECK(took < std::chrono::milliseconds(2500));
+  CHECK_THAT(w.proc->log(), !Contains("did not stop within its grace"));
+  CHECK_THAT(w.proc->log(), Contains("\"message\":\"stopped\""));
 }

@@ -126,7 +126,14 @@ int main(int argc, char** argv) {
   int sig = signals.wait_for_termination();
   owrap::log_info("shutting down", {{"signal", strsignal(sig)}});
   driver.shutdown_watchers();
-  server.value()->shutdown(std::chrono::milliseconds(2000));
+  // Calls in flight get up to 2 s; gRPC's own grace would also wait for
+  // idle connections (a wrapper's channel stays open), so it gets none.
+  server.value()->stop_accepting();
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+       driver.active_calls() > 0 && std::chrono::steady_clock::now() < until;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  server.value()->shutdown(std::chrono::milliseconds(0));
   work.reset();
   io.stop();
   io_thread.join();

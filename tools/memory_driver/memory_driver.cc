@@ -204,6 +204,7 @@ class MemoryDriver::Call : public grpc::ServerUnaryReactor {
         fault_(std::move(fault)),
         work_(std::move(work)),
         timer_(driver.io_) {
+    driver_.active_calls_++;
     record_["rpc"] = rpc_;
     if (!sandbox_id_.empty()) record_["sandbox_id"] = sandbox_id_;
     gpr_timespec raw = ctx->raw_deadline();
@@ -239,7 +240,10 @@ class MemoryDriver::Call : public grpc::ServerUnaryReactor {
     asio::post(driver_.io_, [this] { timer_.cancel(); });
   }
   void OnDone() override {
-    asio::post(driver_.io_, [this] { delete this; });
+    asio::post(driver_.io_, [this] {
+      driver_.active_calls_--;
+      delete this;
+    });
   }
 
  private:

@@ -11,6 +11,7 @@
 #include <grpcpp/generic/async_generic_service.h>
 #include <boost/asio/io_context.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -65,6 +66,8 @@ class MemoryDriver final : public v1::ComputeDriver::CallbackService {
   // wrapper's pass-through of unknown methods can be proven end to end.
   grpc::CallbackGenericService* extension_service() { return &extension_; }
   void shutdown_watchers();
+  // Unary calls received and not yet answered.
+  long active_calls() const { return active_calls_.load(); }
 
   grpc::ServerUnaryReactor* GetCapabilities(grpc::CallbackServerContext*, const v1::GetCapabilitiesRequest*,
                                             v1::GetCapabilitiesResponse*) override;
@@ -121,6 +124,7 @@ class MemoryDriver final : public v1::ComputeDriver::CallbackService {
   std::map<std::string, v1::DriverSandbox> sandboxes_;
   std::set<std::string> workspaces_;
   uint64_t next_instance_ = 1;
+  std::atomic<long> active_calls_{0};
 };
 
 }  // namespace owrap::memory
