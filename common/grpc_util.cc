@@ -1,5 +1,7 @@
 #include "common/grpc_util.h"
 
+#include "common/secrets.h"
+
 #include <array>
 #include <charconv>
 #include <utility>
@@ -76,23 +78,63 @@ void copy_request_metadata(const grpc::ServerContextBase& from, grpc::ClientCont
   to.AddMetadata(std::string(kHopsMetadata), std::to_string(wrapper_hops(from) + 1));
 }
 
-void copy_initial_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to) {
+namespace {
+
+// Adds one response metadata entry unless it must not leave the process.
+template <class Add>
+void copy_entry(std::string_view key, std::string_view value, const std::vector<std::string>* secrets, Add add) {
+  if (is_transport_metadata(key)) return;
+  std::string v(value);
+  if (secrets != nullptr && !secrets->empty()) {
+    std::string scrubbed = redact_secrets(v, *secrets);
+    if (scrubbed != v) {
+      if (key.size() > 4 && key.substr(key.size() - 4) == "-bin") return;
+      v = std::move(scrubbed);
+    }
+  }
+  add(std::string(key), std::move(v));
+}
+
+void put_varint(std::string& out, uint64_t v) {
+  do {
+    uint8_t b = v & 0x7f;
+    v >>= 7;
+    out.push_back(static_cast<char>(v ? (b | 0x80) : b));
+  } while (v);
+}
+
+}  // namespace
+
+void copy_initial_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to,
+                           const std::vector<std::string>* secrets) {
   for (const auto& [k, v] : from.GetServerInitialMetadata()) {
-    std::string_view key(k.data(), k.size());
-    if (!is_transport_metadata(key)) to.AddInitialMetadata(std::string(key), std::string(v.data(), v.size()));
+    copy_entry(std::string_view(k.data(), k.size()), std::string_view(v.data(), v.size()), secrets,
+               [&](std::string key, std::string value) { to.AddInitialMetadata(key, value); });
   }
 }
 
-void copy_trailing_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to) {
+void copy_trailing_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to,
+                            const std::vector<std::string>* secrets) {
   for (const auto& [k, v] : from.GetServerTrailingMetadata()) {
-    std::string_view key(k.data(), k.size());
-    if (!is_transport_metadata(key)) to.AddTrailingMetadata(std::string(key), std::string(v.data(), v.size()));
+    copy_entry(std::string_view(k.data(), k.size()), std::string_view(v.data(), v.size()), secrets,
+               [&](std::string key, std::string value) { to.AddTrailingMetadata(key, value); });
   }
 }
 
-void copy_response_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to) {
-  copy_initial_metadata(from, to);
-  copy_trailing_metadata(from, to);
+void copy_response_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to,
+                            const std::vector<std::string>* secrets) {
+  copy_initial_metadata(from, to, secrets);
+  copy_trailing_metadata(from, to, secrets);
+}
+
+std::string encode_rpc_status(grpc::StatusCode code, std::string_view message) {
+  std::string out;
+  out.push_back(0x08);  // field 1, varint: code
+  put_varint(out, static_cast<uint32_t>(code));
+  out.push_back(0x12);  // field 2, length-delimited: message
+  put_varint(out, message.size());
+  out.append(message);
+  return out;
 }
 
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {

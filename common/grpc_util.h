@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace owrap {
 
@@ -36,9 +37,19 @@ grpc::Status check_wrapper_hops(const grpc::ServerContextBase& call, std::string
 void copy_request_metadata(const grpc::ServerContextBase& from, grpc::ClientContext& to);
 // The delegate's initial and trailing metadata back onto the server call;
 // a streaming relay copies each as it arrives.
-void copy_response_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to);
-void copy_initial_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to);
-void copy_trailing_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to);
+// A value that carries one of `secrets` (values of the request's
+// secret-marked fields, a delegate echoing them) is scrubbed, or dropped
+// for binary (-bin) keys, whose bytes cannot be edited safely.
+void copy_response_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to,
+                            const std::vector<std::string>* secrets = nullptr);
+void copy_initial_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to,
+                           const std::vector<std::string>* secrets = nullptr);
+void copy_trailing_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to,
+                            const std::vector<std::string>* secrets = nullptr);
+
+// google.rpc.Status{code, message}, encoded: error details that say only
+// what the status says.
+std::string encode_rpc_status(grpc::StatusCode code, std::string_view message);
 
 // "250ms", "5s", "2m", or a bare number of seconds.
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);

@@ -15,7 +15,15 @@ int AsyncComputeDriver::method_index(Rpc rpc) {
 }
 
 grpc::Status redact_status(const grpc::Status& s, const std::vector<std::string>& secrets) {
-  return grpc::Status(s.error_code(), redact_secrets(s.error_message(), secrets), s.error_details());
+  std::string message = redact_secrets(s.error_message(), secrets);
+  std::string details = s.error_details();
+  // The details are a serialized google.rpc.Status (tonic and grpc-go copy
+  // the message into it): bytes cannot be edited in place, so details that
+  // carry a secret are replaced by ones that say what the status says.
+  if (!details.empty() && redact_secrets(details, secrets) != details) {
+    details = encode_rpc_status(s.error_code(), message);
+  }
+  return grpc::Status(s.error_code(), message, details);
 }
 
 void log_call(const CallLogEntry& entry, std::chrono::steady_clock::time_point start, const grpc::Status& s) {

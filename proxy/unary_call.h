@@ -231,7 +231,7 @@ class UnaryCall final : public CallHost {
   // status may still say OK, and relaying that would pass on a partial
   // message as a success.
   void on_delegate_done(bool ok) {
-    copy_response_metadata(*client_ctx_, server_ctx_);
+    copy_response_metadata(*client_ctx_, server_ctx_, &state_.secrets);
     grpc::Status s = delegate_status_;
     bool may_have_reached = true;
     if (!ok && s.ok()) {

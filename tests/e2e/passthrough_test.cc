@@ -629,3 +629,32 @@ TEST_CASE("an endpoint that is the wrapper's own socket is refused before start"
   CHECK(run.wait(std::chrono::seconds(5)) == 2);
   CHECK_THAT(run.log(), Contains("--bind-socket") && Contains("the wrapper's own socket"));
 }
+
+TEST_CASE("a delegate that echoes the token: not in the message, the error details or the metadata", "[e2e][secrets]") {
+  TempDir dir;
+  WrapperProc w(dir, WrapperSpec{"acme", "memory", "nested", memory_command({}, {"--echo-token"})});
+  const std::string token = "tok-SECRET-4711";
+  auto stub = stub_for(w.socket);
+  grpc::ClientContext ctx;
+  v1::ValidateSandboxCreateRequest req;
+  *req.mutable_sandbox() = make_sandbox("echo");
+  req.mutable_sandbox()->mutable_spec()->set_sandbox_token(token);
+  v1::ValidateSandboxCreateResponse resp;
+  grpc::Status s = stub->ValidateSandboxCreate(&ctx, req, &resp);
+  CHECK(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK_THAT(s.error_message(), Contains("[REDACTED]") && !Contains(token));
+  CHECK_FALSE(s.error_details().empty());  // still a google.rpc.Status, saying what the status says
+  CHECK(s.error_details().find(token) == std::string::npos);
+  CHECK(s.error_details().find("[REDACTED]") != std::string::npos);
+  for (const auto* md : {&ctx.GetServerInitialMetadata(), &ctx.GetServerTrailingMetadata()}) {
+    for (const auto& [k, v] : *md) {
+      INFO(std::string(k.data(), k.size()));
+      CHECK(std::string(v.data(), v.size()).find(token) == std::string::npos);
+    }
+  }
+  auto initial = ctx.GetServerInitialMetadata().find("x-echo-token");
+  REQUIRE(initial != ctx.GetServerInitialMetadata().end());
+  CHECK(std::string(initial->second.data(), initial->second.size()) == "[REDACTED]");
+  CHECK(ctx.GetServerTrailingMetadata().count("x-echo-token-bin") == 0);
+  CHECK_THAT(w.proc->log(), !Contains(token));
+}

@@ -5,8 +5,8 @@
 
 #include <catch2/catch.hpp>
 
-#include <csignal>
 #include <grpcpp/client_context.h>
+#include <csignal>
 #include <filesystem>
 #include <thread>
 
@@ -77,8 +77,7 @@ TEST_CASE("ctl watch stops on SIGINT and SIGTERM", "[e2e][signals]") {
   }
 }
 
-TEST_CASE("an idle connection does not hold shutdown for the grace; calls in flight still get it",
-          "[e2e][signals]") {
+TEST_CASE("an idle connection does not hold shutdown for the grace; calls in flight still get it", "[e2e][signals]") {
   TempDir dir;
   WrapperSpec spec{"acme", "memory", "nested", memory_command()};
   spec.extra_toml = "shutdown_grace_ms = 8000\n[testing]\ndelay_ms = 600\ndelay_rpcs = [\"CreateSandbox\"]\n";

@@ -21,7 +21,7 @@ void usage() {
                "       [--driver-version V] [--default-image IMAGE] [--gateway-manages-lifecycle]\n"
                "       [--listener loopback|default-route|exact:ADDR]... [--watch-queue N]\n"
                "       [--expected-peer-pid PID] [--allow-same-uid-peer] [--reply-garbage RPC]...\n"
-               "       [--lazy-headers]\n";
+               "       [--lazy-headers] [--echo-token]\n";
 }
 
 }  // namespace
@@ -69,6 +69,8 @@ int main(int argc, char** argv) {
       options.watch_queue_capacity = std::stoul(next());
     else if (arg == "--lazy-headers")
       options.lazy_headers = true;
+    else if (arg == "--echo-token")
+      options.echo_token = true;
     else if (arg == "--expected-peer-pid")
       next();  // accepted for VM-driver compatibility
     else if (arg == "--allow-same-uid-peer") {

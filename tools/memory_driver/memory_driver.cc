@@ -71,31 +71,11 @@ void set_condition(v1::DriverSandboxStatus* status, const std::string& type, boo
   cond->set_message(message);
 }
 
-// google.rpc.Status{code, message}, hand-encoded: injected failures carry
-// error details so tests can prove they pass through a proxy untouched.
-std::string rpc_status_details(StatusCode code, const std::string& message) {
-  std::string out;
-  out.push_back(0x08);
-  uint32_t v = static_cast<uint32_t>(code);
-  do {
-    uint8_t b = v & 0x7f;
-    v >>= 7;
-    out.push_back(static_cast<char>(v ? (b | 0x80) : b));
-  } while (v);
-  out.push_back(0x12);
-  uint32_t len = static_cast<uint32_t>(message.size());
-  do {
-    uint8_t b = len & 0x7f;
-    len >>= 7;
-    out.push_back(static_cast<char>(len ? (b | 0x80) : b));
-  } while (len);
-  out += message;
-  return out;
-}
-
+// Injected failures carry error details (google.rpc.Status) so tests can
+// prove they pass through a proxy untouched.
 Status injected(const char* rpc, StatusCode code) {
   std::string msg = std::string("injected failure: ") + rpc + " " + std::string(status_code_name(code));
-  return Status(code, msg, rpc_status_details(code, msg));
+  return Status(code, msg, encode_rpc_status(code, msg));
 }
 
 Status parse_driver_config(const google::protobuf::Struct& cfg, Faults& out) {
@@ -416,6 +396,12 @@ grpc::ServerUnaryReactor* MemoryDriver::ValidateSandboxCreate(grpc::CallbackServ
                                                               v1::ValidateSandboxCreateResponse*) {
   Faults faults = options_.global_faults;
   Status bad = check_sandbox(req->sandbox(), faults);
+  if (const std::string& token = req->sandbox().spec().sandbox_token(); options_.echo_token && !token.empty()) {
+    ctx->AddInitialMetadata("x-echo-token", token);
+    ctx->AddTrailingMetadata("x-echo-token-bin", token);
+    std::string message = "rejected token " + token;
+    bad = Status(StatusCode::FAILED_PRECONDITION, message, encode_rpc_status(StatusCode::FAILED_PRECONDITION, message));
+  }
   return respond(ctx, "ValidateSandboxCreate", req->sandbox().id(), bad.ok() ? faults : Faults{},
                  [bad] { return bad; });
 }

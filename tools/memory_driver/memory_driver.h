@@ -44,6 +44,9 @@ struct Options {
   // WatchSandboxes sends its response headers with the first event (as
   // grpc-go and grpcio servers do) instead of at once.
   bool lazy_headers = false;
+  // A careless driver: ValidateSandboxCreate echoes the sandbox token in its
+  // response metadata and refuses with it in the message and error details.
+  bool echo_token = false;
   // RPCs answered with bytes that do not parse as their response type (a
   // corrupt or truncated reply), to test what a proxy makes of one.
   std::set<std::string> reply_garbage;
