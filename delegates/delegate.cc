@@ -71,6 +71,11 @@ grpc::Status name_unavailable_delegate(const grpc::Status& s, const Delegate& d)
   return grpc::Status(s.error_code(), unavailable_message(d, reason), s.error_details());
 }
 
+bool never_connected(const grpc::Status& s) {
+  return s.error_code() == grpc::StatusCode::UNAVAILABLE &&
+         s.error_message().find("failed to connect to all addresses") != std::string::npos;
+}
+
 grpc::Status unparsable_reply_status(const Delegate& d, std::string_view method, std::string_view type) {
   return grpc::Status(grpc::StatusCode::INTERNAL, "delegate \"" + d.name() + "\" sent a " + std::string(method) +
                                                       " reply that does not parse as " + std::string(type));

@@ -73,6 +73,12 @@ grpc::Status unavailable_delegate_status(const Delegate& d);
 // learns which delegate is down; a status the delegate itself sent (its
 // connection up) is kept.
 grpc::Status name_unavailable_delegate(const grpc::Status& s, const Delegate& d);
+// True for gRPC's own UNAVAILABLE when no connection to the delegate could
+// be made for the call (the request never left). The channel's state after
+// the call cannot tell: a delegate that died during the call leaves it idle
+// too, and that request may well have been carried out.
+bool never_connected(const grpc::Status& s);
+
 // INTERNAL for a reply of `d` to `method` that does not parse as `type`.
 grpc::Status unparsable_reply_status(const Delegate& d, std::string_view method, std::string_view type);
 

@@ -26,7 +26,16 @@ void read_how_reached(TomlSection& d, DelegateOptions& del) {
   if (d.has("command")) {
     auto command = d.strings("command");
     if (command && command->empty()) d.error("command", "must be a non-empty array of strings");
-    if (command) del.command = std::move(*command);
+    if (command) {
+      // execve sees C strings: a NUL would silently cut an argument short.
+      for (size_t i = 0; i < command->size(); i++) {
+        const std::string& arg = (*command)[i];
+        if (arg.find('\0') != std::string::npos)
+          d.error("command[" + std::to_string(i) + "]", "must not contain a NUL byte");
+      }
+      if (!command->empty() && command->front().empty()) d.error("command[0]", "must name a program");
+      del.command = std::move(*command);
+    }
   }
   del.endpoint = d.string("endpoint").value_or("");
   if (del.command.empty() == del.endpoint.empty()) {
@@ -39,7 +48,15 @@ void read_how_reached(TomlSection& d, DelegateOptions& del) {
       d.error("endpoint", e);
     }
   }
-  if (auto env = d.string_table("env")) del.env = std::move(*env);
+  if (auto env = d.string_table("env")) {
+    for (const auto& [k, v] : *env) {
+      if (k.empty() || k.find_first_of(std::string("=\0", 2)) != std::string::npos) {
+        d.error("env", "\"" + k + "\" is not an environment variable name (empty, or has '=' or a NUL)");
+      }
+      if (v.find('\0') != std::string::npos) d.error("env." + k, "must not contain a NUL byte");
+    }
+    del.env = std::move(*env);
+  }
   del.inherit_env = d.boolean("inherit_env").value_or(true);
 }
 

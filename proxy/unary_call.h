@@ -80,6 +80,10 @@ struct CallLogEntry {
   std::string_view rpc;         // the contract's method name, or an unknown method's full path
   std::string_view sandbox_id;  // logged when not empty
   bool passthrough = false;     // an unknown method, relayed as bytes
+  // False when the answer never reached the caller (it went away, or the
+  // server cancelled the call at shutdown): logged at warn whatever the
+  // status, since an OK the caller never saw is an orphan in the making.
+  bool delivered = true;
   // Scrubbed from the error message (the status the caller gets should
   // already be redacted; this keeps the log safe if it is not).
   const std::vector<std::string>* secrets = nullptr;
@@ -132,7 +136,7 @@ class UnaryCall final : public CallHost {
   void finish(const grpc::Status& status) override {
     grpc::Status s = status;
     if (!state_.secrets.empty() && !s.ok()) s = redact_status(s, state_.secrets);
-    log_call({rpc_name(state_.rpc), state_.sandbox_id, false, &state_.secrets}, start_, s);
+    answer_ = s;  // logged once it is known whether the caller got it
     finished_ = true;
     start_op();
     if (!s.ok()) return responder_.FinishWithError(s, &finish_tag_);
@@ -238,8 +242,7 @@ class UnaryCall final : public CallHost {
       response_.Clear();
       s = unparsable_reply_status(relay_.delegate, rpc_name(method_.rpc), Resp::descriptor()->full_name());
     } else if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
-      // The connection never came up: the request never left.
-      may_have_reached = relay_.delegate.channel()->GetState(false) == GRPC_CHANNEL_READY;
+      may_have_reached = !never_connected(s);
       s = name_unavailable_delegate(s, relay_.delegate);
     }
     runner_.on_delegate_done(s, may_have_reached);
@@ -250,7 +253,10 @@ class UnaryCall final : public CallHost {
     if (server_ctx_.IsCancelled()) runner_.on_cancelled();
     end_op();
   }
-  void on_finished(bool) { end_op(); }
+  void on_finished(bool delivered) {
+    log_call({rpc_name(state_.rpc), state_.sandbox_id, false, delivered, &state_.secrets}, start_, answer_);
+    end_op();
+  }
 
   std::chrono::steady_clock::time_point caller_deadline() const {
     auto deadline = server_ctx_.deadline();
@@ -274,6 +280,7 @@ class UnaryCall final : public CallHost {
   std::unique_ptr<grpc::ClientAsyncResponseReader<Resp>> reader_;
   grpc::Status delegate_status_;
   CallState state_;
+  grpc::Status answer_;
   CallRunner runner_;
   std::chrono::steady_clock::time_point start_;
   TimerAlarm* timer_ = nullptr;

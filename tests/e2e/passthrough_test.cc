@@ -2,6 +2,8 @@
 // memory driver returns directly; unknown fields and methods pass through;
 // deadline, cancellation and traceparent reach the base driver; the sandbox
 // token never reaches a log.
+#include "call/outcome.h"
+#include "delegates/delegate.h"
 #include "future.pb.h"
 #include "tests/support/harness.h"
 
@@ -657,4 +659,59 @@ TEST_CASE("a delegate that echoes the token: not in the message, the error detai
   CHECK(std::string(initial->second.data(), initial->second.size()) == "[REDACTED]");
   CHECK(ctx.GetServerTrailingMetadata().count("x-echo-token-bin") == 0);
   CHECK_THAT(w.proc->log(), !Contains(token));
+}
+
+TEST_CASE("UNAVAILABLE is 'never reached' only when no connection was made, not when the delegate died mid-call",
+          "[e2e][outcome]") {
+  TempDir dir;
+  {
+    auto nobody = stub_for(dir.file("nobody.sock"));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::GetCapabilitiesResponse caps;
+    grpc::Status s = nobody->GetCapabilities(&ctx, {}, &caps);
+    INFO(s.error_message());
+    CHECK(s.error_code() == grpc::StatusCode::UNAVAILABLE);
+    CHECK(owrap::never_connected(s));
+  }
+  MemoryDriverProc driver(dir, "memory", {"--delay", "CreateSandbox=3000"});
+  auto stub = stub_for(driver.socket);
+  std::thread killer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    driver.proc->signal(SIGKILL);
+  });
+  grpc::ClientContext ctx;
+  v1::CreateSandboxRequest req;
+  *req.mutable_sandbox() = make_sandbox("mid-call");
+  v1::CreateSandboxResponse resp;
+  grpc::Status s = stub->CreateSandbox(&ctx, req, &resp);
+  killer.join();
+  INFO(s.error_message());
+  CHECK(s.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK_FALSE(owrap::never_connected(s));  // the request left: in doubt
+  CHECK(owrap::classify_delegate_answer(s, !owrap::never_connected(s)) == owrap::DelegateOutcome::kInDoubt);
+}
+
+TEST_CASE("an unknown method under the contract's own service is UNIMPLEMENTED, through the wrapper too",
+          "[e2e][passthrough]") {
+  TempDir dir;
+  WrapperProc w(dir, WrapperSpec{"acme", "memory", "nested", memory_command({}, {"--reply-garbage", "GetSandbox"})});
+  grpc::GenericStub generic(grpc::CreateChannel("unix://" + w.socket, grpc::InsecureChannelCredentials()));
+  grpc::Slice slice(std::string("\x0a\x02hi", 4));
+  grpc::ByteBuffer request(&slice, 1), response;
+  grpc::ClientContext ctx;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status status;
+  generic.UnaryCall(&ctx, "/openshell.compute.v1.ComputeDriver/Nope", grpc::StubOptions(), &request, &response,
+                    [&](grpc::Status s) {
+                      std::lock_guard<std::mutex> l(mu);
+                      status = s;
+                      done = true;
+                      cv.notify_all();
+                    });
+  std::unique_lock<std::mutex> lock(mu);
+  REQUIRE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return done; }));
+  CHECK(status.error_code() == grpc::StatusCode::UNIMPLEMENTED);
 }

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <sstream>
 #include <thread>
 
 using namespace owrap::test;
@@ -158,4 +159,13 @@ TEST_CASE("SIGTERM with suspended calls: grace, then they are cancelled and the 
   CHECK(Clock::now() - sent < std::chrono::seconds(5));
   for (auto& t : callers) t.join();
   CHECK(answered == 5);
+  // The access log says the answers never reached the callers (logged once
+  // Finish completed, with its outcome).
+  size_t undelivered = 0;
+  std::istringstream lines(w.proc->log());
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("\"message\":\"rpc\"") != std::string::npos && line.find("\"delivered\":false") != std::string::npos)
+      undelivered++;
+  }
+  CHECK(undelivered == 5);
 }

@@ -219,3 +219,22 @@ TEST_CASE("every accepted key is documented in docs/configuration.md, and nothin
     CHECK(accepted.count(name) == 1);
   }
 }
+
+TEST_CASE("[delegate] command and env are what execve will see", "[config]") {
+  auto cfg = parse_config(R"(
+[wrapper]
+name = "acme"
+socket = "/run/openshell/acme.sock"
+[delegate]
+name = "memory"
+command = ["", "a\u0000b"]
+env = { "A=B" = "x", "" = "y", OK = "v\u0000w" }
+)",
+                          "t.toml");
+  REQUIRE_FALSE(cfg.ok());
+  CHECK_THAT(cfg.error(), Catch::Contains("delegate.command[0]: must name a program"));
+  CHECK_THAT(cfg.error(), Catch::Contains("delegate.command[1]: must not contain a NUL byte"));
+  CHECK_THAT(cfg.error(), Catch::Contains("delegate.env: \"A=B\" is not an environment variable name"));
+  CHECK_THAT(cfg.error(), Catch::Contains("delegate.env: \"\" is not an environment variable name"));
+  CHECK_THAT(cfg.error(), Catch::Contains("delegate.env.OK: must not contain a NUL byte"));
+}

@@ -628,8 +628,11 @@ grpc::ServerGenericBidiReactor* MemoryDriver::ExtensionService::CreateReactor(gr
     grpc::ByteBuffer request_, reply_;
   };
   if (ctx->method().rfind("/openshell.compute.test.Echo/", 0) == 0) return new Echo(ctx);
-  if (ctx->method().rfind("/openshell.compute.v1.ComputeDriver/", 0) == 0) {
-    return new Garbage(ctx->method() == "/openshell.compute.v1.ComputeDriver/WatchSandboxes");
+  // Only a contract method --reply-garbage took off the typed service gets
+  // here as itself; any other name under the service is unknown.
+  static const std::string kService = "/openshell.compute.v1.ComputeDriver/";
+  if (ctx->method().rfind(kService, 0) == 0 && rpc_from_name(ctx->method().substr(kService.size()))) {
+    return new Garbage(ctx->method() == kService + "WatchSandboxes");
   }
   return new Unimplemented(ctx->method());
 }
