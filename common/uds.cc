@@ -89,10 +89,17 @@ Result<bool> ensure_private_dir(const std::string& dir) {
   std::error_code ec;
   bool existed = std::filesystem::exists(std::filesystem::symlink_status(dir, ec));
   if (existed) return check_existing_private_dir(dir);
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return Error{"cannot create directory " + dir + ": " + ec.message()};
-  // Ours: make it private whatever the umask said.
-  if (::chmod(dir.c_str(), 0700) != 0) return Error{"cannot chmod 0700 " + dir + ": " + errno_text(errno)};
+  // Every directory we create on the way is ours: private whatever the
+  // umask says (mkdir's mode is masked; chmod is not).
+  std::filesystem::path built;
+  for (const auto& part : std::filesystem::path(dir)) {
+    built /= part;
+    if (std::filesystem::exists(std::filesystem::symlink_status(built, ec))) continue;
+    if (::mkdir(built.c_str(), 0700) != 0 && errno != EEXIST) {
+      return Error{"cannot create directory " + built.string() + ": " + errno_text(errno)};
+    }
+    if (::chmod(built.c_str(), 0700) != 0) return Error{"cannot chmod 0700 " + built.string() + ": " + errno_text(errno)};
+  }
   return check_existing_private_dir(dir);
 }
 

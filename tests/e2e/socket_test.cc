@@ -128,6 +128,16 @@ TEST_CASE("a shared directory is never chmodded; socket paths must be absolute",
   CHECK(mode_of(readable) == 0755);
   CHECK(mode_of(readable + "/acme.sock") == 0600);
 
+  // Directories the wrapper creates on the way are private, whatever the umask.
+  std::string deep = dir.file("new/deeper/acme.sock");
+  write_file(dir.file("d.toml"), wrapper_toml(spec, deep));
+  mode_t old_mask = ::umask(022);
+  Process in_new({wrapper_bin(), "run", "--config", dir.file("d.toml")}, dir.file("new.log"));
+  ::umask(old_mask);
+  CHECK(wait_for_socket(deep));
+  CHECK(mode_of(dir.file("new")) == 0700);
+  CHECK(mode_of(dir.file("new/deeper")) == 0700);
+
   // Relative paths: in the file and on the command line.
   write_file(dir.file("rel.toml"), wrapper_toml(spec, "run/acme.sock"));
   std::string out, err;
