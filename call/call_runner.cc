@@ -124,10 +124,7 @@ void CallRunner::on_resumed() {
   if (!token_ || !token_->resumed()) return;
   grpc::Status status = token_->take_status();
   stop_waiting();
-  if (cancelled_) {
-    return fail(grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled by the caller"),
-                phase_ == Phase::kAfter ? outcome_ : DelegateOutcome::kNotCalled);
-  }
+  if (cancelled_) return fail(cancel_reason_, phase_ == Phase::kAfter ? outcome_ : DelegateOutcome::kNotCalled);
   if (!status.ok()) return fail(status, phase_ == Phase::kAfter ? outcome_ : DelegateOutcome::kNotCalled);
   if (phase_ == Phase::kBefore)
     next_++;
@@ -144,16 +141,16 @@ void CallRunner::on_timer() {
        phase_ == Phase::kAfter ? outcome_ : DelegateOutcome::kNotCalled);
 }
 
-void CallRunner::on_cancelled() {
+void CallRunner::on_cancelled(const grpc::Status& why) {
   if (phase_ == Phase::kDone || cancelled_) return;
   cancelled_ = true;
+  cancel_reason_ = why;
   // A delegate call in flight is cancelled with the caller (the calls are
   // linked); its answer still arrives and decides the outcome.
   if (!token_ || !token_->abandon()) return;
   std::string stage = waiting_->name;
   stop_waiting();
-  fail(grpc::Status(grpc::StatusCode::CANCELLED,
-                    "call cancelled by the caller while stage \"" + stage + "\" was running"),
+  fail(grpc::Status(why.error_code(), why.error_message() + " while stage \"" + stage + "\" was running"),
        phase_ == Phase::kAfter ? outcome_ : DelegateOutcome::kNotCalled);
 }
 

@@ -49,8 +49,10 @@ class CallRunner {
   void start();
   void on_resumed();
   void on_timer();
-  // The caller cancelled or went away, or the server is shutting down.
-  void on_cancelled();
+  // The caller cancelled or went away, its deadline passed, or the server
+  // is shutting down; `why` is what the call ends with.
+  void on_cancelled(const grpc::Status& why = grpc::Status(grpc::StatusCode::CANCELLED,
+                                                           "call cancelled by the caller"));
   void on_delegate_done(const grpc::Status& status, bool may_have_reached);
 
   bool finished() const { return phase_ == Phase::kDone; }
@@ -90,6 +92,7 @@ class CallRunner {
   bool deadline_governs_ = false;  // the caller's deadline, not the stage's timeout, set the timer
   std::chrono::milliseconds waiting_timeout_{0};
   bool cancelled_ = false;
+  grpc::Status cancel_reason_;
   DelegateOutcome outcome_ = DelegateOutcome::kNotCalled;
 };
 

@@ -250,7 +250,14 @@ class UnaryCall final : public CallHost {
   }
 
   void on_done(bool) {
-    if (server_ctx_.IsCancelled()) runner_.on_cancelled();
+    if (!server_ctx_.IsCancelled()) return end_op();
+    // gRPC cancels a call whose deadline passed the same way as one the
+    // caller cancelled; say which it was.
+    if (std::chrono::steady_clock::now() >= state_.deadline) {
+      runner_.on_cancelled(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the caller's deadline passed"));
+    } else {
+      runner_.on_cancelled();
+    }
     end_op();
   }
   void on_finished(bool delivered) {
