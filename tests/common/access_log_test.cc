@@ -42,26 +42,6 @@ std::set<std::string> keys_of(const nlohmann::json& j) {
   return out;
 }
 
-grpc::Status generic_unary(const std::string& socket, const std::string& method, const std::string& bytes) {
-  grpc::GenericStub generic(grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  grpc::Slice slice(bytes);
-  grpc::ByteBuffer req(&slice, 1), resp;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  grpc::Status result;
-  generic.UnaryCall(&ctx, method, {}, &req, &resp, [&](grpc::Status s) {
-    std::lock_guard<std::mutex> l(mu);
-    result = s;
-    done = true;
-    cv.notify_all();
-  });
-  std::unique_lock<std::mutex> l(mu);
-  REQUIRE(cv.wait_for(l, std::chrono::seconds(10), [&] { return done; }));
-  return result;
-}
-
 }  // namespace
 
 TEST_CASE("unary and unknown-method calls write one kind of access-log line", "[e2e][log]") {

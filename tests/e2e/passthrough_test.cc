@@ -525,23 +525,7 @@ TEST_CASE("a request the wrapper cannot parse is answered and access-logged; lib
   auto at = bytes.find("ZZZZ");
   REQUIRE(at != std::string::npos);
   bytes.replace(at, 4, "\xff\xfe\xfd\xfc");
-  grpc::GenericStub generic(grpc::CreateChannel("unix://" + one.socket, grpc::InsecureChannelCredentials()));
-  grpc::Slice slice(bytes);
-  grpc::ByteBuffer request(&slice, 1), response;
-  grpc::ClientContext ctx;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  grpc::Status status;
-  generic.UnaryCall(&ctx, "/openshell.compute.v1.ComputeDriver/CreateSandbox", grpc::StubOptions(), &request, &response,
-                    [&](grpc::Status s) {
-                      std::lock_guard<std::mutex> l(mu);
-                      status = s;
-                      done = true;
-                      cv.notify_all();
-                    });
-  std::unique_lock<std::mutex> lock(mu);
-  REQUIRE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return done; }));
+  grpc::Status status = generic_unary(one.socket, "/openshell.compute.v1.ComputeDriver/CreateSandbox", bytes);
   CHECK(status.error_code() == grpc::StatusCode::INTERNAL);
   CHECK_THAT(status.error_message(), Contains("does not parse as openshell.compute.v1.CreateSandboxRequest"));
   REQUIRE(wait_for([&] { return !access_log(one.proc->log(), "CreateSandbox").empty(); }));
@@ -696,22 +680,7 @@ TEST_CASE("an unknown method under the contract's own service is UNIMPLEMENTED, 
           "[e2e][passthrough]") {
   TempDir dir;
   WrapperProc w(dir, WrapperSpec{"acme", "memory", "nested", memory_command({}, {"--reply-garbage", "GetSandbox"})});
-  grpc::GenericStub generic(grpc::CreateChannel("unix://" + w.socket, grpc::InsecureChannelCredentials()));
-  grpc::Slice slice(std::string("\x0a\x02hi", 4));
-  grpc::ByteBuffer request(&slice, 1), response;
-  grpc::ClientContext ctx;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  grpc::Status status;
-  generic.UnaryCall(&ctx, "/openshell.compute.v1.ComputeDriver/Nope", grpc::StubOptions(), &request, &response,
-                    [&](grpc::Status s) {
-                      std::lock_guard<std::mutex> l(mu);
-                      status = s;
-                      done = true;
-                      cv.notify_all();
-                    });
-  std::unique_lock<std::mutex> lock(mu);
-  REQUIRE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return done; }));
+  grpc::Status status =
+      generic_unary(w.socket, "/openshell.compute.v1.ComputeDriver/Nope", std::string("\x0a\x02hi", 4));
   CHECK(status.error_code() == grpc::StatusCode::UNIMPLEMENTED);
 }

@@ -1,5 +1,11 @@
 #include "tests/support/harness.h"
 
+#include <mutex>
+
+#include <condition_variable>
+
+#include <grpcpp/generic/generic_stub.h>
+
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
@@ -280,6 +286,27 @@ v1::DriverSandbox make_sandbox(const std::string& id, const std::string& driver_
     if (!st.ok()) throw std::runtime_error("bad driver_config json in test: " + driver_config_json);
   }
   return sb;
+}
+
+grpc::Status generic_unary(const std::string& socket, const std::string& method, const std::string& bytes) {
+  grpc::GenericStub generic(grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer req(&slice, 1), resp;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status result;
+  generic.UnaryCall(&ctx, method, {}, &req, &resp, [&](grpc::Status s) {
+    std::lock_guard<std::mutex> l(mu);
+    result = s;
+    done = true;
+    cv.notify_all();
+  });
+  std::unique_lock<std::mutex> l(mu);
+  cv.wait(l, [&] { return done; });  // the deadline ends it
+  return result;
 }
 
 }  // namespace owrap::test

@@ -103,6 +103,10 @@ bool file_contains(const std::string& path, const std::string& needle);
 // Pids from a wrapper log's "delegate started" lines, in start order.
 std::vector<pid_t> delegate_pids(const std::string& wrapper_log);
 
+// One unary call of any method path with raw request bytes (a method this
+// build does not know, or bytes no message type parses); waits at most 10 s.
+grpc::Status generic_unary(const std::string& socket, const std::string& method, const std::string& bytes);
+
 v1::DriverSandbox make_sandbox(const std::string& id, const std::string& driver_config_json = {});
 
 }  // namespace owrap::test
