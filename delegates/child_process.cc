@@ -14,7 +14,8 @@
 namespace owrap {
 
 std::string ExitInfo::describe() const {
-  if (signal != 0) return std::string("killed by signal ") + strsignal(signal) + " (" + std::to_string(signal) + ")";
+  if (signal != 0)
+    return std::string("was killed by signal ") + strsignal(signal) + " (" + std::to_string(signal) + ")";
   return "exited with code " + std::to_string(code);
 }
 
@@ -158,10 +159,11 @@ ExitInfo ChildProcess::reap() {
 void ChildProcess::signal(int sig) {
   std::lock_guard<std::mutex> lock(mu_);
   if (reaped_) return;
-  // The group first (grandchildren), then the process itself in case it left
-  // the group.
+  // The group (the process and its helpers), and the process itself only if
+  // it left that group: one signal each, since many drivers take a second
+  // SIGTERM as "exit now" and skip their graceful shutdown.
   ::kill(-pid_, sig);
-  ::kill(pid_, sig);
+  if (::getpgid(pid_) != pid_) ::kill(pid_, sig);
 }
 
 }  // namespace owrap

@@ -21,6 +21,8 @@ namespace owrap {
 struct ExitInfo {
   int code = -1;   // exit code, or -1 when killed by a signal
   int signal = 0;  // terminating signal, or 0
+  // A predicate for "it ...": "exited with code 2", "was killed by signal
+  // Killed (9)".
   std::string describe() const;
 };
 
@@ -45,7 +47,8 @@ class ChildProcess {
   bool exited();
   // Reaps an exited process and returns how it ended.
   ExitInfo reap();
-  // Signals the whole process group, unless already reaped.
+  // Signals the whole process group (and the process, if it left it), once
+  // each, unless already reaped.
   void signal(int sig);
 
  private:

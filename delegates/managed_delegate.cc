@@ -170,15 +170,16 @@ bool ManagedDelegate::run_once() {
     std::lock_guard<std::mutex> lock(mu_);
     grace = stop_grace_;
   }
+  bool grace_ran_out = false;
   switch (ending) {
     case Ending::kStopping:
-      terminate(*child, grace);
+      grace_ran_out = !terminate(*child, grace);
       break;
     case Ending::kReadyTimeout:
       log_error(
           "delegate did not answer within ready_timeout_ms; stopping it",
           {{"delegate", options_.name}, {"pid", child->pid()}, {"ready_timeout_ms", options_.ready_timeout.count()}});
-      terminate(*child, options_.stop_grace);
+      grace_ran_out = !terminate(*child, options_.stop_grace);
       break;
     case Ending::kUnresponsive:
       log_error("delegate stopped answering; killing it", {{"delegate", options_.name},
@@ -198,6 +199,17 @@ bool ManagedDelegate::run_once() {
   // What it printed up to now; a helper that escaped its group must not keep
   // the restart waiting for the pipes to close.
   pump.stop();
+  if (grace_ran_out) {
+    // Said after the fact: it may have finished exiting on its own just as
+    // the grace ran out.
+    bool killed = exit.signal == SIGKILL;
+    log_warn(killed ? "delegate did not stop within its grace; killed it"
+                    : "delegate did not stop within its grace, then ended before SIGKILL took effect",
+             {{"delegate", options_.name},
+              {"pid", child->pid()},
+              {"grace_ms", (ending == Ending::kStopping ? grace : options_.stop_grace).count()},
+              {"how", exit.describe()}});
+  }
   // We stopped it (shutdown, ready timeout, hang): already logged why.
   bool expected = ending != Ending::kExited;
   {
@@ -296,13 +308,10 @@ grpc::Status ManagedDelegate::probe() {
   return s;
 }
 
-void ManagedDelegate::terminate(ChildProcess& child, std::chrono::milliseconds grace) {
+bool ManagedDelegate::terminate(ChildProcess& child, std::chrono::milliseconds grace) {
   child.signal(SIGTERM);
-  if (!child.wait_exited_for(grace)) {
-    log_warn("delegate did not stop within its grace; killing it",
-             {{"delegate", options_.name}, {"pid", child.pid()}, {"grace_ms", grace.count()}});
-    child.signal(SIGKILL);
-  }
+  // The caller sends SIGKILL to the group in any case.
+  return child.wait_exited_for(grace);
 }
 
 }  // namespace owrap

@@ -45,8 +45,9 @@ class ManagedDelegate final : public Delegate {
   Ending await_ready(ChildProcess& child, std::string* capabilities);
   Ending watch(ChildProcess& child);  // while ready: exit, stop or liveness
   grpc::Status probe();
-  // SIGTERM to the group, SIGKILL once the grace is over.
-  void terminate(ChildProcess& child, std::chrono::milliseconds grace);
+  // SIGTERM to the group, then waits up to the grace; false if the child
+  // was still running then (the caller's SIGKILL ends it).
+  bool terminate(ChildProcess& child, std::chrono::milliseconds grace);
   bool stopping();
   std::vector<std::string> expand(const std::vector<std::string>& argv) const;
   std::map<std::string, std::string> child_env() const;

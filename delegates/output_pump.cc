@@ -11,8 +11,11 @@ namespace owrap {
 namespace {
 // A line without an end is delivered anyway once it is this long.
 constexpr size_t kMaxLine = 65536;
-// What stop() still reads: a writer that escaped the process group must not
-// keep the pump going.
+// What one stream may deliver per poll round: a writer that floods the pipe
+// (a helper that escaped the process group) must not keep the pump from
+// seeing its stop request.
+constexpr size_t kRoundBudget = 64 << 10;
+// What stop() still reads: such a writer must not keep the pump going.
 constexpr size_t kFinalDrain = 1 << 20;
 }  // namespace
 
@@ -41,7 +44,7 @@ void OutputPump::run() {
     }
     if (fds[2].revents != 0) break;
     for (int i = 0; i < 2; i++) {
-      if (streams_[i].open && fds[i].revents != 0) streams_[i].open = drain(streams_[i]);
+      if (streams_[i].open && fds[i].revents != 0) streams_[i].open = drain(streams_[i], kRoundBudget);
     }
   }
   for (auto& s : streams_) {

@@ -1,6 +1,7 @@
 // Reads a child's stdout and stderr line by line on its own thread. Stopping
 // never waits for the pipes to close: a helper the child started may hold
-// them open for ever. What is already readable is still delivered.
+// them open for ever, and write to them without pause. What is readable when
+// stop() is called is still delivered, up to a bound.
 #pragma once
 
 #include "common/uds.h"
@@ -37,7 +38,7 @@ class OutputPump {
   void run();
   // Reads until the pipe would block or closes, or `budget` bytes were
   // read; false once it closed.
-  bool drain(Stream& s, size_t budget = SIZE_MAX);
+  bool drain(Stream& s, size_t budget);
   void emit(Stream& s, std::string_view line);
 
   Stream streams_[2];

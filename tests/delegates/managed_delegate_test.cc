@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 using namespace owrap::test;
 using Catch::Contains;
@@ -407,4 +408,133 @@ TEST_CASE("a runtime_dir that is a symlink or a foreign non-sticky directory is 
   struct stat st {};
   REQUIRE(::stat(foreign.c_str(), &st) == 0);
   CHECK((st.st_mode & 07777) == 0755);
+}
+
+namespace {
+// Pids a test's shell appended to `file`, one a line.
+std::vector<pid_t> pids_in(const std::string& file) {
+  std::vector<pid_t> out;
+  std::istringstream lines(read_file(file));
+  for (pid_t p; lines >> p;) out.push_back(p);
+  return out;
+}
+
+// Kills a process this test started, by pid, after checking it is still
+// that program (the pid may have been reused).
+void kill_if_running(pid_t pid, const std::string& program) {
+  if (pid <= 0 || dead(pid)) return;
+  std::ifstream cmdline("/proc/" + std::to_string(pid) + "/cmdline");
+  std::string argv0;
+  std::getline(cmdline, argv0, '\0');
+  if (argv0 == program || argv0.size() > program.size() &&
+                              argv0.compare(argv0.size() - program.size() - 1, std::string::npos, "/" + program) == 0) {
+    ::kill(pid, SIGKILL);
+  }
+}
+
+std::string with_stop_grace(std::string toml, int ms) {
+  auto at = toml.find("stop_grace_ms = 3000");
+  return toml.replace(at, 20, "stop_grace_ms = " + std::to_string(ms));
+}
+}  // namespace
+
+TEST_CASE("a helper that left the group and floods stderr neither blocks a restart nor the exit", "[delegates]") {
+  TempDir dir;
+  std::string floods = dir.file("flood.pids"), drivers = dir.file("driver.pids");
+  auto memory = memory_command();
+  WrapperSpec spec{"acme",
+                   "memory",
+                   "nested",
+                   {"/bin/sh", "-c",
+                    "setsid yes floodfloodflood >&2 & echo $! >> " + floods + "; echo $$ >> " + drivers + "; exec " +
+                        memory[0] + " " + memory[1] + " \\\"$0\\\"",
+                    "{socket}"}};
+  std::string socket = dir.file("run/acme.sock");
+  write_file(dir.file("w.toml"), with_stop_grace(wrapper_toml(spec, socket), 1000));
+  // The wrapper logs the flood line by line: to a file, that is hundreds of
+  // MB in seconds.
+  Process wrapper({wrapper_bin(), "run", "--config", dir.file("w.toml")}, "/dev/null");
+  REQUIRE(wait_for_socket(socket, std::chrono::seconds(15)));
+  REQUIRE(wait_for([&] { return pids_in(drivers).size() == 1 && pids_in(floods).size() == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ::kill(pids_in(drivers)[0], SIGKILL);
+  CHECK(wait_for([&] { return pids_in(drivers).size() == 2; }, std::chrono::seconds(8)));
+  CHECK(wait_for([&] { return capabilities(socket).ok(); }, std::chrono::seconds(5)));
+  wrapper.signal(SIGTERM);
+  CHECK(wrapper.wait(std::chrono::seconds(8)) == 0);
+  for (pid_t p : pids_in(floods)) kill_if_running(p, "yes");
+  for (pid_t p : pids_in(floods)) CHECK(wait_for([&] { return dead(p); }, std::chrono::seconds(5)));
+}
+
+TEST_CASE("stopping signals the delegate once", "[delegates]") {
+  TempDir dir;
+  // Several rounds: two signals sent back to back often arrive as one.
+  for (int round = 0; round < 3; round++) {
+    WrapperProc one(dir, WrapperSpec{"acme" + std::to_string(round), "memory", "nested", memory_command()});
+    one.proc->signal(SIGTERM);
+    REQUIRE(one.proc->wait(std::chrono::seconds(10)) == 0);
+    std::string log = one.proc->log();
+    INFO(log);
+    REQUIRE_THAT(log, Contains("[memory] memory driver: termination signal received"));
+    CHECK_THAT(log, !Contains("termination signal received again"));
+  }
+}
+
+TEST_CASE("why a delegate is unavailable reads as a sentence", "[delegates]") {
+  TempDir dir;
+  WrapperSpec spec{"acme", "memory", "nested", memory_command()};
+  spec.extra_delegate_toml = "restart_backoff_initial_ms = 5000\n";
+  WrapperProc one(dir, spec);
+  auto first = delegate_pids(one.proc->log());
+  REQUIRE(first.size() == 1);
+  ::kill(first[0], SIGKILL);
+  REQUIRE(wait_for([&] { return one.proc->log().find("restarting delegate") != std::string::npos; }));
+  grpc::Status s = capabilities(one.socket);
+  CHECK(s.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK_THAT(s.error_message(), Contains("restarting after it was killed by signal Killed (9)"));
+}
+
+TEST_CASE("a delegate that ignores SIGTERM is killed after its grace and the log says so", "[delegates]") {
+  TempDir dir;
+  std::string drivers = dir.file("driver.pids");
+  // A shell leader that ignores SIGTERM, with the driver as its child.
+  WrapperSpec spec{"acme",
+                   "memory",
+                   "nested",
+                   {"/bin/sh", "-c",
+                    "trap '' TERM; echo $$ >> " + drivers + "; " + memory_bin() + " --bind-socket \\\"$0\\\"; sleep 30",
+                    "{socket}"}};
+  std::string socket = dir.file("run/acme.sock");
+  write_file(dir.file("w.toml"), with_stop_grace(wrapper_toml(spec, socket), 1000));
+  Process wrapper({wrapper_bin(), "run", "--config", dir.file("w.toml")}, dir.file("w.log"));
+  REQUIRE(wait_for_socket(socket, std::chrono::seconds(15)));
+  wrapper.signal(SIGTERM);
+  CHECK(wrapper.wait(std::chrono::seconds(10)) == 0);
+  nlohmann::json killed, exited;
+  for (const auto& j : log_lines(wrapper.log())) {
+    if (j["message"] == "delegate did not stop within its grace; killed it") killed = j;
+    if (j["message"] == "delegate exited") exited = j;
+  }
+  INFO(wrapper.log());
+  REQUIRE(killed.is_object());
+  CHECK(killed["how"] == "was killed by signal Killed (9)");
+  REQUIRE(exited.is_object());
+  CHECK(exited["signal"] == SIGKILL);
+  for (pid_t p : pids_in(drivers)) CHECK(wait_for([&] { return dead(p); }, std::chrono::seconds(5)));
+}
+
+TEST_CASE("missing runtime_dir components are created private", "[delegates]") {
+  TempDir dir;
+  std::string runtime = dir.file("a/b/rt");
+  WrapperSpec spec{"acme", "memory", "nested", memory_command()};
+  spec.extra_delegate_toml = "runtime_dir = \"" + runtime + "\"\n";
+  mode_t old = ::umask(022);
+  WrapperProc one(dir, spec);
+  ::umask(old);
+  for (const std::string& p : {dir.file("a"), dir.file("a/b"), runtime}) {
+    struct stat st {};
+    REQUIRE(::stat(p.c_str(), &st) == 0);
+    INFO(p);
+    CHECK((st.st_mode & 07777) == 0700);
+  }
 }
