@@ -65,7 +65,8 @@ grpc::Status check_wrapper_hops(const grpc::ServerContextBase& call, std::string
   if (hops < kMaxWrapperHops) return grpc::Status::OK;
   return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                       "wrapper \"" + std::string(wrapper_name) + "\" refuses a call that has already passed " +
-                          std::to_string(hops) + " wrappers (limit " + std::to_string(kMaxWrapperHops) +
+                          (hops >= 1000000 ? std::string("at least 1000000") : std::to_string(hops)) +
+                          " wrappers (limit " + std::to_string(kMaxWrapperHops) +
                           "): the wrappers form a loop; check each wrapper's delegate.endpoint");
 }
 
