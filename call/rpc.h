@@ -75,12 +75,8 @@ struct RpcTypes;
 OWRAP_COMPUTE_DRIVER_RPCS(OWRAP_RPC_TYPES)
 #undef OWRAP_RPC_TYPES
 
-// The request and response of `R`, from the Message a call holds: the call
+// The response of `R`, from the Message a call holds: the call
 // knows its RPC, so this is a static_cast, never a dynamic_cast.
-template <Rpc R>
-typename RpcTypes<R>::Request& request_as(google::protobuf::Message& m) {
-  return static_cast<typename RpcTypes<R>::Request&>(m);
-}
 template <Rpc R>
 typename RpcTypes<R>::Response& response_as(google::protobuf::Message& m) {
   return static_cast<typename RpcTypes<R>::Response&>(m);

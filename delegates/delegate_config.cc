@@ -9,19 +9,6 @@ namespace {
 constexpr int64_t kHour = 3600000;
 constexpr int64_t kTenMinutes = 600000;
 
-bool valid_key_name(const std::string& name) {
-  if (name.empty() || name.size() > 63) return false;
-  for (unsigned char c : name)
-    if (!(std::islower(c) || std::isdigit(c) || c == '_' || c == '-')) return false;
-  return true;
-}
-
-std::string endpoint_path(const std::string& endpoint) {
-  if (endpoint.rfind("unix://", 0) == 0) return endpoint.substr(7);
-  if (endpoint.rfind("unix:", 0) == 0) return endpoint.substr(5);
-  return {};
-}
-
 void read_how_reached(TomlSection& d, DelegateOptions& del) {
   if (d.has("command")) {
     auto command = d.strings("command");
@@ -44,7 +31,7 @@ void read_how_reached(TomlSection& d, DelegateOptions& del) {
   if (!del.endpoint.empty()) {
     if (del.endpoint.rfind("unix:", 0) != 0) {
       d.error("endpoint", "must be a unix: address such as \"unix:///run/openshell/k8s.sock\"");
-    } else if (std::string e = socket_path_error(endpoint_path(del.endpoint)); !e.empty()) {
+    } else if (std::string e = socket_path_error(endpoint_socket_path(del.endpoint)); !e.empty()) {
       d.error("endpoint", e);
     }
   }
@@ -80,6 +67,19 @@ void read_timing(TomlSection& d, DelegateOptions& del) {
 
 }  // namespace
 
+bool valid_driver_name(const std::string& name) {
+  if (name.empty() || name.size() > 63) return false;
+  for (unsigned char c : name)
+    if (!(std::islower(c) || std::isdigit(c) || c == '_' || c == '-')) return false;
+  return true;
+}
+
+std::string endpoint_socket_path(const std::string& endpoint) {
+  if (endpoint.rfind("unix://", 0) == 0) return endpoint.substr(7);
+  if (endpoint.rfind("unix:", 0) == 0) return endpoint.substr(5);
+  return {};
+}
+
 const std::vector<std::string>& delegate_config_keys() {
   static const std::vector<std::string> kKeys = {"name",
                                                  "command",
@@ -101,7 +101,7 @@ DelegateOptions read_delegate_options(TomlSection& d) {
   DelegateOptions del;
   d.allow_only(delegate_config_keys());
   del.name = d.string("name").value_or("");
-  if (!valid_key_name(del.name)) {
+  if (!valid_driver_name(del.name)) {
     d.error("name", "\"" + del.name + "\" must match [a-z0-9_-]{1,63} (the base driver's driver_config key)");
   }
   read_how_reached(d, del);

@@ -13,13 +13,6 @@
 
 namespace owrap {
 
-bool valid_driver_name(const std::string& name) {
-  if (name.empty() || name.size() > 63) return false;
-  for (unsigned char c : name)
-    if (!(std::islower(c) || std::isdigit(c) || c == '_' || c == '-')) return false;
-  return true;
-}
-
 namespace {
 
 constexpr int64_t kTenMinutes = 600000;
@@ -156,12 +149,6 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
   }
   cfg.delegate.wrapper_name = cfg.name;
   return cfg;
-}
-
-std::string endpoint_socket_path(const std::string& endpoint) {
-  if (endpoint.rfind("unix://", 0) == 0) return endpoint.substr(7);
-  if (endpoint.rfind("unix:", 0) == 0) return endpoint.substr(5);
-  return {};
 }
 
 Result<bool> check_not_own_delegate(const WrapperConfig& cfg, const std::string& socket_source) {

@@ -5,6 +5,7 @@
 #include "call/stage.h"
 #include "common/log.h"
 #include "delegates/delegate.h"
+#include "delegates/delegate_config.h"
 #include "policy/config_split.h"
 
 #include <nlohmann/json.hpp>
@@ -62,8 +63,6 @@ const std::vector<ConfigSection>& config_sections();
 Result<WrapperConfig> load_config(const std::string& path);
 Result<WrapperConfig> parse_config(const std::string& toml_text, const std::string& source);
 
-// The socket path of a "unix:" endpoint ("unix:///abs" or "unix:path").
-std::string endpoint_socket_path(const std::string& endpoint);
 // An endpoint delegate must not be the wrapper's own socket: the wrapper
 // would relay every call to itself. `socket_source` names where the socket
 // came from (wrapper.socket, --bind-socket, ...).
@@ -71,8 +70,5 @@ Result<bool> check_not_own_delegate(const WrapperConfig& cfg, const std::string&
 // Everything that can be known about the serving socket before anything is
 // launched: set, absolute, short enough, not the delegate's endpoint.
 Result<bool> check_serving_socket(const WrapperConfig& cfg, const std::string& socket_source);
-
-// [a-z0-9_-]{1,63}: the gateway lowercases driver names.
-bool valid_driver_name(const std::string& name);
 
 }  // namespace owrap

@@ -33,10 +33,7 @@ class GenericRelay::Call {
     listen(relay_, cq_);
     active_.emplace(relay_.queues_.tracker());
     start_ = std::chrono::steady_clock::now();
-    grpc::Status refused = check_wrapper_hops(ctx_, relay_.wrapper_name_);
-    if (refused.ok() && relay_.queues_.tracker().draining()) {
-      refused = grpc::Status(grpc::StatusCode::UNAVAILABLE, "wrapper \"" + relay_.wrapper_name_ + "\" is shutting down");
-    }
+    grpc::Status refused = admit_call(ctx_, relay_.wrapper_name_, relay_.queues_.tracker());
     if (!refused.ok()) {
       status_ = std::move(refused);
       upstream_done_ = true;

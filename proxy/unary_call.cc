@@ -1,5 +1,7 @@
 #include "proxy/unary_call.h"
 
+#include <array>
+
 namespace owrap {
 
 AsyncComputeDriver::AsyncComputeDriver() {
@@ -9,9 +11,17 @@ AsyncComputeDriver::AsyncComputeDriver() {
 }
 
 int AsyncComputeDriver::method_index(Rpc rpc) {
-  static const auto* service =
-      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(v1::ComputeDriver::service_full_name());
-  return service->FindMethodByName(std::string(rpc_name(rpc)))->index();
+  // Looked up once: every request a listener puts up asks for it.
+  static const std::array<int, kRpcCount> kIndex = [] {
+    const auto* service =
+        google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(v1::ComputeDriver::service_full_name());
+    std::array<int, kRpcCount> index{};
+    for (const auto& info : all_rpcs()) {
+      index[static_cast<size_t>(info.rpc)] = service->FindMethodByName(std::string(info.name))->index();
+    }
+    return index;
+  }();
+  return kIndex[static_cast<size_t>(rpc)];
 }
 
 grpc::Status redact_status(const grpc::Status& s, const std::vector<std::string>& secrets) {
@@ -37,6 +47,15 @@ void log_call(const CallLogEntry& entry, std::chrono::steady_clock::time_point s
   if (!entry.delivered) fields["delivered"] = false;
   if (!s.ok()) fields["error"] = entry.secrets ? redact_secrets(s.error_message(), *entry.secrets) : s.error_message();
   Logger::instance().write(level, "rpc", std::move(fields));
+}
+
+grpc::Status admit_call(const grpc::ServerContextBase& call, const std::string& wrapper_name,
+                        const CallTracker& tracker) {
+  if (grpc::Status s = check_wrapper_hops(call, wrapper_name); !s.ok()) return s;
+  if (tracker.draining()) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "wrapper \"" + wrapper_name + "\" is shutting down");
+  }
+  return grpc::Status::OK;
 }
 
 }  // namespace owrap

@@ -90,6 +90,12 @@ struct CallLogEntry {
 };
 void log_call(const CallLogEntry& entry, std::chrono::steady_clock::time_point start, const grpc::Status& s);
 
+// Whether a call that just arrived may be served, unary or unknown method:
+// not past the hop limit (a loop of wrappers), and the wrapper not draining
+// for shutdown.
+grpc::Status admit_call(const grpc::ServerContextBase& call, const std::string& wrapper_name,
+                        const CallTracker& tracker);
+
 template <class Req, class Resp>
 class UnaryCall final : public CallHost {
  public:
@@ -219,12 +225,8 @@ class UnaryCall final : public CallHost {
     }
     state_.sandbox_id = sandbox_id_of(method_.rpc, request_);
     state_.secrets = collect_secrets(request_);
-    if (grpc::Status s = check_wrapper_hops(server_ctx_, relay_.wrapper_name); !s.ok()) {
+    if (grpc::Status s = admit_call(server_ctx_, relay_.wrapper_name, relay_.tracker); !s.ok()) {
       finish(s);
-      return end_op();
-    }
-    if (relay_.tracker.draining()) {
-      finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "wrapper \"" + relay_.wrapper_name + "\" is shutting down"));
       return end_op();
     }
     runner_.start();
