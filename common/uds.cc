@@ -85,12 +85,11 @@ Result<bool> check_existing_private_dir(const std::string& dir) {
 
 }  // namespace
 
-Result<bool> ensure_private_dir(const std::string& dir) {
-  std::error_code ec;
-  bool existed = std::filesystem::exists(std::filesystem::symlink_status(dir, ec));
-  if (existed) return check_existing_private_dir(dir);
+Result<bool> create_missing_dirs(const std::string& dir) {
   // Every directory we create on the way is ours: private whatever the
-  // umask says (mkdir's mode is masked; chmod is not).
+  // umask says (mkdir's mode is masked; chmod is not). Existing ones are
+  // never touched.
+  std::error_code ec;
   std::filesystem::path built;
   for (const auto& part : std::filesystem::path(dir)) {
     built /= part;
@@ -98,8 +97,14 @@ Result<bool> ensure_private_dir(const std::string& dir) {
     if (::mkdir(built.c_str(), 0700) != 0 && errno != EEXIST) {
       return Error{"cannot create directory " + built.string() + ": " + errno_text(errno)};
     }
-    if (::chmod(built.c_str(), 0700) != 0) return Error{"cannot chmod 0700 " + built.string() + ": " + errno_text(errno)};
+    if (::chmod(built.c_str(), 0700) != 0)
+      return Error{"cannot chmod 0700 " + built.string() + ": " + errno_text(errno)};
   }
+  return true;
+}
+
+Result<bool> ensure_private_dir(const std::string& dir) {
+  if (auto made = create_missing_dirs(dir); !made) return made;
   return check_existing_private_dir(dir);
 }
 

@@ -52,6 +52,10 @@ class UniqueFd {
 // absolute, without NUL bytes, and at most 107 bytes.
 std::string socket_path_error(const std::string& path);
 
+// Creates each missing component of `dir` with mode 0700; never changes a
+// directory that exists.
+Result<bool> create_missing_dirs(const std::string& dir);
+
 // Creates (if missing, then mode 0700) or accepts a private directory: real,
 // owned by euid, writable by nobody else. Never changes an existing
 // directory's mode.

@@ -35,16 +35,8 @@ bool holds_answering_socket(const std::string& dir) {
 }  // namespace
 
 Result<bool> prepare_runtime_parent(const std::string& dir) {
-  // Every missing component is created private, not with the umask's mode:
-  // the documentation promises 0700 for what the wrapper creates.
-  std::string partial;
-  for (const auto& part : std::filesystem::path(dir)) {
-    partial = partial.empty() || partial == "/" ? partial + part.string() : partial + "/" + part.string();
-    if (part.empty() || partial == "/") continue;
-    if (::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST) {
-      return Error{"cannot create directory " + partial + ": " + std::strerror(errno)};
-    }
-  }
+  // The documentation promises 0700 for what the wrapper creates.
+  if (auto made = create_missing_dirs(dir); !made) return made;
   struct stat st {};
   if (::lstat(dir.c_str(), &st) != 0) return Error{"cannot stat " + dir + ": " + std::strerror(errno)};
   if (S_ISLNK(st.st_mode)) return Error{"directory " + dir + " is a symlink; refusing to use it"};
