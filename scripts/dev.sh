@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(meson ninja-build pkg-config g++ libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
+PACKAGES=(meson ninja-build pkg-config g++ libgrpc++-dev libabsl-dev protobuf-compiler-grpc libprotobuf-dev
           protobuf-compiler libboost-dev nlohmann-json3-dev libtomlplusplus-dev catch2 util-linux procps)
 
 install_deps() {
