@@ -10,6 +10,8 @@
 // docs/performance.md).
 #pragma once
 
+#include "common/completion_tag.h"
+
 #include <grpcpp/completion_queue.h>
 #include <grpcpp/server_builder.h>
 
@@ -22,26 +24,6 @@
 #include <vector>
 
 namespace owrap {
-
-// Everything put on a completion queue is a CompletionTag.
-class CompletionTag {
- public:
-  virtual ~CompletionTag() = default;
-  virtual void proceed(bool ok) = 0;
-};
-
-// A tag that calls owner->*step(ok): for objects with several operations in
-// flight at once (a read and a write, say), one tag each.
-template <class T>
-class BoundTag final : public CompletionTag {
- public:
-  BoundTag(T* owner, void (T::*step)(bool)) : owner_(owner), step_(step) {}
-  void proceed(bool ok) override { (owner_->*step_)(ok); }
-
- private:
-  T* owner_;
-  void (T::*step_)(bool);
-};
 
 // Counts live calls so shutdown can wait until none can start another
 // operation on a queue that is about to be shut down.
