@@ -7,9 +7,13 @@ namespace owrap {
 namespace {
 const std::string kNothing;
 
+std::string stage_label(const std::string& stage, const std::string& progress) {
+  return "stage \"" + stage + "\"" + (progress.empty() ? "" : " (" + progress + ")");
+}
+
 std::string describe_wait(const std::string& stage, bool deadline, std::chrono::milliseconds timeout) {
-  if (deadline) return "the caller's deadline passed while stage \"" + stage + "\" was running";
-  return "stage \"" + stage + "\" did not finish within its timeout of " + std::to_string(timeout.count()) + " ms";
+  if (deadline) return "the caller's deadline passed while " + stage + " was running";
+  return stage + " did not finish within its timeout of " + std::to_string(timeout.count()) + " ms";
 }
 }  // namespace
 
@@ -135,7 +139,8 @@ void CallRunner::on_resumed() {
 
 void CallRunner::on_timer() {
   if (!token_ || !token_->abandon()) return;  // nothing waits, or a resume is on its way
-  std::string message = describe_wait(waiting_->name, deadline_governs_, waiting_timeout_);
+  std::string message =
+      describe_wait(stage_label(waiting_->name, token_->progress()), deadline_governs_, waiting_timeout_);
   stop_waiting();
   fail(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, message),
        phase_ == Phase::kAfter ? outcome_ : DelegateOutcome::kNotCalled);
@@ -148,9 +153,9 @@ void CallRunner::on_cancelled(const grpc::Status& why) {
   // A delegate call in flight is cancelled with the caller (the calls are
   // linked); its answer still arrives and decides the outcome.
   if (!token_ || !token_->abandon()) return;
-  std::string stage = waiting_->name;
+  std::string stage = stage_label(waiting_->name, token_->progress());
   stop_waiting();
-  fail(grpc::Status(why.error_code(), why.error_message() + " while stage \"" + stage + "\" was running"),
+  fail(grpc::Status(why.error_code(), why.error_message() + " while " + stage + " was running"),
        phase_ == Phase::kAfter ? outcome_ : DelegateOutcome::kNotCalled);
 }
 
@@ -171,11 +176,21 @@ void CallRunner::fail(const grpc::Status& status, DelegateOutcome outcome) {
     if (stage.compensate) stage.compensate(state_, status, outcome);
   }
   host_.finish(status);
+  notify_finished(status, outcome);
 }
 
 void CallRunner::finish(const grpc::Status& status) {
   phase_ = Phase::kDone;
   host_.finish(status);
+  notify_finished(status, outcome_);
+}
+
+void CallRunner::notify_finished(const grpc::Status& status, DelegateOutcome outcome) {
+  for (size_t i = 0; i < stages_.size(); i++) {
+    const Stage& stage = *stages_[i];
+    bool ran = i < before_ran_ || !stage.before;
+    if (stage.finished && ran) stage.finished(state_, status, outcome);
+  }
 }
 
 }  // namespace owrap

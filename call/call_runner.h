@@ -78,6 +78,7 @@ class CallRunner {
   void stop_waiting();
   void fail(const grpc::Status& status, DelegateOutcome outcome);
   void finish(const grpc::Status& status);
+  void notify_finished(const grpc::Status& status, DelegateOutcome outcome);
 
   CallHost& host_;
   CallState& state_;

@@ -6,8 +6,10 @@
 #include "call/rpc.h"
 
 #include <google/protobuf/struct.pb.h>
+#include <grpcpp/completion_queue.h>
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,6 +24,14 @@ struct CallState {
   std::vector<std::string> secrets;
   // The caller's deadline (max() when it sent none).
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  // The caller's W3C trace context, passed on to hooks.
+  std::string traceparent;
+  // The call's own completion queue (its tags are CompletionTags), so work
+  // a stage starts (a grpc hook) completes there without a thread hop; null
+  // where the call has none (tests, the plan tool).
+  grpc::CompletionQueue* cq = nullptr;
+  // What the hook chain keeps between its steps of one call (hooks/).
+  std::shared_ptr<void> hook_run;
 };
 
 }  // namespace owrap

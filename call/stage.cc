@@ -35,6 +35,16 @@ void ResumeToken::on_cancel(std::function<void()> f) {
   f();
 }
 
+void ResumeToken::set_progress(std::string what) {
+  std::lock_guard<std::mutex> lock(mu_);
+  progress_ = std::move(what);
+}
+
+std::string ResumeToken::progress() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return progress_;
+}
+
 grpc::Status ResumeToken::take_status() {
   std::lock_guard<std::mutex> lock(mu_);
   host_ = nullptr;

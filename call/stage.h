@@ -38,6 +38,10 @@ class ResumeToken {
   bool cancelled() const;
   bool resumed() const;
   void on_cancel(std::function<void()> f);
+  // Any thread: what the stage is doing now ("hook \"quota\", phase
+  // validate"), added to a timeout or cancellation message.
+  void set_progress(std::string what);
+  std::string progress() const;
 
   // The call's thread: what it learns when the host's resume arrives.
   grpc::Status take_status();
@@ -56,6 +60,7 @@ class ResumeToken {
   bool cancelled_ = false;
   grpc::Status status_;
   std::function<void()> on_cancel_;
+  std::string progress_;
 };
 
 // The handle a suspended stage keeps. Copyable; every copy is the same
@@ -75,6 +80,11 @@ class Resume {
   // at once if it already has: a hook kills its process here.
   void on_cancel(std::function<void()> f) const {
     if (token_) token_->on_cancel(std::move(f));
+  }
+  // Names what the suspended stage waits for, for the message the call ends
+  // with if it times out or is cancelled meanwhile.
+  void set_progress(std::string what) const {
+    if (token_) token_->set_progress(std::move(what));
   }
 
  private:
@@ -102,9 +112,12 @@ using RpcSet = std::bitset<kRpcCount>;
 RpcSet rpc_set(std::initializer_list<Rpc> rpcs);
 
 // A stage is data: its name (in every message about it), the RPCs it
-// applies to, and up to three steps. `compensate` undoes `before` when the
+// applies to, and up to four steps. `compensate` undoes `before` when the
 // call fails after it ran, and is told what the delegate's answer means;
-// its errors are the stage's to log, never the caller's.
+// its errors are the stage's to log, never the caller's. `finished` runs
+// once the answer was handed to the caller, for every stage whose `before`
+// ran (or that has none), whatever the answer: work that must not delay the
+// answer (after-phase hooks) starts here.
 struct Stage {
   using Step = std::function<StepResult(CallState&, google::protobuf::Message&, const Resume&)>;
   std::string name;
@@ -112,6 +125,7 @@ struct Stage {
   Step before;  // the request, before the delegate
   Step after;   // the response, after the delegate said OK
   std::function<void(CallState&, const grpc::Status& cause, DelegateOutcome)> compensate;
+  std::function<void(CallState&, const grpc::Status& answer, DelegateOutcome)> finished;
 };
 
 }  // namespace owrap

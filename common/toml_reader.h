@@ -31,6 +31,9 @@ class TomlSection {
   // Every key not in `keys` is an error naming it.
   void allow_only(const std::vector<std::string>& keys);
   bool has(std::string_view key) const { return table_->contains(key); }
+  // The raw value, for keys that take more than one shape; null if absent.
+  const toml::node* node(std::string_view key) const { return table_->get(key); }
+  const toml::table& raw() const { return *table_; }
 
   std::optional<std::string> string(std::string_view key);
   std::optional<bool> boolean(std::string_view key);

@@ -1,0 +1,397 @@
+#include "hooks/hook_chain.h"
+
+#include "common/log.h"
+#include "hooks/chain_run.h"
+
+#include <algorithm>
+
+namespace owrap {
+
+namespace {
+
+const std::vector<std::pair<grpc::StatusCode, std::string>>& code_names() {
+  static const std::vector<std::pair<grpc::StatusCode, std::string>> kNames = {
+      {grpc::StatusCode::OK, "OK"},
+      {grpc::StatusCode::CANCELLED, "CANCELLED"},
+      {grpc::StatusCode::UNKNOWN, "UNKNOWN"},
+      {grpc::StatusCode::INVALID_ARGUMENT, "INVALID_ARGUMENT"},
+      {grpc::StatusCode::DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"},
+      {grpc::StatusCode::NOT_FOUND, "NOT_FOUND"},
+      {grpc::StatusCode::ALREADY_EXISTS, "ALREADY_EXISTS"},
+      {grpc::StatusCode::PERMISSION_DENIED, "PERMISSION_DENIED"},
+      {grpc::StatusCode::RESOURCE_EXHAUSTED, "RESOURCE_EXHAUSTED"},
+      {grpc::StatusCode::FAILED_PRECONDITION, "FAILED_PRECONDITION"},
+      {grpc::StatusCode::ABORTED, "ABORTED"},
+      {grpc::StatusCode::OUT_OF_RANGE, "OUT_OF_RANGE"},
+      {grpc::StatusCode::UNIMPLEMENTED, "UNIMPLEMENTED"},
+      {grpc::StatusCode::INTERNAL, "INTERNAL"},
+      {grpc::StatusCode::UNAVAILABLE, "UNAVAILABLE"},
+      {grpc::StatusCode::DATA_LOSS, "DATA_LOSS"},
+      {grpc::StatusCode::UNAUTHENTICATED, "UNAUTHENTICATED"},
+  };
+  return kNames;
+}
+
+bool ready_now(const v1::DriverSandbox& sandbox) {
+  for (const auto& c : sandbox.status().conditions()) {
+    if (c.type() == "Ready") return c.status() == "True";
+  }
+  return false;
+}
+
+std::string outcome_label(DelegateOutcome outcome) {
+  switch (outcome) {
+    case DelegateOutcome::kNotCalled:
+      return "not_called";
+    case DelegateOutcome::kFailed:
+      return "failed";
+    case DelegateOutcome::kInDoubt:
+      return "in_doubt";
+    case DelegateOutcome::kCommitted:
+      return "committed";
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+std::optional<grpc::StatusCode> status_code_from_name(const std::string& name) {
+  for (const auto& [code, n] : code_names()) {
+    if (n == name && code != grpc::StatusCode::OK) return code;
+  }
+  return std::nullopt;
+}
+
+std::string status_code_name(grpc::StatusCode code) {
+  for (const auto& [c, n] : code_names()) {
+    if (c == code) return n;
+  }
+  return "UNKNOWN";
+}
+
+grpc::StatusCode refusal_code(Rpc rpc, const std::string& hook_code) {
+  auto code = status_code_from_name(hook_code);
+  switch (rpc) {
+    case Rpc::kCreateSandbox:
+      // Everything else becomes INTERNAL "create sandbox failed" at the gateway.
+      if (code == grpc::StatusCode::ALREADY_EXISTS) return *code;
+      return grpc::StatusCode::FAILED_PRECONDITION;
+    case Rpc::kValidateSandboxCreate:
+      if (code == grpc::StatusCode::INVALID_ARGUMENT) return *code;
+      return grpc::StatusCode::FAILED_PRECONDITION;
+    default:
+      return code.value_or(grpc::StatusCode::FAILED_PRECONDITION);
+  }
+}
+
+std::vector<HookPhase> before_phases(Rpc rpc) {
+  switch (rpc) {
+    case Rpc::kValidateSandboxCreate:
+    case Rpc::kCreateSandbox:
+      return {HookPhase::kPrepare, HookPhase::kValidate};
+    case Rpc::kStopSandbox:
+      return {HookPhase::kBeforeStop};
+    case Rpc::kStartSandbox:
+      return {HookPhase::kBeforeStart};
+    case Rpc::kDeleteSandbox:
+      return {HookPhase::kBeforeDelete};
+    default:
+      return {};
+  }
+}
+
+std::optional<HookPhase> after_phase(Rpc rpc, bool committed) {
+  switch (rpc) {
+    case Rpc::kCreateSandbox:
+      return committed ? HookPhase::kAfterCreate : HookPhase::kOnCreateFailed;
+    case Rpc::kStopSandbox:
+      return committed ? std::optional(HookPhase::kAfterStop) : std::nullopt;
+    case Rpc::kStartSandbox:
+      return committed ? std::optional(HookPhase::kAfterStart) : std::nullopt;
+    case Rpc::kDeleteSandbox:
+      return committed ? std::optional(HookPhase::kAfterDelete) : std::nullopt;
+    default:
+      return std::nullopt;
+  }
+}
+
+HookChain::HookChain(HookChainOptions options, std::vector<ConfiguredHook> hooks)
+    : options_(std::move(options)),
+      hooks_(std::move(hooks)),
+      after_(options_.config.after_queue_capacity, options_.config.after_concurrency) {
+  for (size_t i = 0; i < hooks_.size(); i++) counters_.push_back(std::make_unique<HookCounters>());
+}
+
+HookChain::~HookChain() {
+  stop();
+}
+
+void HookChain::start() {
+  for (auto& h : hooks_) h.hook->start();
+}
+
+void HookChain::stop() {
+  if (stopping_->cancelled()) return;
+  stopping_->cancel();
+  after_.stop();
+  for (auto& h : hooks_) h.hook->stop();
+}
+
+std::set<std::string> HookChain::claimed_keys() const {
+  std::set<std::string> keys;
+  for (const auto& h : hooks_) keys.insert(h.spec.name);
+  return keys;
+}
+
+void HookChain::set_delegate_version(std::string version) {
+  std::lock_guard lock(mu_);
+  delegate_version_ = std::move(version);
+}
+
+PatchRules HookChain::rules_for(const HookSpec& spec) const {
+  return PatchRules{options_.config.protected_paths, spec.max_patches, spec.max_reply_bytes};
+}
+
+std::vector<Stage> HookChain::stages() {
+  RpcSet rpcs = rpc_set(
+      {Rpc::kValidateSandboxCreate, Rpc::kCreateSandbox, Rpc::kStopSandbox, Rpc::kStartSandbox, Rpc::kDeleteSandbox});
+  std::vector<Stage> out;
+  out.push_back(Stage{
+      "hooks",
+      rpcs,
+      [this](CallState& s, google::protobuf::Message& m, const Resume& r) { return before(s, m, r); },
+      nullptr,
+      nullptr,
+      [this](CallState& s, const grpc::Status& answer, DelegateOutcome o) { finished(s, answer, o); },
+  });
+  // On the call's thread, once the chain ended: the plan reaches the request.
+  out.push_back(Stage{
+      "hooks.apply",
+      rpc_set({Rpc::kValidateSandboxCreate, Rpc::kCreateSandbox}),
+      [this](CallState& s, google::protobuf::Message& m, const Resume&) { return apply_plan(s, m); },
+      nullptr,
+      nullptr,
+      nullptr,
+  });
+  return out;
+}
+
+bool HookChain::active(const ConfiguredHook& h, HookPhase phase, const v1::DriverSandbox* sandbox,
+                       const google::protobuf::Struct& wrapper_config) const {
+  if (!h.spec.phases.test(static_cast<size_t>(phase))) return false;
+  switch (h.spec.when.kind) {
+    case Activation::Kind::kAlways:
+      return true;
+    case Activation::Kind::kExtension: {
+      if (sandbox == nullptr) return false;
+      const auto& labels = sandbox->spec().template_().labels();
+      auto it = labels.find("openshell.io/extension." + h.spec.when.extension_key);
+      return it != labels.end() && extension_enabled(it->second);
+    }
+    case Activation::Kind::kRequestConfig:
+      return wrapper_config.fields().count(h.spec.name) > 0;
+  }
+  return false;
+}
+
+std::shared_ptr<hookpb::HookRequest> HookChain::base_request(const ConfiguredHook& h, HookPhase phase, Rpc rpc,
+                                                             const std::string& sandbox_id,
+                                                             const google::protobuf::Struct& wrapper_config) const {
+  auto request = std::make_shared<hookpb::HookRequest>();
+  request->set_protocol_version(kHookProtocolVersion);
+  request->set_hook(h.spec.name);
+  request->set_phase(std::string(phase_name(phase)));
+  request->set_rpc(std::string(rpc_name(rpc)));
+  request->set_sandbox_id(sandbox_id);
+  request->mutable_sandbox()->set_id(sandbox_id);
+  *request->mutable_config() = h.spec.config;
+  auto block = wrapper_config.fields().find(h.spec.name);
+  if (block != wrapper_config.fields().end() && block->second.has_struct_value()) {
+    *request->mutable_request_config() = block->second.struct_value();
+  }
+  request->mutable_delegate()->set_name(options_.delegate_name);
+  {
+    std::lock_guard lock(mu_);
+    request->mutable_delegate()->set_version(delegate_version_);
+  }
+  return request;
+}
+
+std::shared_ptr<ChainRun> HookChain::make_run(Rpc rpc, const v1::DriverSandbox* sandbox, const std::string& sandbox_id,
+                                              const google::protobuf::Struct& wrapper_config, grpc::Status& error) {
+  for (const auto& [key, value] : wrapper_config.fields()) {
+    if (claimed_keys().count(key) && !value.has_struct_value()) {
+      error = grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          options_.request_config_path + "." + key + ": must be an object (the request block of hook \"" + key + "\")");
+      return nullptr;
+    }
+  }
+  std::vector<ChainStep> steps;
+  for (HookPhase phase : before_phases(rpc)) {
+    for (size_t i = 0; i < hooks_.size(); i++) {
+      if (active(hooks_[i], phase, sandbox, wrapper_config)) steps.push_back({i, phase});
+    }
+  }
+  bool after = false;
+  for (bool committed : {true, false}) {
+    auto phase = after_phase(rpc, committed);
+    for (const auto& h : hooks_) after = after || (phase && active(h, *phase, sandbox, wrapper_config));
+  }
+  if (steps.empty() && !after) return nullptr;
+  std::optional<Plan> plan;
+  if (sandbox != nullptr) {
+    auto p = Plan::from(*sandbox);
+    if (!p) {
+      error = grpc::Status(grpc::StatusCode::INTERNAL, "hook chain: cannot build the plan: " + p.error());
+      return nullptr;
+    }
+    plan = std::move(p.value());
+  }
+  // Stop/Start/Delete name the sandbox; that is all a hook is told.
+  return std::make_shared<ChainRun>(*this, rpc, sandbox_id, std::move(plan), wrapper_config, std::move(steps));
+}
+
+StepResult HookChain::before(CallState& state, google::protobuf::Message& request, const Resume& resume) {
+  const v1::DriverSandbox* sandbox = sandbox_of(state.rpc, request);
+  grpc::Status error;
+  auto run = make_run(state.rpc, sandbox, state.sandbox_id, state.wrapper_config, error);
+  if (!error.ok()) return StepResult::done(error);
+  if (!run) return StepResult::done();
+  state.hook_run = run;
+  run->traceparent = state.traceparent;
+  run->cq = state.cq;
+  run->caller_deadline = state.deadline;
+  resume.on_cancel([cancel = run->cancel] { cancel->cancel(); });
+  bool ended = run->start([resume](grpc::Status s) { resume(std::move(s)); },
+                          [resume](std::string what) { resume.set_progress(std::move(what)); });
+  if (ended) return StepResult::done(run->status());
+  // The chain ends itself within the budget; the stage's timer is the
+  // backstop, and the caller's deadline still governs.
+  return StepResult::suspended(options_.config.budget + std::chrono::milliseconds(500));
+}
+
+StepResult HookChain::apply_plan(CallState& state, google::protobuf::Message& request) {
+  auto run = std::static_pointer_cast<ChainRun>(state.hook_run);
+  if (!run || run->plan() == nullptr || run->plan()->changes().empty()) return StepResult::done();
+  v1::DriverSandbox* sandbox = sandbox_of(state.rpc, request);
+  if (sandbox == nullptr) return StepResult::done();
+  if (grpc::Status s = run->plan()->write_back(*sandbox); !s.ok()) {
+    return StepResult::done(
+        grpc::Status(grpc::StatusCode::INTERNAL, "hook chain: cannot apply the plan: " + s.error_message()));
+  }
+  return StepResult::done();
+}
+
+void HookChain::finished(CallState& state, const grpc::Status& answer, DelegateOutcome outcome) {
+  auto run = std::static_pointer_cast<ChainRun>(state.hook_run);
+  if (!run) return;
+  bool committed = answer.ok() && outcome == DelegateOutcome::kCommitted;
+  run->close(committed);
+  auto phase = after_phase(state.rpc, committed);
+  if (!phase) return;
+  enqueue_after(*run, *phase, committed ? nullptr : &answer, outcome);
+}
+
+void HookChain::enqueue_after(const ChainRun& run, HookPhase phase, const grpc::Status* failure,
+                              DelegateOutcome outcome) {
+  const v1::DriverSandbox* view =
+      const_cast<ChainRun&>(run).plan() ? &const_cast<ChainRun&>(run).plan()->view() : nullptr;
+  AfterJob job;
+  for (size_t i = hooks_.size(); i-- > 0;) {
+    const ConfiguredHook& h = hooks_[i];
+    if (!active(h, phase, view, run.wrapper_config())) continue;
+    auto request = base_request(h, phase, run.rpc(), run.sandbox_id(), run.wrapper_config());
+    if (view) *request->mutable_sandbox() = *view;
+    if (failure) {
+      request->mutable_failure()->set_status_code(status_code_name(failure->error_code()));
+      request->mutable_failure()->set_message(failure->error_message());
+      request->mutable_failure()->set_outcome(outcome_label(outcome));
+    }
+    job.push_back(AfterInvocation{h.hook.get(), &h.spec, std::move(request)});
+  }
+  after_.push(std::move(job));
+}
+
+void HookChain::sandbox_reported(const v1::DriverSandbox& sandbox) {
+  if (!ready_now(sandbox)) return;
+  {
+    std::lock_guard lock(mu_);
+    if (!ready_.insert(sandbox.id()).second) return;
+  }
+  AfterJob job;
+  google::protobuf::Struct none;
+  for (size_t i = hooks_.size(); i-- > 0;) {
+    const ConfiguredHook& h = hooks_[i];
+    if (!active(h, HookPhase::kAfterReady, &sandbox, none)) continue;
+    auto request = base_request(h, HookPhase::kAfterReady, Rpc::kWatchSandboxes, sandbox.id(), none);
+    *request->mutable_sandbox() = sandbox;
+    scrub_secrets(*request->mutable_sandbox());
+    job.push_back(AfterInvocation{h.hook.get(), &h.spec, std::move(request)});
+  }
+  after_.push(std::move(job));
+}
+
+void HookChain::sandbox_deleted(const std::string& sandbox_id) {
+  std::lock_guard lock(mu_);
+  ready_.erase(sandbox_id);
+}
+
+nlohmann::json HookChain::effective_chain() const {
+  nlohmann::json out = nlohmann::json::object();
+  for (const RpcInfo& info : all_rpcs()) {
+    nlohmann::json entries = nlohmann::json::array();
+    std::vector<HookPhase> phases = before_phases(info.rpc);
+    for (bool committed : {true, false}) {
+      if (auto p = after_phase(info.rpc, committed)) phases.push_back(*p);
+    }
+    if (info.rpc == Rpc::kWatchSandboxes) phases.push_back(HookPhase::kAfterReady);
+    for (HookPhase phase : phases) {
+      std::vector<const ConfiguredHook*> order;
+      for (const auto& h : hooks_) order.push_back(&h);
+      if (!is_decision_phase(phase)) std::reverse(order.begin(), order.end());
+      for (const ConfiguredHook* h : order) {
+        if (h->spec.phases.test(static_cast<size_t>(phase))) {
+          entries.push_back(std::string(phase_name(phase)) + ":" + h->spec.name);
+        }
+      }
+    }
+    if (!entries.empty()) out[std::string(info.name)] = entries;
+  }
+  return out;
+}
+
+std::string HookChain::summary() const {
+  if (hooks_.empty()) return "";
+  std::string names;
+  for (const auto& h : hooks_) names += (names.empty() ? "" : ", ") + h.spec.name;
+  return "hooks: " + names;
+}
+
+void HookChain::plan(const v1::DriverSandbox& sandbox, const google::protobuf::Struct& wrapper_config,
+                     std::function<void(PlanReport)> done) {
+  grpc::Status error;
+  auto run = make_run(Rpc::kValidateSandboxCreate, &sandbox, sandbox.id(), wrapper_config, error);
+  auto report = [done](std::shared_ptr<ChainRun> run, grpc::Status status) {
+    PlanReport r;
+    r.status = std::move(status);
+    if (run) {
+      r.hooks = run->verdicts();
+      if (run->plan()) r.plan = run->plan()->json();
+    }
+    done(std::move(r));
+  };
+  if (!error.ok() || !run) {
+    if (!run && error.ok()) {
+      auto p = Plan::from(sandbox);
+      PlanReport r;
+      if (p) r.plan = p.value().json();
+      return done(std::move(r));
+    }
+    return report(nullptr, error);
+  }
+  bool ended = run->start([run, report](grpc::Status s) { report(run, std::move(s)); }, nullptr);
+  if (ended) report(run, run->status());
+}
+
+}  // namespace owrap

@@ -1,0 +1,481 @@
+// The hook chain driven through the real CallRunner with scripted hooks
+// (CNI's fake Exec idea: the chain is tested without forking). Each hook
+// answers per phase as the test says, at once or later from its own thread.
+#include "call/call_runner.h"
+#include "hooks/hook_chain.h"
+
+#include <catch2/catch.hpp>
+
+#include <condition_variable>
+#include <deque>
+#include <thread>
+
+using namespace owrap;
+using Catch::Contains;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Script {
+  std::chrono::milliseconds delay{0};  // 0: answer inside invoke()
+  bool hang = false;                   // never answer; only the deadline or a cancel ends it
+  grpc::Status failure;
+  hookpb::HookResponse response;
+};
+
+Script allow() {
+  Script s;
+  s.response.set_allowed(true);
+  return s;
+}
+Script deny(const std::string& reason, const std::string& code = "") {
+  Script s;
+  s.response.set_allowed(false);
+  s.response.set_reason(reason);
+  s.response.set_status_code(code);
+  return s;
+}
+Script patch_label(const std::string& key, const std::string& value) {
+  Script s = allow();
+  auto* op = s.response.add_patches();
+  op->set_op("add");
+  op->set_path("/spec/template/labels/" + key);
+  op->mutable_value()->set_string_value(value);
+  return s;
+}
+
+struct Journal {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> events;
+  std::vector<std::string> requests;  // every HookRequest, serialized
+  std::vector<std::string> finished;
+
+  void add(const std::string& e, const std::string& request) {
+    std::lock_guard lock(mu);
+    events.push_back(e);
+    requests.push_back(request);
+    cv.notify_all();
+  }
+  std::vector<std::string> snapshot() {
+    std::lock_guard lock(mu);
+    return events;
+  }
+  bool wait_for(size_t n, std::chrono::milliseconds within = 5s) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, within, [&] { return events.size() >= n; });
+  }
+};
+
+class ScriptedHook final : public Hook {
+ public:
+  ScriptedHook(std::string name, Journal& journal) : Hook(std::move(name)), journal_(journal) {}
+  std::map<std::string, Script> scripts;  // by phase name; missing = allow
+  std::string transport() const override { return "builtin:scripted"; }
+
+  void invoke(std::shared_ptr<const hookpb::HookRequest> request, const InvokeOptions& options,
+              HookDone done) override {
+    journal_.add(name() + ":" + request->phase(), request->DebugString());
+    Script s = scripts.count(request->phase()) ? scripts[request->phase()] : allow();
+    if (s.delay.count() == 0 && !s.hang) return done(answer(s));
+    auto once = std::make_shared<std::atomic<bool>>(false);
+    auto shared_done = std::make_shared<HookDone>(std::move(done));
+    auto finish = [once, shared_done](HookOutcome o) {
+      if (!once->exchange(true)) (*shared_done)(std::move(o));
+    };
+    options.cancel->on_cancel([finish] { finish(HookOutcome::failed(grpc::StatusCode::CANCELLED, "cancelled")); });
+    auto deadline = options.deadline;
+    std::thread([s, finish, deadline, cancel = options.cancel] {
+      auto ready_at = std::chrono::steady_clock::now() + s.delay;
+      auto until = s.hang ? deadline : std::min(deadline, ready_at);
+      while (std::chrono::steady_clock::now() < until && !cancel->cancelled()) std::this_thread::sleep_for(2ms);
+      if (cancel->cancelled()) return;
+      if (s.hang || std::chrono::steady_clock::now() < ready_at) {
+        return finish(HookOutcome::failed(grpc::StatusCode::DEADLINE_EXCEEDED, "did not answer in time"));
+      }
+      finish(answer(s));
+    }).detach();
+  }
+  void call_finished(const std::string& sandbox_id, bool committed) override {
+    std::lock_guard lock(journal_.mu);
+    journal_.finished.push_back(name() + ":" + (committed ? "committed" : "not"));
+  }
+
+ private:
+  static HookOutcome answer(const Script& s) {
+    if (!s.failure.ok()) return HookOutcome{s.failure, {}};
+    return HookOutcome::answered(s.response);
+  }
+  Journal& journal_;
+};
+
+// A host whose "completion queue" is the test thread: resumes are queued
+// and run by drive(), timers checked there too.
+class LoopHost final : public CallHost {
+ public:
+  void post_resume() override {
+    std::lock_guard lock(mu);
+    resumes++;
+    cv.notify_all();
+  }
+  void arm_timer(std::chrono::steady_clock::time_point at) override { timer = at; }
+  void cancel_timer() override { timer.reset(); }
+  void call_delegate() override {
+    delegate_calls++;
+    delegate_request.CopyFrom(*request);
+    runner->on_delegate_done(delegate_answer, true);
+  }
+  void finish(const grpc::Status& s) override {
+    finished = true;
+    status = s;
+    finished_at = std::chrono::steady_clock::now();
+  }
+  // Runs the call's events until it has answered.
+  void drive(std::chrono::milliseconds limit = 10s) {
+    auto end = std::chrono::steady_clock::now() + limit;
+    while (!finished && std::chrono::steady_clock::now() < end) {
+      std::unique_lock lock(mu);
+      cv.wait_for(lock, 2ms, [&] { return resumes > 0; });
+      if (resumes > 0) {
+        resumes--;
+        lock.unlock();
+        runner->on_resumed();
+        continue;
+      }
+      lock.unlock();
+      if (timer && std::chrono::steady_clock::now() >= *timer) {
+        timer.reset();
+        runner->on_timer();
+      }
+    }
+  }
+
+  std::mutex mu;
+  std::condition_variable cv;
+  int resumes = 0;
+  std::optional<std::chrono::steady_clock::time_point> timer;
+  CallRunner* runner = nullptr;
+  google::protobuf::Message* request = nullptr;
+  v1::CreateSandboxRequest delegate_request;
+  grpc::Status delegate_answer;
+  int delegate_calls = 0;
+  bool finished = false;
+  grpc::Status status;
+  std::chrono::steady_clock::time_point finished_at;
+};
+
+HookSpec spec(const std::string& name, std::initializer_list<HookPhase> phases) {
+  HookSpec s;
+  s.name = name;
+  for (HookPhase p : phases) s.phases.set(static_cast<size_t>(p));
+  return s;
+}
+
+const std::initializer_list<HookPhase> kCreatePhases = {HookPhase::kPrepare, HookPhase::kValidate,
+                                                        HookPhase::kAfterCreate, HookPhase::kOnCreateFailed};
+
+struct ChainFixture {
+  Journal journal;
+  std::vector<ConfiguredHook> hooks;
+  HookChainConfig config;
+  std::unique_ptr<HookChain> chain;
+  std::vector<Stage> stages;
+
+  ScriptedHook& add(HookSpec s) {
+    auto hook = std::make_unique<ScriptedHook>(s.name, journal);
+    ScriptedHook& ref = *hook;
+    hooks.push_back(ConfiguredHook{std::move(s), std::move(hook)});
+    return ref;
+  }
+  void build() {
+    chain =
+        std::make_unique<HookChain>(HookChainOptions{"acme", "memory", "driver_config.acme", config}, std::move(hooks));
+    stages = chain->stages();
+  }
+  HookSpec& spec_of(size_t i) { return const_cast<HookSpec&>(chain->hooks()[i].spec); }
+};
+
+struct Call {
+  LoopHost host;
+  CallState state;
+  v1::CreateSandboxRequest create;
+  v1::CreateSandboxResponse create_response;
+  v1::StopSandboxRequest stop;
+  v1::StopSandboxResponse stop_response;
+  std::vector<const Stage*> stage_ptrs;
+  std::unique_ptr<CallRunner> runner;
+
+  Call() {
+    auto* sb = create.mutable_sandbox();
+    sb->set_id("sb-1");
+    sb->set_name("one");
+    sb->mutable_spec()->set_sandbox_token("TOKEN-very-secret-123");
+    (*sb->mutable_spec()->mutable_environment())["OPENSHELL_SANDBOX_TOKEN"] = "TOKEN-very-secret-123";
+    sb->mutable_spec()->mutable_template_()->set_image("ghcr.io/acme/base:1");
+    (*sb->mutable_spec()->mutable_template_()->mutable_labels())["team"] = "blue";
+    stop.set_sandbox_id("sb-1");
+  }
+  grpc::Status run(ChainFixture& f, Rpc rpc = Rpc::kCreateSandbox, std::chrono::milliseconds limit = 10s) {
+    state.rpc = rpc;
+    state.sandbox_id = "sb-1";
+    for (const auto& s : f.stages) {
+      if (s.rpcs.test(static_cast<size_t>(rpc))) stage_ptrs.push_back(&s);
+    }
+    google::protobuf::Message* req = rpc == Rpc::kCreateSandbox ? static_cast<google::protobuf::Message*>(&create)
+                                                                : static_cast<google::protobuf::Message*>(&stop);
+    google::protobuf::Message* resp = rpc == Rpc::kCreateSandbox
+                                          ? static_cast<google::protobuf::Message*>(&create_response)
+                                          : static_cast<google::protobuf::Message*>(&stop_response);
+    runner = std::make_unique<CallRunner>(host, state, stage_ptrs, *req, *resp);
+    host.runner = runner.get();
+    host.request = req;
+    runner->start();
+    host.drive(limit);
+    return host.status;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("prepare runs before validate, before-phases in order, after-phases reversed", "[chain]") {
+  ChainFixture f;
+  f.add(spec("a", kCreatePhases));
+  Script later = allow();
+  later.delay = 30ms;  // one answers from its own thread
+  f.add(spec("b", kCreatePhases)).scripts["prepare"] = later;
+  f.add(spec("c", kCreatePhases));
+  f.build();
+  Call call;
+  REQUIRE(call.run(f).ok());
+  REQUIRE(f.journal.wait_for(9));
+  auto events = f.journal.snapshot();
+  std::vector<std::string> want = {"a:prepare",  "b:prepare",      "c:prepare",      "a:validate",    "b:validate",
+                                   "c:validate", "c:after_create", "b:after_create", "a:after_create"};
+  CHECK(events == want);
+  CHECK(call.host.delegate_calls == 1);
+}
+
+TEST_CASE("prepare patches reach the delegate; validate sees who set which path", "[chain]") {
+  ChainFixture f;
+  f.add(spec("stamp", kCreatePhases)).scripts["prepare"] = patch_label("stamped", "yes");
+  f.add(spec("judge", kCreatePhases));
+  f.build();
+  Call call;
+  REQUIRE(call.run(f).ok());
+  CHECK(call.host.delegate_request.sandbox().spec().template_().labels().at("stamped") == "yes");
+  // The secret survives the rewrite for the delegate, and no hook saw it.
+  CHECK(call.host.delegate_request.sandbox().spec().sandbox_token() == "TOKEN-very-secret-123");
+  f.journal.wait_for(6);
+  std::lock_guard lock(f.journal.mu);
+  for (const auto& r : f.journal.requests) CHECK_THAT(r, !Contains("TOKEN-very-secret"));
+  bool owners_seen = false;
+  for (const auto& r : f.journal.requests) {
+    if (r.find("phase: \"validate\"") != std::string::npos && r.find("stamp") != std::string::npos &&
+        r.find("path_owners") != std::string::npos)
+      owners_seen = true;
+  }
+  CHECK(owners_seen);
+}
+
+TEST_CASE("a deny always denies; codes reach the caller the gateway lets through", "[chain]") {
+  ChainFixture f;
+  auto& guard = f.add(spec("guard", kCreatePhases));
+  SECTION("create: FAILED_PRECONDITION with hook and reason, even under fail_open") {
+    guard.scripts["validate"] = deny("image not allowed", "RESOURCE_EXHAUSTED");
+    f.build();
+    f.spec_of(0).failure_policy = FailurePolicy::kFailOpen;
+    Call call;
+    grpc::Status s = call.run(f);
+    CHECK(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+    CHECK_THAT(s.error_message(), Contains("hook \"guard\" denied CreateSandbox: image not allowed"));
+    CHECK(call.host.delegate_calls == 0);
+  }
+  SECTION("create: ALREADY_EXISTS is honoured") {
+    guard.scripts["prepare"] = deny("dup", "ALREADY_EXISTS");
+    f.build();
+    Call call;
+    CHECK(call.run(f).error_code() == grpc::StatusCode::ALREADY_EXISTS);
+  }
+  SECTION("stop: the hook's own code is honoured") {
+    f.add(spec("stopper", {HookPhase::kBeforeStop})).scripts["before_stop"] = deny("busy", "RESOURCE_EXHAUSTED");
+    f.build();
+    Call call;
+    grpc::Status s = call.run(f, Rpc::kStopSandbox);
+    CHECK(s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+    CHECK_THAT(s.error_message(), Contains("hook \"stopper\" denied StopSandbox: busy"));
+  }
+}
+
+TEST_CASE("failures follow the failure policy", "[chain]") {
+  ChainFixture f;
+  Script broken;
+  broken.failure = grpc::Status(grpc::StatusCode::UNAVAILABLE, "is not reachable at /run/x.sock");
+  f.add(spec("flaky", kCreatePhases)).scripts["validate"] = broken;
+  f.build();
+  SECTION("fail_closed refuses, naming the hook") {
+    Call call;
+    grpc::Status s = call.run(f);
+    CHECK(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+    CHECK_THAT(s.error_message(), Contains("hook \"flaky\", phase validate: is not reachable at /run/x.sock"));
+    CHECK_THAT(s.error_message(), Contains("fail_closed"));
+    CHECK(call.host.delegate_calls == 0);
+  }
+  SECTION("fail_open lets the call pass, counted") {
+    f.spec_of(0).failure_policy = FailurePolicy::kFailOpen;
+    Call call;
+    CHECK(call.run(f).ok());
+    CHECK(call.host.delegate_calls == 1);
+    CHECK(f.chain->counters(0).failed_open == 1);
+  }
+}
+
+TEST_CASE("a timeout under fail_closed and under fail_open", "[chain]") {
+  ChainFixture f;
+  Script slow;
+  slow.hang = true;
+  f.add(spec("slow", kCreatePhases)).scripts["validate"] = slow;
+  f.build();
+  f.spec_of(0).timeout = 200ms;
+  SECTION("fail_closed") {
+    Call call;
+    auto t0 = std::chrono::steady_clock::now();
+    grpc::Status s = call.run(f);
+    CHECK(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+    CHECK_THAT(s.error_message(), Contains("hook \"slow\""));
+    CHECK(std::chrono::steady_clock::now() - t0 < 3s);
+  }
+  SECTION("fail_open") {
+    f.spec_of(0).failure_policy = FailurePolicy::kFailOpen;
+    Call call;
+    CHECK(call.run(f).ok());
+    CHECK(call.host.delegate_calls == 1);
+  }
+}
+
+TEST_CASE("no caller deadline, four hanging fail_open hooks, a 1 s budget: about 1 s", "[chain]") {
+  ChainFixture f;
+  f.config.budget = 1000ms;
+  Script hang;
+  hang.hang = true;
+  for (int i = 0; i < 4; i++) {
+    HookSpec s = spec("h" + std::to_string(i), kCreatePhases);
+    s.failure_policy = FailurePolicy::kFailOpen;
+    s.timeout = 5000ms;
+    f.add(std::move(s)).scripts["validate"] = hang;
+  }
+  f.build();
+  Call call;
+  auto t0 = std::chrono::steady_clock::now();
+  CHECK(call.run(f).ok());
+  auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(took < 2500ms);
+  CHECK(took >= 900ms);
+  CHECK(call.host.delegate_calls == 1);
+}
+
+TEST_CASE("a caller deadline of 1 s with hooks that would take 5 s: DEADLINE_EXCEEDED in about 1 s", "[chain]") {
+  ChainFixture f;
+  Script slow;
+  slow.delay = 5000ms;
+  HookSpec s = spec("slowpoke", kCreatePhases);
+  s.timeout = 10000ms;
+  f.add(std::move(s)).scripts["prepare"] = slow;
+  f.build();
+  Call call;
+  call.state.deadline = std::chrono::steady_clock::now() + 1000ms;
+  auto t0 = std::chrono::steady_clock::now();
+  grpc::Status status = call.run(f);
+  CHECK(status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
+  CHECK_THAT(status.error_message(), Contains("slowpoke"));
+  CHECK(std::chrono::steady_clock::now() - t0 < 1500ms);
+}
+
+TEST_CASE("audit hooks never change anything", "[chain]") {
+  ChainFixture f;
+  Script broken;
+  broken.failure = grpc::Status(grpc::StatusCode::INTERNAL, "exited with code 3");
+  auto& a = f.add(spec("auditor", kCreatePhases));
+  a.scripts["prepare"] = patch_label("audited", "yes");
+  a.scripts["validate"] = deny("would deny");
+  auto& b = f.add(spec("broken", kCreatePhases));
+  b.scripts["validate"] = broken;
+  f.build();
+  f.spec_of(0).mode = HookMode::kAudit;
+  f.spec_of(1).mode = HookMode::kAudit;
+  Call call;
+  CHECK(call.run(f).ok());
+  CHECK(call.host.delegate_calls == 1);
+  CHECK(call.host.delegate_request.sandbox().spec().template_().labels().count("audited") == 0);
+  CHECK(f.chain->counters(0).audit_findings == 2);
+  CHECK(f.chain->counters(1).audit_findings == 1);
+}
+
+TEST_CASE("activation by extension label and by request config", "[chain]") {
+  ChainFixture f;
+  HookSpec ext = spec("gpu", kCreatePhases);
+  ext.when = Activation{Activation::Kind::kExtension, "gpu"};
+  f.add(std::move(ext));
+  HookSpec rc = spec("quota", kCreatePhases);
+  rc.when = Activation{Activation::Kind::kRequestConfig, ""};
+  f.add(std::move(rc));
+  f.build();
+  SECTION("neither") {
+    Call call;
+    CHECK(call.run(f).ok());
+    CHECK(f.journal.snapshot().empty());
+  }
+  SECTION("label enabled (any of the VM driver's spellings) and a request block") {
+    Call call;
+    (*call.create.mutable_sandbox()
+          ->mutable_spec()
+          ->mutable_template_()
+          ->mutable_labels())["openshell.io/extension.gpu"] = "Yes";
+    (*call.state.wrapper_config.mutable_fields())["quota"].mutable_struct_value();
+    CHECK(call.run(f).ok());
+    auto events = f.journal.snapshot();
+    CHECK(std::count(events.begin(), events.end(), "gpu:prepare") == 1);
+    CHECK(std::count(events.begin(), events.end(), "quota:validate") == 1);
+  }
+  SECTION("a request block that is not an object names its path") {
+    Call call;
+    (*call.state.wrapper_config.mutable_fields())["quota"].set_string_value("x");
+    grpc::Status s = call.run(f);
+    CHECK(s.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(s.error_message(), Contains("driver_config.acme.quota: must be an object"));
+  }
+}
+
+TEST_CASE("on_create_failed gets the delegate's status and its classification", "[chain]") {
+  ChainFixture f;
+  f.add(spec("watcher", kCreatePhases));
+  f.build();
+  Call call;
+  call.host.delegate_answer = grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection reset");
+  CHECK(call.run(f).error_code() == grpc::StatusCode::UNAVAILABLE);
+  REQUIRE(f.journal.wait_for(3));
+  std::lock_guard lock(f.journal.mu);
+  CHECK(f.journal.events.back() == "watcher:on_create_failed");
+  CHECK_THAT(f.journal.requests.back(), Contains("in_doubt"));
+  CHECK_THAT(f.journal.requests.back(), Contains("UNAVAILABLE"));
+  CHECK(f.journal.finished == std::vector<std::string>{"watcher:not"});
+}
+
+TEST_CASE("a cancelled caller reaches the hook that runs", "[chain]") {
+  ChainFixture f;
+  Script slow;
+  slow.hang = true;
+  f.add(spec("slow", kCreatePhases)).scripts["prepare"] = slow;
+  f.build();
+  Call call;
+  call.state.rpc = Rpc::kCreateSandbox;
+  for (const auto& s : f.stages) call.stage_ptrs.push_back(&s);
+  call.runner = std::make_unique<CallRunner>(call.host, call.state, call.stage_ptrs, call.create, call.create_response);
+  call.host.runner = call.runner.get();
+  call.host.request = &call.create;
+  call.runner->start();
+  REQUIRE(f.journal.wait_for(1));
+  call.runner->on_cancelled();
+  CHECK(call.host.finished);
+  CHECK(call.host.status.error_code() == grpc::StatusCode::CANCELLED);
+  CHECK_THAT(call.host.status.error_message(), Contains("hook \"slow\", phase prepare"));
+}
