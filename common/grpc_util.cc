@@ -162,4 +162,13 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
   return std::chrono::milliseconds(static_cast<int64_t>(ms));
 }
 
+std::string traceparent_of(const grpc::ServerContextBase& call) {
+  const auto& md = call.client_metadata();
+  auto it = md.find("traceparent");
+  if (it == md.end()) return "";
+  // A trace id is 55 characters; anything much longer is not one.
+  if (it->second.size() > 256) return "";
+  return std::string(it->second.data(), it->second.size());
+}
+
 }  // namespace owrap

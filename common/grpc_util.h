@@ -32,6 +32,9 @@ int wrapper_hops(const grpc::ServerContextBase& call);
 // kMaxWrapperHops wrappers; OK before.
 grpc::Status check_wrapper_hops(const grpc::ServerContextBase& call, std::string_view wrapper_name);
 
+// The caller's W3C `traceparent` metadata, or "" (handed on to hooks).
+std::string traceparent_of(const grpc::ServerContextBase& call);
+
 // Caller's metadata (traceparent, custom keys, -bin keys) onto the delegate
 // call, with the hop count one higher.
 void copy_request_metadata(const grpc::ServerContextBase& from, grpc::ClientContext& to);

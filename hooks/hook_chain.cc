@@ -1,5 +1,6 @@
 #include "hooks/hook_chain.h"
 
+#include "common/grpc_util.h"
 #include "common/log.h"
 #include "hooks/chain_run.h"
 
@@ -8,29 +9,6 @@
 namespace owrap {
 
 namespace {
-
-const std::vector<std::pair<grpc::StatusCode, std::string>>& code_names() {
-  static const std::vector<std::pair<grpc::StatusCode, std::string>> kNames = {
-      {grpc::StatusCode::OK, "OK"},
-      {grpc::StatusCode::CANCELLED, "CANCELLED"},
-      {grpc::StatusCode::UNKNOWN, "UNKNOWN"},
-      {grpc::StatusCode::INVALID_ARGUMENT, "INVALID_ARGUMENT"},
-      {grpc::StatusCode::DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"},
-      {grpc::StatusCode::NOT_FOUND, "NOT_FOUND"},
-      {grpc::StatusCode::ALREADY_EXISTS, "ALREADY_EXISTS"},
-      {grpc::StatusCode::PERMISSION_DENIED, "PERMISSION_DENIED"},
-      {grpc::StatusCode::RESOURCE_EXHAUSTED, "RESOURCE_EXHAUSTED"},
-      {grpc::StatusCode::FAILED_PRECONDITION, "FAILED_PRECONDITION"},
-      {grpc::StatusCode::ABORTED, "ABORTED"},
-      {grpc::StatusCode::OUT_OF_RANGE, "OUT_OF_RANGE"},
-      {grpc::StatusCode::UNIMPLEMENTED, "UNIMPLEMENTED"},
-      {grpc::StatusCode::INTERNAL, "INTERNAL"},
-      {grpc::StatusCode::UNAVAILABLE, "UNAVAILABLE"},
-      {grpc::StatusCode::DATA_LOSS, "DATA_LOSS"},
-      {grpc::StatusCode::UNAUTHENTICATED, "UNAUTHENTICATED"},
-  };
-  return kNames;
-}
 
 bool ready_now(const v1::DriverSandbox& sandbox) {
   for (const auto& c : sandbox.status().conditions()) {
@@ -56,17 +34,9 @@ std::string outcome_label(DelegateOutcome outcome) {
 }  // namespace
 
 std::optional<grpc::StatusCode> status_code_from_name(const std::string& name) {
-  for (const auto& [code, n] : code_names()) {
-    if (n == name && code != grpc::StatusCode::OK) return code;
-  }
-  return std::nullopt;
-}
-
-std::string status_code_name(grpc::StatusCode code) {
-  for (const auto& [c, n] : code_names()) {
-    if (c == code) return n;
-  }
-  return "UNKNOWN";
+  auto code = parse_status_code(name);
+  if (code == grpc::StatusCode::OK) return std::nullopt;
+  return code;
 }
 
 grpc::StatusCode refusal_code(Rpc rpc, const std::string& hook_code) {
@@ -304,7 +274,7 @@ void HookChain::enqueue_after(const ChainRun& run, HookPhase phase, const grpc::
     auto request = base_request(h, phase, run.rpc(), run.sandbox_id(), run.wrapper_config());
     if (view) *request->mutable_sandbox() = *view;
     if (failure) {
-      request->mutable_failure()->set_status_code(status_code_name(failure->error_code()));
+      request->mutable_failure()->set_status_code(std::string(status_code_name(failure->error_code())));
       request->mutable_failure()->set_message(failure->error_message());
       request->mutable_failure()->set_outcome(outcome_label(outcome));
     }

@@ -134,7 +134,7 @@ std::optional<HookPhase> after_phase(Rpc rpc, bool committed);
 // through for that RPC (FAILED_PRECONDITION on create), honouring the
 // hook's own code where it can.
 grpc::StatusCode refusal_code(Rpc rpc, const std::string& hook_code);
+// A non-OK code by its name ("FAILED_PRECONDITION"); nullopt otherwise.
 std::optional<grpc::StatusCode> status_code_from_name(const std::string& name);
-std::string status_code_name(grpc::StatusCode code);
 
 }  // namespace owrap

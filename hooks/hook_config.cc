@@ -223,6 +223,51 @@ const std::vector<std::string>& hook_chain_wrapper_keys() {
   return kChainKeys;
 }
 
+nlohmann::json hook_spec_json(const HookSpec& spec) {
+  static const char* kTransports[] = {"builtin", "exec", "grpc"};
+  nlohmann::json phases = nlohmann::json::array();
+  for (HookPhase p : all_phases()) {
+    if (spec.phases.test(static_cast<size_t>(p))) phases.push_back(phase_name(p));
+  }
+  nlohmann::json when = "always";
+  if (spec.when.kind == Activation::Kind::kExtension) when = {{"extension", spec.when.extension_key}};
+  if (spec.when.kind == Activation::Kind::kRequestConfig) when = {{"request_config", true}};
+  nlohmann::json j = {{"name", spec.name},
+                      {"type", kTransports[static_cast<int>(spec.transport)]},
+                      {"phases", phases},
+                      {"when", when},
+                      {"failure_policy", spec.failure_policy == FailurePolicy::kFailOpen ? "fail_open" : "fail_closed"},
+                      {"mode", spec.mode == HookMode::kAudit ? "audit" : "enforce"},
+                      {"timeout_ms", spec.timeout.count()},
+                      {"may_override", spec.may_override},
+                      {"max_patches", spec.max_patches},
+                      {"max_reply_bytes", spec.max_reply_bytes}};
+  switch (spec.transport) {
+    case HookTransport::kBuiltin:
+      j["builtin"] = spec.builtin;
+      break;
+    case HookTransport::kExec:
+      j["command"] = spec.command;
+      j["max_in_flight"] = spec.max_in_flight;
+      // env values may be credentials for the hook: names only.
+      j["env"] = nlohmann::json::array();
+      for (const auto& [k, v] : spec.env) j["env"].push_back(k);
+      break;
+    case HookTransport::kGrpc:
+      j["socket"] = spec.socket;
+      j["connect_timeout_ms"] = spec.connect_timeout.count();
+      break;
+  }
+  return j;
+}
+
+nlohmann::json hook_chain_settings_json(const HookChainConfig& config) {
+  return {{"hook_budget_ms", config.budget.count()},
+          {"protected_paths", config.protected_paths},
+          {"after_hook_queue_capacity", config.after_queue_capacity},
+          {"after_hook_concurrency", config.after_concurrency}};
+}
+
 bool valid_hook_name(const std::string& name) {
   if (name.empty() || name == "." || name == ".." || name.size() > 128) return false;
   return std::all_of(name.begin(), name.end(),

@@ -37,6 +37,11 @@ std::vector<HookSpec> read_hook_specs(TomlSection& document);
 // Reads the chain-wide keys of the [wrapper] table (hook_budget_ms, ...).
 void read_hook_chain_settings(TomlSection& wrapper, HookChainConfig& out);
 
+// What check-config shows of a hook: transport, phases, activation,
+// failure policy, mode, time limits.
+nlohmann::json hook_spec_json(const HookSpec& spec);
+nlohmann::json hook_chain_settings_json(const HookChainConfig& config);
+
 // [A-Za-z0-9._-]+, not "." or "..": a hook instance name, which is also
 // its request-config key and, for exec hooks, part of log fields.
 bool valid_hook_name(const std::string& name);

@@ -5,17 +5,19 @@
 
 namespace owrap {
 
-Stage capabilities_stage(const WrapperConfig& config) {
+Stage capabilities_stage(const WrapperConfig& config, HookChain* chain) {
   return Stage{
       "capabilities",
       rpc_set({Rpc::kGetCapabilities}),
       nullptr,
       [name = config.name, image = config.default_image, lifecycle = config.gateway_manages_lifecycle,
-       delegate = config.delegate.name](CallState&, google::protobuf::Message& response, const Resume&) {
+       delegate = config.delegate.name, chain](CallState&, google::protobuf::Message& response, const Resume&) {
         auto& caps = response_as<Rpc::kGetCapabilities>(response);
         std::string base = caps.driver_name().empty() ? delegate : caps.driver_name();
+        if (chain) chain->set_delegate_version(base + " " + caps.driver_version());
+        std::string hooks = chain ? chain->summary() : "";
         caps.set_driver_version(std::string("openshell-driver-wrapper ") + OWRAP_VERSION + " (delegate " + delegate +
-                                ": " + base + " " + caps.driver_version() + ")");
+                                ": " + base + " " + caps.driver_version() + ")" + (hooks.empty() ? "" : "; " + hooks));
         caps.set_driver_name(name);
         if (image) caps.set_default_image(*image);
         if (lifecycle) caps.set_gateway_manages_lifecycle(*lifecycle);

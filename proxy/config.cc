@@ -17,15 +17,25 @@ namespace {
 
 constexpr int64_t kTenMinutes = 600000;
 
-const std::vector<std::string> kWrapperKeys = {"name",
-                                               "socket",
-                                               "config_mode",
-                                               "log_level",
-                                               "shutdown_grace_ms",
-                                               "watch_queue_capacity",
-                                               "watch_finish_grace_ms",
-                                               "resync_timeout_ms",
-                                               "worker_threads"};
+const std::vector<std::string> kOwnWrapperKeys = {"name",
+                                                  "socket",
+                                                  "config_mode",
+                                                  "log_level",
+                                                  "shutdown_grace_ms",
+                                                  "watch_queue_capacity",
+                                                  "watch_finish_grace_ms",
+                                                  "resync_timeout_ms",
+                                                  "worker_threads"};
+
+// [wrapper] also holds the hook chain's own settings, read by hooks/.
+const std::vector<std::string>& wrapper_keys() {
+  static const std::vector<std::string> keys = [] {
+    std::vector<std::string> all = kOwnWrapperKeys;
+    for (const auto& k : hook_chain_wrapper_keys()) all.push_back(k);
+    return all;
+  }();
+  return keys;
+}
 const std::vector<std::string> kCapabilitiesKeys = {"default_image", "gateway_manages_lifecycle"};
 const std::vector<std::string> kTestingKeys = {"delay_ms", "delay_timeout_ms", "delay_rpcs"};
 
@@ -42,7 +52,7 @@ std::optional<std::string> socket_path(TomlSection& t, std::string_view key) {
 }
 
 void read_wrapper(TomlSection& w, WrapperConfig& cfg) {
-  w.allow_only(kWrapperKeys);
+  w.allow_only(wrapper_keys());
   cfg.name = w.string("name").value_or("");
   if (!valid_driver_name(cfg.name)) {
     w.error("name", "\"" + cfg.name + "\" must match [a-z0-9_-]{1,63} (the gateway lowercases driver names)");
@@ -67,6 +77,7 @@ void read_wrapper(TomlSection& w, WrapperConfig& cfg) {
   if (auto v = w.millis("resync_timeout_ms", 100, kTenMinutes)) cfg.resync_timeout = *v;
   if (auto v = w.integer("watch_queue_capacity", 1, 1 << 24)) cfg.watch_queue_capacity = static_cast<size_t>(*v);
   if (auto v = w.integer("worker_threads", 1, 64)) cfg.worker_threads = static_cast<unsigned>(*v);
+  read_hook_chain_settings(w, cfg.hooks);
 }
 
 void read_capabilities(TomlSection& c, WrapperConfig& cfg) {
@@ -96,10 +107,11 @@ void read_testing(TomlSection& t, TestingStageConfig& out) {
 
 const std::vector<ConfigSection>& config_sections() {
   static const std::vector<ConfigSection> kSections = {
-      {"wrapper", kWrapperKeys},
+      {"wrapper", wrapper_keys()},
       {"capabilities", kCapabilitiesKeys},
       {"testing", kTestingKeys},
       {"delegate", delegate_config_keys()},
+      {"hooks", hook_config_keys()},
   };
   return kSections;
 }
@@ -135,6 +147,14 @@ Result<WrapperConfig> parse_config(const std::string& text, const std::string& s
     errors.push_back("delegate: missing table [delegate]");
   }
 
+  cfg.hooks.hooks = read_hook_specs(document);
+  for (size_t i = 0; i < cfg.hooks.hooks.size(); i++) {
+    const std::string& hook = cfg.hooks.hooks[i].name;
+    if (delegate && hook == cfg.delegate.name && cfg.config_mode == ConfigMode::kNested) {
+      errors.push_back("hooks[" + std::to_string(i) + "].name: \"" + hook +
+                       "\" is the delegate's name, whose driver_config block it would claim");
+    }
+  }
   if (wrapper && delegate && cfg.name == cfg.delegate.name && cfg.config_mode == ConfigMode::kNested) {
     errors.push_back(
         "wrapper.name: must differ from delegate.name in nested mode (the delegate's block is keyed by its name)");
@@ -219,6 +239,10 @@ nlohmann::json WrapperConfig::to_json() const {
     d["liveness_failures"] = delegate.liveness_failures;
   }
   j["delegate"] = d;
+  nlohmann::json chain = hook_chain_settings_json(hooks);
+  for (const auto& [k, v] : chain.items()) j["wrapper"][k] = v;
+  j["hooks"] = nlohmann::json::array();
+  for (const auto& spec : hooks.hooks) j["hooks"].push_back(hook_spec_json(spec));
   return j;
 }
 

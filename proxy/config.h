@@ -6,6 +6,7 @@
 #include "common/log.h"
 #include "delegates/delegate.h"
 #include "delegates/delegate_config.h"
+#include "hooks/hook_config.h"
 #include "policy/config_split.h"
 
 #include <nlohmann/json.hpp>
@@ -45,6 +46,8 @@ struct WrapperConfig {
   std::optional<bool> gateway_manages_lifecycle;
   DelegateOptions delegate;
   TestingStageConfig testing;
+  // [[hooks]] and the chain-wide [wrapper] keys (hook_budget_ms, ...).
+  HookChainConfig hooks;
 
   nlohmann::json to_json() const;
 };

@@ -217,6 +217,8 @@ class UnaryCall final : public CallHost {
     start_ = std::chrono::steady_clock::now();
     state_.rpc = method_.rpc;
     state_.deadline = caller_deadline();
+    state_.cq = cq_;
+    state_.traceparent = traceparent_of(server_ctx_);
     if (!grpc::SerializationTraits<Req>::Deserialize(&raw_request_, &request_).ok()) {
       finish(grpc::Status(
           grpc::StatusCode::INTERNAL,

@@ -309,6 +309,7 @@ void WatchHub::track(const WatchEvent& event) {
     published_.erase(*id);
   }
   if (id && resync_) touched_.insert(*id);
+  if (options_.observer) options_.observer(event);
 }
 
 void WatchHub::on_upstream_done(Upstream* u, const grpc::Status& s) {

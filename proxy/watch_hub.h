@@ -9,6 +9,8 @@
 // vanished. The first connection is never resynced.
 #pragma once
 
+#include <functional>
+
 #include "compute_driver.grpc.pb.h"
 #include "delegates/delegate.h"
 #include "proxy/watch_fanout.h"
@@ -31,6 +33,9 @@ struct WatchHubOptions {
   WatchFanoutOptions fanout;
   // Deadline of the ListSandboxes call of a resync.
   std::chrono::milliseconds resync_timeout{30000};
+  // Sees every event published downstream (the hook chain's after_ready);
+  // runs on the hub's thread and must not block.
+  std::function<void(const openshell::compute::v1::WatchSandboxesEvent&)> observer;
 };
 
 class WatchHub {

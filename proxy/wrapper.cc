@@ -2,6 +2,7 @@
 
 #include "common/serve.h"
 #include "common/signals.h"
+#include "hooks/hook_factory.h"
 #include "proxy/builtin_stages.h"
 #include "proxy/generic_relay.h"
 #include "proxy/unary_server.h"
@@ -15,12 +16,53 @@
 
 namespace owrap {
 
-void add_builtin_stages(Pipeline& pipeline, const WrapperConfig& config, boost::asio::io_context& io) {
-  pipeline.add(config_split_stage(std::make_shared<DriverConfigSplitter>(
-      ConfigSplitOptions{config.name, config.delegate.name, config.config_mode, {}})));
-  pipeline.add(capabilities_stage(config));
+void add_builtin_stages(Pipeline& pipeline, const WrapperConfig& config, boost::asio::io_context& io,
+                        HookChain* chain) {
+  auto splitter = std::make_shared<DriverConfigSplitter>(ConfigSplitOptions{
+      config.name, config.delegate.name, config.config_mode, chain ? chain->claimed_keys() : std::set<std::string>{}});
+  pipeline.add(config_split_stage(splitter));
+  if (chain) {
+    for (Stage& stage : chain->stages()) pipeline.add(std::move(stage));
+  }
+  pipeline.add(capabilities_stage(config, chain));
   if (config.testing.delay.count() > 0) pipeline.add(delay_stage(io, config.testing));
 }
+
+std::string request_config_path(const WrapperConfig& config) {
+  return DriverConfigSplitter(ConfigSplitOptions{config.name, config.delegate.name, config.config_mode, {}})
+      .block_path();
+}
+
+namespace {
+
+// The quota builtin counts sandboxes with the delegate's own list.
+std::function<void(HookEnvironment::ListDone)> delegate_lister(Delegate& delegate) {
+  return [&delegate](HookEnvironment::ListDone done) {
+    struct Call {
+      grpc::ClientContext ctx;
+      v1::ListSandboxesRequest request;
+      v1::ListSandboxesResponse response;
+    };
+    auto call = std::make_shared<Call>();
+    call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    auto stub = v1::ComputeDriver::NewStub(delegate.channel());
+    stub->async()->ListSandboxes(
+        &call->ctx, &call->request, &call->response, [call, done = std::move(done)](grpc::Status s) {
+          std::vector<v1::DriverSandbox> all(call->response.sandboxes().begin(), call->response.sandboxes().end());
+          done(std::move(s), std::move(all));
+        });
+  };
+}
+
+std::function<void(const WatchEvent&)> watch_observer(HookChain& chain) {
+  if (chain.hooks().empty()) return nullptr;
+  return [&chain](const WatchEvent& event) {
+    if (event.has_sandbox()) chain.sandbox_reported(event.sandbox().sandbox());
+    if (event.has_deleted()) chain.sandbox_deleted(event.deleted().sandbox_id());
+  };
+}
+
+}  // namespace
 
 int run_wrapper(WrapperConfig config) {
   Logger::instance().set_level(config.log_level);
@@ -51,6 +93,16 @@ int run_wrapper(WrapperConfig config) {
   };
 
   std::unique_ptr<Delegate> delegate = make_delegate(config.delegate);
+  // Hooks are built before the delegate is launched: a configuration error
+  // must not leave a base driver behind.
+  auto hooks = make_hooks(config.hooks.hooks, HookEnvironment{io, config.name, delegate_lister(*delegate)});
+  if (!hooks) {
+    log_error("cannot build the hook chain", {{"error", hooks.error()}});
+    stop_io();
+    return 1;
+  }
+  HookChain chain(HookChainOptions{config.name, config.delegate.name, request_config_path(config), config.hooks},
+                  std::move(hooks.value()));
   // The socket is bound only once the delegate answers: the gateway calls
   // GetCapabilities once at start-up and aborts on failure.
   auto started = delegate->start([&signals] { return signals.termination() != 0; });
@@ -66,15 +118,17 @@ int run_wrapper(WrapperConfig config) {
     return asked ? 0 : 1;
   }
 
+  chain.start();
+  if (!chain.hooks().empty()) log_info("hook chain", {{"wrapper", config.name}, {"chain", chain.effective_chain()}});
   Pipeline pipeline;
-  add_builtin_stages(pipeline, config, io);
+  add_builtin_stages(pipeline, config, io, &chain);
   // Every call runs on these queues; they outlive the server.
   CompletionQueues queues(config.worker_threads);
   AsyncComputeDriver service;
   UnaryServer unary(config.name, *delegate, pipeline, service, queues);
   WatchHub hub(io, *delegate,
                WatchHubOptions{WatchFanoutOptions{config.watch_queue_capacity, config.watch_finish_grace},
-                               config.resync_timeout},
+                               config.resync_timeout, watch_observer(chain)},
                queues);
   GenericRelay relay(config.name, *delegate, queues);
   auto server = UdsGrpcServer::start(config.socket, {&service}, nullptr, "wrapper " + config.name,
@@ -85,6 +139,7 @@ int run_wrapper(WrapperConfig config) {
   if (!server) {
     log_error("cannot serve", {{"error", server.error()}});
     queues.stop();
+    chain.stop();
     delegate->stop(config.delegate.stop_grace);
     stop_io();
     return 1;
@@ -116,6 +171,8 @@ int run_wrapper(WrapperConfig config) {
   }
   server.value()->shutdown(std::chrono::milliseconds(0));
   queues.stop();
+  // Calls are gone; what hooks still run (after-phases) is cancelled.
+  chain.stop();
   delegate->stop(config.delegate.stop_grace);
   stop_io();
   log_info("stopped", {{"wrapper", config.name}});

@@ -1,0 +1,27 @@
+// Builds each configured hook with its transport, and checks what needs
+// the transport to know: a builtin's phases and configuration. Every error
+// names its key (hooks[i]...) and stops start-up.
+#pragma once
+
+#include "common/result.h"
+#include "compute_driver.pb.h"
+#include "hooks/hook_chain.h"
+
+#include <boost/asio/io_context.hpp>
+
+#include <functional>
+#include <vector>
+
+namespace owrap {
+
+struct HookEnvironment {
+  boost::asio::io_context& io;  // exec hooks' spawning, pipes and reaping
+  std::string wrapper_name;
+  // The delegate's ListSandboxes, asynchronously (the quota builtin).
+  using ListDone = std::function<void(grpc::Status, std::vector<openshell::compute::v1::DriverSandbox>)>;
+  std::function<void(ListDone)> list_sandboxes;
+};
+
+Result<std::vector<ConfiguredHook>> make_hooks(const std::vector<HookSpec>& specs, const HookEnvironment& env);
+
+}  // namespace owrap
