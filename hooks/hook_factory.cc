@@ -1,14 +1,19 @@
 #include "hooks/hook_factory.h"
 
+#include "hooks/grpc_hook.h"
+
 namespace owrap {
 
 namespace {
 
 Result<std::unique_ptr<Hook>> make_hook(HookSpec& spec, const HookEnvironment& env, const std::string& key) {
   switch (spec.transport) {
+    case HookTransport::kGrpc:
+      // Its manifest is checked once Describe answers; a hook that is down
+      // at start is not fatal (calls follow its failure policy).
+      return std::unique_ptr<Hook>(std::make_unique<GrpcHook>(spec));
     case HookTransport::kBuiltin:
     case HookTransport::kExec:
-    case HookTransport::kGrpc:
       break;
   }
   return Error{key + ".type: this transport is not built yet"};
