@@ -21,7 +21,7 @@ void usage() {
                "       [--driver-version V] [--default-image IMAGE] [--gateway-manages-lifecycle]\n"
                "       [--listener loopback|default-route|exact:ADDR]... [--watch-queue N]\n"
                "       [--expected-peer-pid PID] [--allow-same-uid-peer] [--reply-garbage RPC]...\n"
-               "       [--lazy-headers] [--echo-token]\n";
+               "       [--lazy-headers] [--echo-token] [--schema kubernetes|docker|podman|vm]\n";
 }
 
 }  // namespace
@@ -84,6 +84,15 @@ int main(int argc, char** argv) {
         std::cerr << "openshell-driver-memory: --reply-garbage: " << error << "\n";
         return 2;
       }
+    } else if (arg == "--schema") {
+      std::string name = next();
+      auto schema = owrap::memory::parse_driver_schema(name);
+      if (!schema) {
+        std::cerr << "openshell-driver-memory: --schema: unknown schema \"" << name
+                  << "\" (kubernetes, docker, podman, vm or none)\n";
+        return 2;
+      }
+      options.schema = *schema;
     } else if (arg == "--help" || arg == "-h") {
       usage();
       return 0;

@@ -334,6 +334,7 @@ Faults MemoryDriver::faults_for(const std::string& sandbox_id) {
 
 Status MemoryDriver::check_sandbox(const v1::DriverSandbox& sandbox, Faults& faults) const {
   if (auto e = id_error("sandbox.id", sandbox.id()); !e.empty()) return Status(StatusCode::INVALID_ARGUMENT, e);
+  if (options_.schema != DriverSchema::none) return check_driver_config(options_.schema, sandbox);
   if (!sandbox.spec().template_().has_driver_config()) return Status::OK;
   return parse_driver_config(sandbox.spec().template_().driver_config(), faults);
 }
@@ -363,7 +364,9 @@ grpc::ServerUnaryReactor* MemoryDriver::GetCapabilities(grpc::CallbackServerCont
                                                         v1::GetCapabilitiesResponse* resp) {
   return respond(ctx, "GetCapabilities", {}, options_.global_faults, [this, resp] {
     resp->set_driver_name(options_.driver_name);
-    resp->set_driver_version(options_.driver_version);
+    std::string version = options_.driver_version;
+    if (options_.schema != DriverSchema::none) version += std::string(" (schema ") + schema_name(options_.schema) + ")";
+    resp->set_driver_version(version);
     resp->set_default_image(options_.default_image);
     resp->set_gateway_manages_lifecycle(options_.gateway_manages_lifecycle);
     return Status::OK;

@@ -7,6 +7,7 @@
 #include "compute_driver.grpc.pb.h"
 #include "memory_state.pb.h"
 #include "tools/memory_driver/callback_watch_fanout.h"
+#include "tools/memory_driver/driver_config_schema.h"
 
 #include <grpcpp/generic/async_generic_service.h>
 #include <boost/asio/io_context.hpp>
@@ -50,6 +51,9 @@ struct Options {
   // RPCs answered with bytes that do not parse as their response type (a
   // corrupt or truncated reply), to test what a proxy makes of one.
   std::set<std::string> reply_garbage;
+  // --schema: driver_config is judged as that upstream driver's (faults then
+  // come from --fail/--delay only); none keeps the memory driver's fault block.
+  DriverSchema schema = DriverSchema::none;
 };
 
 // Parses a --reply-garbage value (an RPC name).
