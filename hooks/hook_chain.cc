@@ -342,24 +342,22 @@ void HookChain::plan(const v1::DriverSandbox& sandbox, const google::protobuf::S
                      std::function<void(PlanReport)> done) {
   grpc::Status error;
   auto run = make_run(Rpc::kValidateSandboxCreate, &sandbox, sandbox.id(), wrapper_config, error);
-  auto report = [done](std::shared_ptr<ChainRun> run, grpc::Status status) {
+  auto report = [done, sandbox](std::shared_ptr<ChainRun> run, grpc::Status status) {
     PlanReport r;
     r.status = std::move(status);
+    r.sandbox = sandbox;
     if (run) {
       r.hooks = run->verdicts();
-      if (run->plan()) r.plan = run->plan()->json();
+      if (run->plan()) {
+        r.plan = run->plan()->json();
+        if (grpc::Status s = run->plan()->write_back(r.sandbox); !s.ok() && r.status.ok()) r.status = s;
+      }
+    } else if (auto p = Plan::from(sandbox)) {
+      r.plan = p.value().json();
     }
     done(std::move(r));
   };
-  if (!error.ok() || !run) {
-    if (!run && error.ok()) {
-      auto p = Plan::from(sandbox);
-      PlanReport r;
-      if (p) r.plan = p.value().json();
-      return done(std::move(r));
-    }
-    return report(nullptr, error);
-  }
+  if (!run) return report(nullptr, error);
   bool ended = run->start([run, report](grpc::Status s) { report(run, std::move(s)); }, nullptr);
   if (ended) report(run, run->status());
 }

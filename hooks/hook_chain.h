@@ -62,6 +62,8 @@ struct HookVerdict {
 struct PlanReport {
   grpc::Status status;
   nlohmann::json plan;  // the final DriverSandbox view (secrets removed)
+  // The sandbox the delegate would get: the input with the plan written back.
+  openshell::compute::v1::DriverSandbox sandbox;
   std::vector<HookVerdict> hooks;
 };
 

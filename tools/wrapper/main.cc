@@ -3,6 +3,7 @@
 #include "proxy/config.h"
 #include "proxy/wrapper.h"
 #include "tools/wrapper/ctl.h"
+#include "tools/wrapper/plan_command.h"
 
 #include <cstdlib>
 #include <iostream>
@@ -13,6 +14,7 @@ constexpr const char* kUsage =
     "usage: openshell-driver-wrapper run --config FILE.toml [--bind-socket PATH] [--log-level LEVEL]\n"
     "       openshell-driver-wrapper ctl --socket PATH VERB ...   (ctl --help)\n"
     "       openshell-driver-wrapper check-config FILE.toml\n"
+    "       openshell-driver-wrapper plan --config FILE.toml [--sandbox FILE|-] [--validate-delegate]\n"
     "       openshell-driver-wrapper version\n";
 
 int run(const std::vector<std::string>& args) {
@@ -77,7 +79,13 @@ int check_config(const std::vector<std::string>& args) {
     std::cerr << cfg.error() << "\n";
     return 1;
   }
-  std::cout << cfg->to_json().dump(2) << "\n";
+  nlohmann::json out = cfg->to_json();
+  std::string error;
+  if (!owrap::check_hooks(cfg.value(), out, error)) {
+    std::cerr << error << "\n";
+    return 1;
+  }
+  std::cout << out.dump(2) << "\n";
   return 0;
 }
 
@@ -97,6 +105,7 @@ int main(int argc, char** argv) {
   if (cmd == "run") return run(args);
   if (cmd == "ctl") return owrap::run_ctl(args);
   if (cmd == "check-config") return check_config(args);
+  if (cmd == "plan") return owrap::run_plan(args);
   if (cmd == "version" || cmd == "--version") {
     std::cout << "openshell-driver-wrapper " << OWRAP_VERSION << "\n";
     return 0;
