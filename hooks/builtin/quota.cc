@@ -80,14 +80,16 @@ struct State {
     }
   }
 
-  // Ends `inv` (its list is no longer awaited); false if it already ended.
-  // The caller prunes once it no longer needs the commits `inv` may count.
-  bool end(const InvocationPtr& inv) {
-    if (inv->finished) return false;
+  // Ends `inv` (its list is no longer awaited) and hands back its `done`,
+  // empty if it already ended; dropping it here breaks any cycle through
+  // the cancel signal, which keeps its callbacks until it fires. The caller
+  // prunes once it no longer needs the commits `inv` may count.
+  HookDone end(const InvocationPtr& inv) {
+    if (inv->finished) return nullptr;
     inv->finished = true;
     lists.erase(lists.find(inv->list_seq));
     invocations.erase(inv);
-    return true;
+    return std::move(inv->done);
   }
 };
 
@@ -130,9 +132,10 @@ class QuotaHook : public Hook {
     inv->reserve = rpc == "CreateSandbox";
     if (!begin(inv)) return inv->done(HookOutcome::failed(grpc::StatusCode::UNAVAILABLE, "hook stopped"));
 
-    std::weak_ptr<State> weak = state_;
-    options.cancel->on_cancel([weak, inv] {
-      if (auto state = weak.lock()) fail(*state, inv, grpc::StatusCode::CANCELLED, "cancelled");
+    options.cancel->on_cancel([weak_state = std::weak_ptr<State>(state_), weak_inv = std::weak_ptr<Invocation>(inv)] {
+      auto state = weak_state.lock();
+      auto inv = weak_inv.lock();
+      if (state && inv) fail(*state, inv, grpc::StatusCode::CANCELLED, "cancelled");
     });
     if (!ctx_.list_sandboxes) {
       return fail(*state_, inv, grpc::StatusCode::UNAVAILABLE, "cannot count sandboxes: no delegate to list them");
@@ -144,30 +147,28 @@ class QuotaHook : public Hook {
   }
 
   void stop() override {
-    std::vector<InvocationPtr> ended;
+    std::vector<HookDone> ended;
     {
       std::lock_guard lock(state_->mu);
       state_->stopped = true;
-      for (const auto& inv : std::set<InvocationPtr>(state_->invocations)) {
-        if (state_->end(inv)) ended.push_back(inv);
-      }
+      for (const auto& inv : std::set<InvocationPtr>(state_->invocations)) ended.push_back(state_->end(inv));
       state_->prune();
     }
-    for (auto& inv : ended) inv->done(HookOutcome::failed(grpc::StatusCode::UNAVAILABLE, "hook stopped"));
+    for (auto& done : ended) done(HookOutcome::failed(grpc::StatusCode::UNAVAILABLE, "hook stopped"));
   }
 
   void call_finished(const std::string& sandbox_id, bool delegate_committed) override {
-    std::vector<InvocationPtr> ended;
+    std::vector<HookDone> ended;
     {
       std::lock_guard lock(state_->mu);
       // The call is over: an invocation of it still waiting for its list
       // must never reserve a place afterwards.
       for (const auto& inv : std::set<InvocationPtr>(state_->invocations)) {
-        if (inv->id == sandbox_id && state_->end(inv)) ended.push_back(inv);
+        if (inv->id == sandbox_id) ended.push_back(state_->end(inv));
       }
       release(sandbox_id, delegate_committed);
     }
-    for (auto& inv : ended) inv->done(HookOutcome::failed(grpc::StatusCode::CANCELLED, "call finished"));
+    for (auto& done : ended) done(HookOutcome::failed(grpc::StatusCode::CANCELLED, "call finished"));
   }
 
   nlohmann::json describe() const override {
@@ -216,20 +217,23 @@ class QuotaHook : public Hook {
   }
 
   static void fail(State& state, const InvocationPtr& inv, grpc::StatusCode code, std::string message) {
+    HookDone done;
     {
       std::lock_guard lock(state.mu);
-      if (!state.end(inv)) return;
+      done = state.end(inv);
       state.prune();
     }
-    inv->done(HookOutcome::failed(code, std::move(message)));
+    if (done) done(HookOutcome::failed(code, std::move(message)));
   }
 
   static void listed_for(State& state, const InvocationPtr& inv, const QuotaConfig& cfg, const grpc::Status& status,
                          const std::vector<computepb::DriverSandbox>& listed) {
     HookOutcome outcome;
+    HookDone done;
     {
       std::lock_guard lock(state.mu);
-      if (!state.end(inv)) return;
+      done = state.end(inv);
+      if (!done) return;
       if (!status.ok()) {
         auto code = status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ? grpc::StatusCode::DEADLINE_EXCEEDED
                                                                                : grpc::StatusCode::UNAVAILABLE;
@@ -239,7 +243,7 @@ class QuotaHook : public Hook {
       }
       state.prune();
     }
-    inv->done(std::move(outcome));
+    done(std::move(outcome));
   }
 
   // Under state.mu.

@@ -147,6 +147,29 @@ TEST_CASE("defaults: adds only missing values, with templates, creating parents"
   CHECK(result.spec().environment().count("BAR") == 0);  // the template's BAR is the caller's
 }
 
+TEST_CASE("defaults: the worked example of docs/hooks-builtin.md", "[builtin][defaults]") {
+  auto hook = make_hook("defaults", R"(
+    labels = { tenant = "{labels.team}", "sandbox-ref" = "{sandbox.namespace}/{sandbox.name}" }
+    environment = { SANDBOX_IMAGE = "{template.image}", HTTP_PROXY = "http://proxy.internal:3128" }
+    [driver_config.pod]
+    node_selector = { pool = "sandboxes" }
+    tolerations = [ { key = "sandbox", operator = "Exists", effect = "NoSchedule" } ]
+  )");
+  auto sb = sandbox_from(R"({"id": "7f3c", "name": "dev", "namespace": "team-a", "spec": {"template": {
+      "image": "ghcr.io/acme/agent:1", "labels": {"team": "blue"},
+      "driver_config": {"pod": {"node_selector": {"pool": "gpu"}}}}}})");
+  auto outcome = invoke_sync(*hook, HookPhase::kPrepare, sb);
+  REQUIRE(outcome.failure.ok());
+  CHECK(patches_json(outcome.response) == json::parse(R"([
+    {"op": "add", "path": "/spec/template/labels/sandbox-ref", "value": "team-a/dev"},
+    {"op": "add", "path": "/spec/template/labels/tenant", "value": "blue"},
+    {"op": "add", "path": "/spec/template/driver_config/pod/tolerations",
+     "value": [{"effect": "NoSchedule", "key": "sandbox", "operator": "Exists"}]},
+    {"op": "add", "path": "/spec/environment",
+     "value": {"HTTP_PROXY": "http://proxy.internal:3128", "SANDBOX_IMAGE": "ghcr.io/acme/agent:1"}}
+  ])"));
+}
+
 TEST_CASE("defaults: deep-merges driver_config without overwriting the caller", "[builtin][defaults]") {
   auto hook = make_hook("defaults", R"(
     [driver_config.pod]
