@@ -257,7 +257,8 @@ void HookChain::finished(CallState& state, const grpc::Status& answer, DelegateO
   auto run = std::static_pointer_cast<ChainRun>(state.hook_run);
   if (!run) return;
   bool committed = answer.ok() && outcome == DelegateOutcome::kCommitted;
-  run->close(committed);
+  // Only a committed create made a sandbox (quota counts it from now on).
+  run->close(committed && state.rpc == Rpc::kCreateSandbox);
   auto phase = after_phase(state.rpc, committed);
   if (!phase) return;
   enqueue_after(*run, *phase, committed ? nullptr : &answer, outcome);

@@ -1,10 +1,23 @@
 #include "hooks/hook_factory.h"
 
+#include "hooks/builtin/builtins.h"
 #include "hooks/grpc_hook.h"
 
 namespace owrap {
 
 namespace {
+
+Result<std::unique_ptr<Hook>> make_builtin_hook(HookSpec& spec, const HookEnvironment& env, const std::string& key) {
+  auto phases = builtin_phases(spec.builtin);
+  if (!phases) return Error{key + ".builtin: " + unknown_builtin_message(spec.builtin)};
+  if (spec.phases.none()) spec.phases = *phases;
+  PhaseSet extra = spec.phases & ~*phases;
+  if (extra.any()) {
+    return Error{key + ".phases: builtin \"" + spec.builtin + "\" does not implement " + phase_list(extra) +
+                 " (it implements " + phase_list(*phases) + ")"};
+  }
+  return make_builtin(spec, BuiltinContext{env.list_sandboxes, env.wrapper_name});
+}
 
 Result<std::unique_ptr<Hook>> make_hook(HookSpec& spec, const HookEnvironment& env, const std::string& key) {
   switch (spec.transport) {
@@ -13,6 +26,7 @@ Result<std::unique_ptr<Hook>> make_hook(HookSpec& spec, const HookEnvironment& e
       // at start is not fatal (calls follow its failure policy).
       return std::unique_ptr<Hook>(std::make_unique<GrpcHook>(spec));
     case HookTransport::kBuiltin:
+      return make_builtin_hook(spec, env, key);
     case HookTransport::kExec:
       break;
   }

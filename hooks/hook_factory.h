@@ -17,9 +17,10 @@ namespace owrap {
 struct HookEnvironment {
   boost::asio::io_context& io;  // exec hooks' spawning, pipes and reaping
   std::string wrapper_name;
-  // The delegate's ListSandboxes, asynchronously (the quota builtin).
+  // The delegate's ListSandboxes, asynchronously (the quota builtin); done
+  // runs once, by the deadline at the latest. Empty without a delegate.
   using ListDone = std::function<void(grpc::Status, std::vector<openshell::compute::v1::DriverSandbox>)>;
-  std::function<void(ListDone)> list_sandboxes;
+  std::function<void(std::chrono::steady_clock::time_point deadline, ListDone done)> list_sandboxes;
 };
 
 Result<std::vector<ConfiguredHook>> make_hooks(const std::vector<HookSpec>& specs, const HookEnvironment& env);

@@ -36,15 +36,18 @@ std::string request_config_path(const WrapperConfig& config) {
 namespace {
 
 // The quota builtin counts sandboxes with the delegate's own list.
-std::function<void(HookEnvironment::ListDone)> delegate_lister(Delegate& delegate) {
-  return [&delegate](HookEnvironment::ListDone done) {
+std::function<void(std::chrono::steady_clock::time_point, HookEnvironment::ListDone)> delegate_lister(
+    Delegate& delegate) {
+  return [&delegate](std::chrono::steady_clock::time_point deadline, HookEnvironment::ListDone done) {
     struct Call {
       grpc::ClientContext ctx;
       v1::ListSandboxesRequest request;
       v1::ListSandboxesResponse response;
     };
     auto call = std::make_shared<Call>();
-    call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    auto left = std::min<std::chrono::steady_clock::duration>(deadline - std::chrono::steady_clock::now(),
+                                                              std::chrono::seconds(30));
+    call->ctx.set_deadline(std::chrono::system_clock::now() + left);
     auto stub = v1::ComputeDriver::NewStub(delegate.channel());
     stub->async()->ListSandboxes(
         &call->ctx, &call->request, &call->response, [call, done = std::move(done)](grpc::Status s) {

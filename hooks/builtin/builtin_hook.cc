@@ -1,0 +1,132 @@
+#include "hooks/builtin/builtin_hook.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <exception>
+
+namespace owrap {
+
+void SyncBuiltinHook::invoke(std::shared_ptr<const hookpb::HookRequest> request, const InvokeOptions& options,
+                             HookDone done) {
+  HookOutcome outcome;
+  try {
+    outcome = evaluate(*request);
+  } catch (const std::exception& e) {
+    outcome = HookOutcome::failed(grpc::StatusCode::INTERNAL, std::string("builtin hook error: ") + e.what());
+  }
+  done(std::move(outcome));
+}
+
+PhaseSet phases_of(std::initializer_list<HookPhase> phases) {
+  PhaseSet set;
+  for (HookPhase p : phases) set.set(static_cast<size_t>(p));
+  return set;
+}
+
+bool is_phase(const hookpb::HookRequest& request, HookPhase phase) {
+  return request.phase() == phase_name(phase);
+}
+
+hookpb::HookResponse allow_response() {
+  hookpb::HookResponse r;
+  r.set_allowed(true);
+  return r;
+}
+
+hookpb::HookResponse deny_response(std::string_view code, std::string reason) {
+  hookpb::HookResponse r;
+  r.set_allowed(false);
+  r.set_status_code(std::string(code));
+  r.set_reason(std::move(reason));
+  return r;
+}
+
+nlohmann::json sandbox_json(const computepb::DriverSandbox& sandbox) {
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.preserve_proto_field_names = true;
+  std::string text;
+  if (!google::protobuf::util::MessageToJsonString(sandbox, &text, opts).ok()) return nlohmann::json::object();
+  return nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+}
+
+google::protobuf::Value to_proto_value(const nlohmann::json& value) {
+  google::protobuf::Value out;
+  switch (value.type()) {
+    case nlohmann::json::value_t::null:
+    case nlohmann::json::value_t::discarded:
+      out.set_null_value(google::protobuf::NULL_VALUE);
+      break;
+    case nlohmann::json::value_t::boolean:
+      out.set_bool_value(value.get<bool>());
+      break;
+    case nlohmann::json::value_t::number_integer:
+    case nlohmann::json::value_t::number_unsigned:
+    case nlohmann::json::value_t::number_float:
+      out.set_number_value(value.get<double>());
+      break;
+    case nlohmann::json::value_t::string:
+      out.set_string_value(value.get<std::string>());
+      break;
+    case nlohmann::json::value_t::array: {
+      auto* list = out.mutable_list_value();
+      for (const auto& v : value) *list->add_values() = to_proto_value(v);
+      break;
+    }
+    case nlohmann::json::value_t::object: {
+      auto* fields = out.mutable_struct_value()->mutable_fields();
+      for (const auto& [k, v] : value.items()) (*fields)[k] = to_proto_value(v);
+      break;
+    }
+    case nlohmann::json::value_t::binary:
+      out.set_null_value(google::protobuf::NULL_VALUE);
+      break;
+  }
+  return out;
+}
+
+std::string pointer_token(std::string_view key) {
+  std::string out;
+  for (char c : key) {
+    if (c == '~') {
+      out += "~0";
+    } else if (c == '/') {
+      out += "~1";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+nlohmann::json toml_to_json(const toml::node& node, const std::string& key, std::vector<std::string>& errors) {
+  if (const auto* t = node.as_table()) {
+    nlohmann::json obj = nlohmann::json::object();
+    for (const auto& [k, v] : *t) obj[std::string(k.str())] = toml_to_json(v, key + "." + std::string(k.str()), errors);
+    return obj;
+  }
+  if (const auto* a = node.as_array()) {
+    nlohmann::json arr = nlohmann::json::array();
+    for (size_t i = 0; i < a->size(); i++)
+      arr.push_back(toml_to_json((*a)[i], key + "[" + std::to_string(i) + "]", errors));
+    return arr;
+  }
+  if (const auto* s = node.as_string()) return s->get();
+  if (const auto* i = node.as_integer()) return i->get();
+  if (const auto* f = node.as_floating_point()) return f->get();
+  if (const auto* b = node.as_boolean()) return b->get();
+  errors.push_back(key + ": dates and times are not supported (use a string)");
+  return nullptr;
+}
+
+const toml::table& config_table(const HookSpec& spec) {
+  static const toml::table empty;
+  return spec.config_toml ? *spec.config_toml : empty;
+}
+
+Error config_error(const std::vector<std::string>& errors) {
+  std::string all;
+  for (const auto& e : errors) all += (all.empty() ? "" : "\n") + e;
+  return Error{all};
+}
+
+}  // namespace owrap

@@ -1,0 +1,226 @@
+// defaults (prepare): adds labels, environment and base-driver driver_config
+// defaults where the plan has no value yet. Objects deep-merge: missing keys
+// are added, a caller's value is never overwritten. Templates in string
+// values (hooks/builtin/template_string.h) are expanded only for the values
+// actually added, so a default the caller already set cannot fail the call.
+#include "common/toml_reader.h"
+#include "hooks/builtin/builtin_hook.h"
+#include "hooks/builtin/template_string.h"
+
+namespace owrap {
+
+namespace {
+
+constexpr std::string_view kKind = "defaults";
+const PhaseSet kPhases = phases_of({HookPhase::kPrepare});
+
+// One group of defaults merged at one place in the plan.
+struct Section {
+  std::vector<std::string> pointer;  // reference tokens of the plan path, unescaped
+  std::string config_key;            // "hooks[0].config.labels"
+  nlohmann::json values;             // an object; strings are templates
+};
+
+class Patcher {
+ public:
+  explicit Patcher(const computepb::DriverSandbox& sandbox) : sandbox_(sandbox), view_(sandbox_json(sandbox)) {}
+
+  // Adds `section`'s missing values; an error names the config key.
+  std::optional<std::string> merge(const Section& section) {
+    nlohmann::json* node = &view_;
+    std::string path;
+    for (size_t i = 0; i < section.pointer.size(); i++) {
+      const std::string& token = section.pointer[i];
+      if (!node->is_object()) return std::nullopt;  // not an object in the plan: nothing to merge into
+      auto it = node->find(token);
+      if (it == node->end()) {
+        // Create the missing parents with one add of the whole subtree.
+        auto value = expand(section.values, section.config_key);
+        if (!value) return error_;
+        if (value->empty()) return std::nullopt;
+        for (size_t j = section.pointer.size(); j-- > i + 1;) *value = nlohmann::json{{section.pointer[j], *value}};
+        add(path + "/" + pointer_token(token), node, token, *value);
+        return std::nullopt;
+      }
+      path += "/" + pointer_token(token);
+      node = &*it;
+    }
+    return merge_into(*node, path, section.values, section.config_key);
+  }
+
+  std::vector<hookpb::PatchOperation> take_patches() { return std::move(patches_); }
+
+ private:
+  std::optional<std::string> merge_into(nlohmann::json& node, const std::string& path, const nlohmann::json& values,
+                                        const std::string& key) {
+    if (!node.is_object()) return std::nullopt;
+    for (const auto& [k, v] : values.items()) {
+      auto it = node.find(k);
+      if (it != node.end()) {
+        if (!it->is_object() || !v.is_object()) continue;  // the plan's value wins
+        if (auto err = merge_into(*it, path + "/" + pointer_token(k), v, key + "." + k)) return err;
+        continue;
+      }
+      auto value = expand(v, key + "." + k);
+      if (!value) return error_;
+      add(path + "/" + pointer_token(k), &node, k, *value);
+    }
+    return std::nullopt;
+  }
+
+  // `value` with templates expanded; nullopt (and error_) on a missing variable.
+  std::optional<nlohmann::json> expand(const nlohmann::json& value, const std::string& key) {
+    if (value.is_string()) {
+      auto s = expand_template(value.get<std::string>(), sandbox_);
+      if (!s) {
+        error_ = key + ": " + s.error();
+        return std::nullopt;
+      }
+      return nlohmann::json(s.value());
+    }
+    if (value.is_object()) {
+      nlohmann::json out = nlohmann::json::object();
+      for (const auto& [k, v] : value.items()) {
+        auto e = expand(v, key + "." + k);
+        if (!e) return std::nullopt;
+        out[k] = std::move(*e);
+      }
+      return out;
+    }
+    if (value.is_array()) {
+      nlohmann::json out = nlohmann::json::array();
+      for (size_t i = 0; i < value.size(); i++) {
+        auto e = expand(value[i], key + "[" + std::to_string(i) + "]");
+        if (!e) return std::nullopt;
+        out.push_back(std::move(*e));
+      }
+      return out;
+    }
+    return value;
+  }
+
+  // Records the add and applies it to the view, so later sections see the
+  // parents it created.
+  void add(const std::string& path, nlohmann::json* parent, const std::string& key, const nlohmann::json& value) {
+    hookpb::PatchOperation op;
+    op.set_op("add");
+    op.set_path(path);
+    *op.mutable_value() = to_proto_value(value);
+    patches_.push_back(std::move(op));
+    (*parent)[key] = value;
+  }
+
+  const computepb::DriverSandbox& sandbox_;
+  nlohmann::json view_;
+  std::vector<hookpb::PatchOperation> patches_;
+  std::string error_;
+};
+
+class DefaultsHook : public SyncBuiltinHook {
+ public:
+  DefaultsHook(std::string name, std::vector<Section> sections, nlohmann::json environment, std::string env_key)
+      : SyncBuiltinHook(std::move(name), kKind, kPhases),
+        sections_(std::move(sections)),
+        environment_(std::move(environment)),
+        env_key_(std::move(env_key)) {}
+
+ protected:
+  HookOutcome evaluate(const hookpb::HookRequest& request) override {
+    if (!is_phase(request, HookPhase::kPrepare)) return HookOutcome::answered(allow_response());
+    const auto& sandbox = request.sandbox();
+    Patcher patcher(sandbox);
+    for (const auto& section : sections_) {
+      if (auto err = patcher.merge(section)) return HookOutcome::failed(grpc::StatusCode::INVALID_ARGUMENT, *err);
+    }
+    if (auto env = missing_environment(sandbox); !env.empty()) {
+      if (auto err = patcher.merge({{"spec", "environment"}, env_key_, std::move(env)})) {
+        return HookOutcome::failed(grpc::StatusCode::INVALID_ARGUMENT, *err);
+      }
+    }
+    auto response = allow_response();
+    for (auto& op : patcher.take_patches()) *response.add_patches() = std::move(op);
+    return HookOutcome::answered(std::move(response));
+  }
+
+ private:
+  // A variable set in either environment map (the template's or the
+  // sandbox's own) is the caller's: the default goes to spec.environment
+  // only when neither has it.
+  nlohmann::json missing_environment(const computepb::DriverSandbox& sandbox) const {
+    nlohmann::json out = nlohmann::json::object();
+    const auto& spec_env = sandbox.spec().environment();
+    const auto& tmpl_env = sandbox.spec().template_().environment();
+    for (const auto& [k, v] : environment_.items()) {
+      if (spec_env.count(k) == 0 && tmpl_env.count(k) == 0) out[k] = v;
+    }
+    return out;
+  }
+
+  std::vector<Section> sections_;
+  nlohmann::json environment_;
+  std::string env_key_;
+};
+
+// Every string in `value` must be a valid template.
+void check_templates(const nlohmann::json& value, const std::string& key, std::vector<std::string>& errors) {
+  if (value.is_string()) {
+    if (auto err = check_template(value.get<std::string>())) errors.push_back(key + ": " + *err);
+  } else if (value.is_object()) {
+    for (const auto& [k, v] : value.items()) check_templates(v, key + "." + k, errors);
+  } else if (value.is_array()) {
+    for (size_t i = 0; i < value.size(); i++) check_templates(value[i], key + "[" + std::to_string(i) + "]", errors);
+  }
+}
+
+// labels or environment: a string table, no driver-owned key.
+nlohmann::json read_string_map(TomlSection& config, std::string_view name, std::string_view owned_prefix,
+                               std::string_view what, std::vector<std::string>& errors) {
+  nlohmann::json out = nlohmann::json::object();
+  auto table = config.string_table(name);
+  if (!table) return out;
+  for (const auto& [k, v] : *table) {
+    std::string key = config.full_key(name) + "." + k;
+    if (k.empty()) {
+      errors.push_back(config.full_key(name) + ": empty " + std::string(what) + " name");
+    } else if (k.compare(0, owned_prefix.size(), owned_prefix) == 0) {
+      errors.push_back(key + ": " + std::string(what) + "s starting with " + std::string(owned_prefix) +
+                       " are driver-owned; a hook may not set them");
+    } else {
+      out[k] = v;
+    }
+  }
+  check_templates(out, config.full_key(name), errors);
+  return out;
+}
+
+Result<std::unique_ptr<Hook>> make_defaults(const HookSpec& spec, const BuiltinContext&) {
+  std::vector<std::string> errors;
+  TomlSection config(config_table(spec), spec.config_key, errors);
+  config.allow_only({"labels", "environment", "driver_config"});
+  std::vector<Section> sections;
+  auto labels = read_string_map(config, "labels", "openshell.", "label", errors);
+  if (!labels.empty()) sections.push_back({{"spec", "template", "labels"}, config.full_key("labels"), labels});
+  auto environment = read_string_map(config, "environment", "OPENSHELL_", "environment variable", errors);
+  if (const toml::node* dc = config_table(spec).get("driver_config")) {
+    if (!dc->is_table()) {
+      errors.push_back(config.full_key("driver_config") + ": must be a table (the base driver's block)");
+    } else {
+      auto value = toml_to_json(*dc, config.full_key("driver_config"), errors);
+      check_templates(value, config.full_key("driver_config"), errors);
+      if (!value.empty()) {
+        sections.push_back({{"spec", "template", "driver_config"}, config.full_key("driver_config"), value});
+      }
+    }
+  }
+  if (!errors.empty()) return config_error(errors);
+  return std::unique_ptr<Hook>(
+      new DefaultsHook(spec.name, std::move(sections), std::move(environment), config.full_key("environment")));
+}
+
+}  // namespace
+
+BuiltinKind defaults_builtin() {
+  return {kKind, kPhases, &make_defaults};
+}
+
+}  // namespace owrap
