@@ -20,6 +20,20 @@ std::string quote_hook_text(std::string_view text) {
   return out;
 }
 
+// The JSON parser's complaint without the reply it quotes: the first line
+// ("Unexpected token.") and, for a field, its name and type but not the
+// value, so what the hook printed (it may be anything) never reaches the
+// caller through this message.
+std::string parser_complaint(std::string_view message) {
+  std::string first(message.substr(0, message.find('\n')));
+  const std::string value = "invalid value ", type = " for type ";
+  auto v = first.find(value);
+  auto t = first.rfind(type);
+  if (v != std::string::npos && t != std::string::npos && t >= v + value.size())
+    first.erase(v + value.size() - 1, t - (v + value.size() - 1));
+  return first;
+}
+
 bool blank(const std::string& s) {
   return s.find_first_not_of(" \t\r\n") == std::string::npos;
 }
@@ -80,8 +94,9 @@ HookOutcome judge_exec_reply(const ExitInfo& exit, const std::string& stdout_tex
   options.ignore_unknown_fields = true;
   auto status = google::protobuf::util::JsonStringToMessage(stdout_text, &response, options);
   if (!status.ok()) {
-    return HookOutcome::failed(grpc::StatusCode::INTERNAL, "printed a reply that is not a HookResponse: " +
-                                                               quote_hook_text(std::string(status.message())));
+    return HookOutcome::failed(grpc::StatusCode::INTERNAL,
+                               "printed a reply that is not a HookResponse: " +
+                                   quote_hook_text(parser_complaint(std::string(status.message()))));
   }
   return HookOutcome::answered(std::move(response));
 }
