@@ -72,7 +72,8 @@ void ExecInvocation::on_deadline() {
 void ExecInvocation::run(std::function<void()> released) {
   released_ = std::move(released);
   if (Clock::now() >= deadline_) {
-    on_deadline();  // never spawned
+    finish(HookOutcome::failed(grpc::StatusCode::DEADLINE_EXCEEDED,
+                               "did not start: its deadline (" + budget_text() + ") had passed"));
     release_later();
     return;
   }
