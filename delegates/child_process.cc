@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 
 namespace owrap {
@@ -19,18 +20,16 @@ std::string ExitInfo::describe() const {
   return "exited with code " + std::to_string(code);
 }
 
-Result<std::unique_ptr<ChildProcess>> ChildProcess::spawn(const std::vector<std::string>& argv,
-                                                          const std::map<std::string, std::string>& env) {
-  if (argv.empty()) return Error{"empty command"};
-  // Everything the child needs is built before fork: after fork, only
-  // async-signal-safe calls are allowed.
-  std::vector<std::string> env_strings;
-  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
-  std::vector<char*> cargv, cenv;
-  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-  for (auto& e : env_strings) cenv.push_back(e.data());
-  cenv.push_back(nullptr);
+namespace {
+
+// argv[0] as execve wants it: searched in the child's PATH (ours when it
+// has none) in the parent, since execvpe would consult our PATH anyway.
+Result<std::string> resolve_program(const std::string& name, const std::map<std::string, std::string>& env) {
+  if (name.find('/') != std::string::npos) {
+    if (::access(name.c_str(), X_OK) != 0)
+      return Error{"command \"" + name + "\" is not executable: " + std::strerror(errno)};
+    return name;
+  }
   std::string path_env;
   if (auto it = env.find("PATH"); it != env.end())
     path_env = it->second;
@@ -38,66 +37,116 @@ Result<std::unique_ptr<ChildProcess>> ChildProcess::spawn(const std::vector<std:
     path_env = p;
   else
     path_env = "/usr/local/bin:/usr/bin:/bin";
-  // Resolve the program in the parent: execvpe would consult our PATH anyway.
-  std::string program = argv[0];
-  if (program.find('/') == std::string::npos) {
-    size_t start = 0;
-    while (start <= path_env.size()) {
-      size_t end = path_env.find(':', start);
-      std::string dir = path_env.substr(start, end == std::string::npos ? std::string::npos : end - start);
-      std::string candidate = (dir.empty() ? "." : dir) + "/" + argv[0];
-      if (::access(candidate.c_str(), X_OK) == 0) {
-        program = candidate;
-        break;
-      }
-      if (end == std::string::npos) break;
-      start = end + 1;
-    }
-    if (program.find('/') == std::string::npos) return Error{"command \"" + argv[0] + "\" not found in PATH"};
-  } else if (::access(program.c_str(), X_OK) != 0) {
-    return Error{"command \"" + program + "\" is not executable: " + std::strerror(errno)};
+  size_t start = 0;
+  while (start <= path_env.size()) {
+    size_t end = path_env.find(':', start);
+    std::string dir = path_env.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    if (end == std::string::npos) break;
+    start = end + 1;
   }
-
-  int out[2], err[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) return Error{std::string("pipe: ") + std::strerror(errno)};
-  if (::pipe2(err, O_CLOEXEC) != 0) {
-    ::close(out[0]);
-    ::close(out[1]);
-    return Error{std::string("pipe: ") + std::strerror(errno)};
-  }
-  const pid_t parent = ::getpid();
-  pid_t pid = ::fork();
-  if (pid < 0) {
-    int e = errno;
-    for (int fd : {out[0], out[1], err[0], err[1]}) ::close(fd);
-    return Error{std::string("fork: ") + std::strerror(e)};
-  }
-  if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);  // the parent died before prctl
-    ::setpgid(0, 0);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::signal(SIGPIPE, SIG_DFL);
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, 0);
-    ::dup2(out[1], 1);
-    ::dup2(err[1], 2);
-    ::execve(program.c_str(), cargv.data(), cenv.data());
-    const char msg[] = "exec failed\n";
-    (void)!::write(2, msg, sizeof msg - 1);
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  ::close(err[1]);
-  return std::unique_ptr<ChildProcess>(new ChildProcess(pid, UniqueFd(out[0]), UniqueFd(err[0])));
+  return Error{"command \"" + name + "\" not found in PATH"};
 }
 
-ChildProcess::ChildProcess(pid_t pid, UniqueFd out, UniqueFd err)
-    : pid_(pid), out_(std::move(out)), err_(std::move(err)) {
-  // Reading stops when asked, even if a helper still holds the write end.
-  for (int fd : {out_.get(), err_.get()}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+// A close-on-exec pipe; [0] reads, [1] writes.
+struct Pipe {
+  UniqueFd fd[2];
+  bool open() {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return false;
+    fd[0].reset(p[0]);
+    fd[1].reset(p[1]);
+    return true;
+  }
+};
+
+// What the child needs, built before fork: after fork only
+// async-signal-safe calls are allowed.
+struct ExecImage {
+  std::string program;
+  std::vector<std::string> env_strings;
+  std::vector<char*> argv, envp;
+
+  ExecImage(std::string prog, const std::vector<std::string>& args, const std::map<std::string, std::string>& env)
+      : program(std::move(prog)) {
+    for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    for (auto& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
+  }
+};
+
+// In the child, after fork. execve's errno goes to `status_fd` (closed on a
+// successful exec), so the parent tells "could not execute" from "ran".
+[[noreturn]] void exec_child(const ExecImage& image, pid_t parent, int stdin_fd, int out_fd, int err_fd,
+                             int status_fd) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) ::_exit(127);  // the parent died before prctl
+  ::setpgid(0, 0);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::signal(SIGPIPE, SIG_DFL);
+  if (stdin_fd < 0) stdin_fd = ::open("/dev/null", O_RDONLY);
+  if (stdin_fd >= 0) ::dup2(stdin_fd, 0);
+  ::dup2(out_fd, 1);
+  ::dup2(err_fd, 2);
+  ::execve(image.program.c_str(), image.argv.data(), image.envp.data());
+  int e = errno;
+  (void)!::write(status_fd, &e, sizeof e);
+  ::_exit(127);
+}
+
+// The child's execve errno, or 0 once it executed (the pipe closed).
+int exec_errno(UniqueFd status_read) {
+  int e = 0;
+  ssize_t n;
+  while ((n = ::read(status_read.get(), &e, sizeof e)) < 0 && errno == EINTR) {
+  }
+  return n == static_cast<ssize_t>(sizeof e) ? e : 0;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ChildProcess>> ChildProcess::spawn(const std::vector<std::string>& argv,
+                                                          const std::map<std::string, std::string>& env,
+                                                          SpawnOptions options) {
+  if (argv.empty()) return Error{"empty command"};
+  auto program = resolve_program(argv[0], env);
+  if (!program) return Error{program.error()};
+  ExecImage image(program.value(), argv, env);
+  Pipe in, out, err, status;
+  if ((options.stdin_pipe && !in.open()) || !out.open() || !err.open() || !status.open())
+    return Error{std::string("pipe: ") + std::strerror(errno)};
+  const pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid < 0) return Error{std::string("fork: ") + std::strerror(errno)};
+  if (pid == 0) exec_child(image, parent, in.fd[0].get(), out.fd[1].get(), err.fd[1].get(), status.fd[1].get());
+  // Only the child's copies of the write ends may remain, so EOF means it
+  // executed or exited.
+  in.fd[0].reset();
+  out.fd[1].reset();
+  err.fd[1].reset();
+  status.fd[1].reset();
+  if (int e = exec_errno(std::move(status.fd[0])); e != 0) {
+    int st = 0;
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    return Error{"cannot execute \"" + image.program + "\": " + std::strerror(e)};
+  }
+  return std::unique_ptr<ChildProcess>(
+      new ChildProcess(pid, std::move(in.fd[1]), std::move(out.fd[0]), std::move(err.fd[0])));
+}
+
+ChildProcess::ChildProcess(pid_t pid, UniqueFd in, UniqueFd out, UniqueFd err)
+    : pid_(pid), in_(std::move(in)), out_(std::move(out)), err_(std::move(err)) {
+  // Reading stops when asked, even if a helper still holds the write end;
+  // writing never blocks on a child that does not read.
+  for (int fd : {in_.get(), out_.get(), err_.get()}) {
+    if (fd >= 0) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  }
 #ifdef SYS_pidfd_open
   int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
   if (fd >= 0) {

@@ -26,16 +26,35 @@ struct ExitInfo {
   std::string describe() const;
 };
 
+struct SpawnOptions {
+  // Gives the child a pipe on stdin (take it with take_stdin()) instead of
+  // /dev/null.
+  bool stdin_pipe = false;
+};
+
 class ChildProcess {
  public:
-  // Spawns argv[0] (searched in PATH) with exactly `env`.
+  // Spawns argv[0] (searched in PATH) with exactly `env`. A program that
+  // cannot be executed (missing, not executable, a bad interpreter) is an
+  // error here, not a child exiting 127.
   static Result<std::unique_ptr<ChildProcess>> spawn(const std::vector<std::string>& argv,
-                                                     const std::map<std::string, std::string>& env);
+                                                     const std::map<std::string, std::string>& env,
+                                                     SpawnOptions options = {});
   ~ChildProcess();  // kills (SIGKILL) and reaps if still running
 
   pid_t pid() const { return pid_; }
   int stdout_fd() const { return out_.get(); }
   int stderr_fd() const { return err_.get(); }
+  // The pipe ends (non-blocking, close-on-exec), for a caller that reads
+  // and writes them itself (an event loop); stdout_fd()/stderr_fd() are -1
+  // afterwards. take_stdin() is empty unless SpawnOptions::stdin_pipe.
+  UniqueFd take_stdin() { return std::move(in_); }
+  UniqueFd take_stdout() { return std::move(out_); }
+  UniqueFd take_stderr() { return std::move(err_); }
+  // Readable once the process exited (not owned; -1 on kernels without
+  // pidfd_open): lets an event loop wait for this one child, never for
+  // "any child", so nobody else's exit status is ever consumed.
+  int pidfd() const { return pidfd_.get(); }
 
   // Blocks until the process has exited, without reaping it.
   void wait_exited();
@@ -52,11 +71,11 @@ class ChildProcess {
   void signal(int sig);
 
  private:
-  ChildProcess(pid_t pid, UniqueFd out, UniqueFd err);
+  ChildProcess(pid_t pid, UniqueFd in, UniqueFd out, UniqueFd err);
   std::mutex mu_;
   pid_t pid_;
   bool reaped_ = false;
-  UniqueFd out_, err_;
+  UniqueFd in_, out_, err_;
   UniqueFd pidfd_;  // readable once the process exited; empty on kernels without pidfd_open
 };
 

@@ -1,6 +1,7 @@
 #include "hooks/hook_factory.h"
 
 #include "hooks/builtin/builtins.h"
+#include "hooks/exec_hook.h"
 #include "hooks/grpc_hook.h"
 
 namespace owrap {
@@ -28,9 +29,9 @@ Result<std::unique_ptr<Hook>> make_hook(HookSpec& spec, const HookEnvironment& e
     case HookTransport::kBuiltin:
       return make_builtin_hook(spec, env, key);
     case HookTransport::kExec:
-      break;
+      return std::unique_ptr<Hook>(std::make_unique<ExecHook>(spec, env.io));
   }
-  return Error{key + ".type: this transport is not built yet"};
+  return Error{key + ".type: unknown transport"};
 }
 
 }  // namespace

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(meson ninja-build pkg-config g++ libgrpc++-dev libabsl-dev protobuf-compiler-grpc libprotobuf-dev
           protobuf-compiler libboost-dev nlohmann-json3-dev libtomlplusplus-dev catch2 util-linux procps
-          python3-grpcio python3-protobuf)
+          python3 python3-grpcio python3-protobuf)
 
 install_deps() {
   local missing=()
