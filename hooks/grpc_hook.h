@@ -2,7 +2,7 @@
 // LifecycleHook (proto/hooks.proto). Describe is called at start and retried
 // with backoff until it answers; Invoke runs one phase as an async unary
 // call on the caller's completion queue (no thread hop), or on the hook's own
-// queue when the caller has none. docs/hooks-grpc.md describes the
+// queue when the caller has none. docs/hooks.md (section 10) describes the
 // behaviour operators see.
 //
 // Lifetime rule. Each invocation is an object that owns itself (and a share

@@ -150,6 +150,8 @@ void read_limits(TomlSection& h, HookSpec& spec) {
 // What only one transport takes, and what each transport needs.
 void read_transport(TomlSection& h, HookSpec& spec) {
   auto type = h.string("type");
+  // `builtin = "<kind>"` says the type by itself.
+  if (!type && !h.has("type") && h.has("builtin")) type = "builtin";
   if (!type) {
     if (!h.has("type")) h.error("type", "missing; must be \"builtin\", \"exec\" or \"grpc\"");
     return;

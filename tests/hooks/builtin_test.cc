@@ -147,7 +147,7 @@ TEST_CASE("defaults: adds only missing values, with templates, creating parents"
   CHECK(result.spec().environment().count("BAR") == 0);  // the template's BAR is the caller's
 }
 
-TEST_CASE("defaults: the worked example of docs/hooks-builtin.md", "[builtin][defaults]") {
+TEST_CASE("defaults: the worked example of docs/hooks.md", "[builtin][defaults]") {
   auto hook = make_hook("defaults", R"(
     labels = { tenant = "{labels.team}", "sandbox-ref" = "{sandbox.namespace}/{sandbox.name}" }
     environment = { SANDBOX_IMAGE = "{template.image}", HTTP_PROXY = "http://proxy.internal:3128" }
