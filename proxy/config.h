@@ -6,7 +6,7 @@
 #include "common/log.h"
 #include "delegates/delegate.h"
 #include "delegates/delegate_config.h"
-#include "policy/config_split.h"
+#include "plan/config_split.h"
 
 #include <nlohmann/json.hpp>
 
