@@ -49,7 +49,15 @@ std::string first_leaf(const json& value, PathTokens& at, const std::function<st
   return "";
 }
 
-std::string label(const json& raw, size_t index) {
+// nlohmann's messages start with "[json.exception.out_of_range.403] ".
+std::string without_tag(const std::string& what) {
+  size_t end = what.find("] ");
+  return what.rfind("[json.exception.", 0) == 0 && end != std::string::npos ? what.substr(end + 2) : what;
+}
+
+}  // namespace
+
+std::string patch_label(const json& raw, size_t index) {
   std::string out = "patch " + std::to_string(index);
   if (!raw.is_object()) return out;
   auto text = [&](const char* key) {
@@ -61,14 +69,6 @@ std::string label(const json& raw, size_t index) {
   if (is_one_of(op, {"move", "copy"})) return out + " (" + op + " from " + text("from") + " to " + text("path") + ")";
   return out + " (" + op + " " + text("path") + ")";
 }
-
-// nlohmann's messages start with "[json.exception.out_of_range.403] ".
-std::string without_tag(const std::string& what) {
-  size_t end = what.find("] ");
-  return what.rfind("[json.exception.", 0) == 0 && end != std::string::npos ? what.substr(end + 2) : what;
-}
-
-}  // namespace
 
 const json* find_at(const json& doc, const PathTokens& path) {
   const json* at = &doc;
@@ -91,7 +91,7 @@ const json* find_at(const json& doc, const PathTokens& path) {
 std::string PatchSession::apply(const json& raw, size_t index) {
   auto op = parse(raw);
   std::string why = op ? step(op.value()) : op.error();
-  return why.empty() ? "" : label(raw, index) + ": " + why;
+  return why.empty() ? "" : patch_label(raw, index) + ": " + why;
 }
 
 Result<PatchSession::Op> PatchSession::parse(const json& raw) const {

@@ -68,6 +68,9 @@ class PatchSession {
   std::vector<PlanChange> changes_;
 };
 
+// "patch 2 (replace /id)", "patch 0 (move from /a to /b)": how refusals name an operation.
+std::string patch_label(const nlohmann::json& op, size_t index);
+
 // The value at `path`, or null when there is none (never throws).
 const nlohmann::json* find_at(const nlohmann::json& doc, const PathTokens& path);
 

@@ -85,7 +85,11 @@ std::string Plan::find_type_error(const nlohmann::json& patches) const {
   size_t culprit = 0;
   std::string why;
   for (size_t i = 0; i < patches.size(); i++) {
-    doc.patch_inplace(nlohmann::json::array({patches[i]}));
+    try {  // every operation applied once already; this only guards the gRPC thread
+      doc.patch_inplace(nlohmann::json::array({patches[i]}));
+    } catch (const nlohmann::json::exception& e) {
+      return patch_label(patches[i], i) + ": " + e.what();
+    }
     auto parsed = json_to_message(doc, scratch);
     if (parsed) {
       culprit = i + 1;
@@ -94,8 +98,7 @@ std::string Plan::find_type_error(const nlohmann::json& patches) const {
     }
   }
   const nlohmann::json& op = patches[culprit];
-  std::string label = "patch " + std::to_string(culprit) + " (" + op.value("op", "") + " " + op.value("path", "") + ")";
-  return label + ": " + op.value("path", "") + ": the result is not a DriverSandbox: " + why;
+  return patch_label(op, culprit) + ": " + op.value("path", "") + ": the result is not a DriverSandbox: " + why;
 }
 
 Status Plan::apply(const std::string& hook, const nlohmann::json& patches, bool may_override, const PatchRules& rules) {

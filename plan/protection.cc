@@ -73,9 +73,12 @@ SchemaSpot schema_spot(const Descriptor& root, const PathTokens& path) {
 Result<Protection> Protection::make(const Descriptor& root, const std::vector<std::string>& extra) {
   Protection out;
   out.root_ = &root;
-  for (const auto& text : driver_owned_patterns()) {
-    out.rules_.push_back({PathPattern::parse(text).value(), false});
-  }
+  static const std::vector<Rule> contract = [] {
+    std::vector<Rule> rules;
+    for (const auto& text : driver_owned_patterns()) rules.push_back({PathPattern::parse(text).value(), false});
+    return rules;
+  }();
+  out.rules_ = contract;
   for (const auto& text : extra) {
     auto pattern = PathPattern::parse(text);
     if (!pattern) return Error{"extra protected path: " + pattern.error()};

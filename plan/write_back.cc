@@ -18,7 +18,7 @@ namespace {
 bool same_field(const Message& a, const Message& b, const FieldDescriptor* field) {
   const Reflection* r = a.GetReflection();
   if (field->has_presence() && r->HasField(a, field) != r->HasField(b, field)) return false;
-  MessageDifferencer differencer;
+  thread_local MessageDifferencer differencer;  // costly to build; used by one thread at a time
   return differencer.CompareWithFields(a, b, {field}, {field});
 }
 

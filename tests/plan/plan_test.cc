@@ -7,6 +7,8 @@
 #include <google/protobuf/util/json_util.h>
 #include <catch2/catch.hpp>
 
+#include <chrono>
+
 using namespace owrap;
 using nlohmann::json;
 namespace v1 = openshell::compute::v1;
@@ -447,4 +449,30 @@ TEST_CASE("JSON pointers and patterns", "[plan]") {
   CHECK(env.is_below({}));
   CHECK_FALSE(env.is_below({"spec", "template"}));
   CHECK_FALSE(PathPattern::parse("").ok());
+}
+
+TEST_CASE("what a patch set costs", "[plan]") {
+  const v1::DriverSandbox request = parse(kSandbox);
+  const Patches patches{op("add", "/spec/template/labels/tenant", "acme"),
+                        op("add", "/spec/template/driver_config/pod/node_selector/disk", "ssd"),
+                        op("add", "/spec/environment/REGION", "eu")};
+  constexpr int kRounds = 500;
+  std::chrono::nanoseconds from_total{0}, apply_total{0}, back_total{0};
+  for (int i = 0; i < kRounds; i++) {
+    auto t0 = std::chrono::steady_clock::now();
+    Plan plan = plan_of(request);
+    auto t1 = std::chrono::steady_clock::now();
+    REQUIRE(plan.apply("defaults", patches.value, false, {}).ok());
+    auto t2 = std::chrono::steady_clock::now();
+    v1::DriverSandbox target = request;
+    auto t3 = std::chrono::steady_clock::now();
+    REQUIRE(plan.write_back(target).ok());
+    auto t4 = std::chrono::steady_clock::now();
+    from_total += t1 - t0;
+    apply_total += t2 - t1;
+    back_total += t4 - t3;
+  }
+  auto us = [&](std::chrono::nanoseconds total) { return std::to_string(total.count() / kRounds / 1000.0); };
+  WARN("Plan::from " << us(from_total) << " us, apply (3 ops) " << us(apply_total) << " us, write_back "
+                     << us(back_total) << " us");
 }
