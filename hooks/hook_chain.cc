@@ -296,8 +296,7 @@ void HookChain::sandbox_reported(const v1::DriverSandbox& sandbox) {
     const ConfiguredHook& h = hooks_[i];
     if (!active(h, HookPhase::kAfterReady, &sandbox, none)) continue;
     auto request = base_request(h, HookPhase::kAfterReady, Rpc::kWatchSandboxes, sandbox.id(), none);
-    *request->mutable_sandbox() = sandbox;
-    scrub_secrets(*request->mutable_sandbox());
+    *request->mutable_sandbox() = hook_view(sandbox);
     job.push_back(AfterInvocation{h.hook.get(), &h.spec, std::move(request)});
   }
   after_.push(std::move(job));

@@ -7,7 +7,7 @@
 #include "delegates/delegate.h"
 #include "delegates/delegate_config.h"
 #include "hooks/hook_config.h"
-#include "policy/config_split.h"
+#include "plan/config_split.h"
 
 #include <nlohmann/json.hpp>
 

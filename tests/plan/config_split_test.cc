@@ -1,4 +1,4 @@
-#include "policy/config_split.h"
+#include "plan/config_split.h"
 
 #include <google/protobuf/util/json_util.h>
 #include <catch2/catch.hpp>
@@ -20,7 +20,7 @@ std::string json_of(const google::protobuf::Message& m) {
 }
 }  // namespace
 
-TEST_CASE("nested mode peels the delegate's block and keeps platform_config", "[policy]") {
+TEST_CASE("nested mode peels the delegate's block and keeps platform_config", "[plan]") {
   DriverConfigSplitter s({"acme", "kubernetes", ConfigMode::kNested, {"ipam"}});
   auto t = tmpl_with(R"({"kubernetes": {"pod": {"priority_class_name": "high"}}, "ipam": {"pool": "a"}})");
   google::protobuf::Struct own;
@@ -30,7 +30,7 @@ TEST_CASE("nested mode peels the delegate's block and keeps platform_config", "[
   CHECK(t.platform_config().fields().at("runtime_class_name").string_value() == "gvisor");
 }
 
-TEST_CASE("nested mode: absent block stays absent, missing base key clears it", "[policy]") {
+TEST_CASE("nested mode: absent block stays absent, missing base key clears it", "[plan]") {
   DriverConfigSplitter s({"acme", "kubernetes", ConfigMode::kNested, {}});
   v1::DriverSandboxTemplate none;
   google::protobuf::Struct own;
@@ -41,7 +41,7 @@ TEST_CASE("nested mode: absent block stays absent, missing base key clears it", 
   CHECK_FALSE(empty.has_driver_config());
 }
 
-TEST_CASE("nested mode rejects unclaimed keys and non-object blocks with the path", "[policy]") {
+TEST_CASE("nested mode rejects unclaimed keys and non-object blocks with the path", "[plan]") {
   DriverConfigSplitter s({"acme", "kubernetes", ConfigMode::kNested, {}});
   google::protobuf::Struct own;
   auto typo = tmpl_with(R"({"kubernetes": {}, "typo": 1})");
@@ -54,7 +54,7 @@ TEST_CASE("nested mode rejects unclaimed keys and non-object blocks with the pat
   CHECK(st.error_message() == "driver_config.acme.kubernetes: must be an object");
 }
 
-TEST_CASE("inline mode removes only the wrapper's key", "[policy]") {
+TEST_CASE("inline mode removes only the wrapper's key", "[plan]") {
   DriverConfigSplitter s({"acme", "kubernetes", ConfigMode::kInline, {"ipam"}});
   auto t = tmpl_with(R"({"pod": {"runtime_class_name": "kata"}, "acme": {"ipam": {"pool": "b"}}})");
   google::protobuf::Struct own;
@@ -71,7 +71,7 @@ TEST_CASE("inline mode removes only the wrapper's key", "[policy]") {
   CHECK_FALSE(only_ours.has_driver_config());
 }
 
-TEST_CASE("inline mode rejects unclaimed keys and non-object blocks with the path", "[policy]") {
+TEST_CASE("inline mode rejects unclaimed keys and non-object blocks with the path", "[plan]") {
   DriverConfigSplitter s({"acme", "kubernetes", ConfigMode::kInline, {}});
   google::protobuf::Struct own;
   auto typo = tmpl_with(R"({"pod": {}, "acme": {"typo": true}})");

@@ -1,4 +1,4 @@
-#include "policy/config_split.h"
+#include "plan/config_split.h"
 
 namespace owrap {
 

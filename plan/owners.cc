@@ -1,0 +1,93 @@
+#include "plan/owners.h"
+
+#include <charconv>
+#include <vector>
+
+namespace owrap {
+
+using nlohmann::json;
+
+namespace {
+
+bool has_prefix(const std::string& s, const std::string& prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+std::optional<size_t> index_of(std::string_view token) {
+  size_t value = 0;
+  auto [end, ec] = std::from_chars(token.data(), token.data() + token.size(), value);
+  if (ec != std::errc() || end != token.data() + token.size()) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
+std::optional<OwnerConflict> PathOwners::conflict(const PathTokens& path, const std::string& hook) const {
+  // Above: a hook that set a whole array or an empty object owns what is put inside it.
+  PathTokens prefix;
+  for (size_t i = 0; i < path.size(); i++) {
+    auto it = owners_.find(to_pointer(prefix));
+    if (it != owners_.end() && it->second != hook) return OwnerConflict{it->first, it->second};
+    prefix.push_back(path[i]);
+  }
+  const std::string pointer = to_pointer(path);
+  if (auto it = owners_.find(pointer); it != owners_.end() && it->second != hook) {
+    return OwnerConflict{it->first, it->second};
+  }
+  // Below: "/a/..." is one range of the sorted map; "/a-b" sorts between "/a" and it.
+  const std::string below = pointer + "/";
+  for (auto it = owners_.lower_bound(below); it != owners_.end() && has_prefix(it->first, below); ++it) {
+    if (it->second != hook) return OwnerConflict{it->first, it->second};
+  }
+  return std::nullopt;
+}
+
+void PathOwners::erase_at_and_below(const std::string& pointer) {
+  owners_.erase(pointer);
+  const std::string below = pointer + "/";
+  auto it = owners_.lower_bound(below);
+  while (it != owners_.end() && has_prefix(it->first, below)) it = owners_.erase(it);
+}
+
+void PathOwners::claim_set(const PathTokens& path, const json& value, const std::string& hook) {
+  erase_at_and_below(to_pointer(path));
+  if (!value.is_object() || value.empty()) {
+    owners_[to_pointer(path)] = hook;
+    return;
+  }
+  PathTokens child = path;
+  child.emplace_back();
+  for (const auto& [key, item] : value.items()) {
+    child.back() = key;
+    claim_set(child, item, hook);
+  }
+}
+
+void PathOwners::claim_removal(const PathTokens& path, const std::string& hook) {
+  erase_at_and_below(to_pointer(path));
+  owners_[to_pointer(path)] = hook;
+}
+
+void PathOwners::shift(const PathTokens& array, size_t index, int delta) {
+  const std::string base = to_pointer(array) + "/";
+  std::vector<std::pair<std::string, std::string>> moved;
+  for (auto it = owners_.lower_bound(base); it != owners_.end() && has_prefix(it->first, base);) {
+    std::string rest = it->first.substr(base.size());
+    size_t slash = rest.find('/');
+    auto at = index_of(std::string_view(rest).substr(0, slash));
+    if (!at || *at < index) {
+      ++it;
+      continue;
+    }
+    if (delta < 0 && *at == index) {  // the removed element
+      it = owners_.erase(it);
+      continue;
+    }
+    std::string tail = slash == std::string::npos ? "" : rest.substr(slash);
+    moved.emplace_back(base + std::to_string(*at + delta) + tail, it->second);
+    it = owners_.erase(it);
+  }
+  for (auto& [pointer, hook] : moved) owners_[pointer] = hook;
+}
+
+}  // namespace owrap

@@ -1,0 +1,229 @@
+#include "plan/patch_session.h"
+
+#include <charconv>
+#include <functional>
+#include <optional>
+
+namespace owrap {
+
+using nlohmann::json;
+
+namespace {
+
+bool is_one_of(const std::string& op, std::initializer_list<const char*> ops) {
+  for (const char* candidate : ops) {
+    if (op == candidate) return true;
+  }
+  return false;
+}
+
+// RFC 6901 array index: digits without a leading zero.
+std::optional<size_t> array_index(const std::string& token) {
+  if (token.empty() || (token.size() > 1 && token[0] == '0')) return std::nullopt;
+  size_t value = 0;
+  auto [end, ec] = std::from_chars(token.data(), token.data() + token.size(), value);
+  if (ec != std::errc() || end != token.data() + token.size()) return std::nullopt;
+  return value;
+}
+
+PathTokens parent_of(const PathTokens& path) {
+  return PathTokens(path.begin(), path.end() - 1);
+}
+
+PathTokens child_of(PathTokens path, std::string token) {
+  path.push_back(std::move(token));
+  return path;
+}
+
+// Calls `check` for every scalar or empty container beneath `value` (arrays
+// too: an element may be a message with a secret); the first non-empty answer wins.
+std::string first_leaf(const json& value, PathTokens& at, const std::function<std::string(const PathTokens&)>& check) {
+  if (!value.is_structured() || value.empty()) return check(at);
+  size_t i = 0;
+  for (const auto& [key, item] : value.items()) {
+    at.push_back(value.is_array() ? std::to_string(i++) : key);
+    std::string why = first_leaf(item, at, check);
+    at.pop_back();
+    if (!why.empty()) return why;
+  }
+  return "";
+}
+
+// nlohmann's messages start with "[json.exception.out_of_range.403] ".
+std::string without_tag(const std::string& what) {
+  size_t end = what.find("] ");
+  return what.rfind("[json.exception.", 0) == 0 && end != std::string::npos ? what.substr(end + 2) : what;
+}
+
+}  // namespace
+
+std::string patch_label(const json& raw, size_t index) {
+  std::string out = "patch " + std::to_string(index);
+  if (!raw.is_object()) return out;
+  auto text = [&](const char* key) {
+    auto it = raw.find(key);
+    return it != raw.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  std::string op = text("op");
+  if (op.empty()) return out;
+  if (is_one_of(op, {"move", "copy"})) return out + " (" + op + " from " + text("from") + " to " + text("path") + ")";
+  return out + " (" + op + " " + text("path") + ")";
+}
+
+const json* find_at(const json& doc, const PathTokens& path) {
+  const json* at = &doc;
+  for (const auto& token : path) {
+    if (at->is_object()) {
+      auto it = at->find(token);
+      if (it == at->end()) return nullptr;
+      at = &*it;
+    } else if (at->is_array()) {
+      auto i = array_index(token);
+      if (!i || *i >= at->size()) return nullptr;
+      at = &(*at)[*i];
+    } else {
+      return nullptr;
+    }
+  }
+  return at;
+}
+
+std::string PatchSession::apply(const json& raw, size_t index) {
+  auto op = parse(raw);
+  std::string why = op ? step(op.value()) : op.error();
+  return why.empty() ? "" : patch_label(raw, index) + ": " + why;
+}
+
+Result<PatchSession::Op> PatchSession::parse(const json& raw) const {
+  if (!raw.is_object()) return Error{"an operation must be a JSON object"};
+  auto text = [&](const char* key) -> const json* {
+    auto it = raw.find(key);
+    return it != raw.end() && it->is_string() ? &*it : nullptr;
+  };
+  Op out{&raw, text("op") ? text("op")->get<std::string>() : ""};
+  if (!is_one_of(out.op, {"add", "remove", "replace", "move", "copy", "test"})) {
+    return Error{"\"op\" must be one of add, remove, replace, move, copy, test"};
+  }
+  if (!text("path")) return Error{"\"path\" must be a JSON pointer string"};
+  auto path = parse_pointer(text("path")->get<std::string>());
+  if (!path) return Error{path.error()};
+  out.path = std::move(path.value());
+  if (is_one_of(out.op, {"move", "copy"})) {
+    if (!text("from")) return Error{"\"" + out.op + "\" needs \"from\", a JSON pointer string"};
+    auto from = parse_pointer(text("from")->get<std::string>());
+    if (!from) return Error{from.error()};
+    out.from = std::move(from.value());
+  } else if (out.op != "remove") {
+    auto value = raw.find("value");
+    if (value == raw.end()) return Error{"\"" + out.op + "\" needs a \"value\""};
+    out.value = *value;
+  }
+  return out;
+}
+
+std::string PatchSession::step(Op& op) {
+  if (op.op == "test") return run(op);
+  if (std::string why = guard(op); !why.empty()) return why;
+  if (std::string why = check_owners(op); !why.empty()) return why;
+  if (std::string why = run(op); !why.empty()) return why;
+  record(op);
+  return "";
+}
+
+std::string PatchSession::guard(Op& op) const {
+  auto whole = [&](const PathTokens& path) {
+    std::string why = protection_.inside(path);
+    return why.empty() ? protection_.contains(path) : why;
+  };
+  if (is_one_of(op.op, {"move", "copy"})) {
+    if (std::string why = whole(op.from); !why.empty()) return why;
+    const json* source = find_at(doc_, op.from);
+    if (!source) return to_pointer(op.from) + " does not exist";
+    op.value = *source;
+  }
+  if (is_one_of(op.op, {"remove", "replace"})) return whole(op.path);
+  return guard_add(op.path, op.value);
+}
+
+// `add` writes a new member, inserts into an array, or replaces an existing
+// member: the last is a replace and is judged as one.
+std::string PatchSession::guard_add(const PathTokens& path, const json& value) const {
+  if (std::string why = protection_.inside(path); !why.empty()) return why;
+  std::string why = protection_.contains(path);
+  if (why.empty()) return "";
+  const json* parent = path.empty() ? nullptr : find_at(doc_, parent_of(path));
+  if (path.empty() || (parent && parent->is_object() && parent->contains(path.back()))) {
+    return why + " (adding onto it replaces it)";
+  }
+  PathTokens at = path;
+  return first_leaf(value, at, [&](const PathTokens& leaf) { return protection_.inside(leaf); });
+}
+
+const json* PatchSession::parent_array(const PathTokens& path) const {
+  if (path.empty()) return nullptr;
+  const json* parent = find_at(doc_, parent_of(path));
+  return parent && parent->is_array() ? parent : nullptr;
+}
+
+std::string PatchSession::check_owners(const Op& op) const {
+  if (may_override_) return "";
+  if (op.op == "move") {
+    if (std::string why = check_owner(op.from); !why.empty()) return why;
+  }
+  // Inserting into an array changes no one's element.
+  if (is_one_of(op.op, {"add", "move", "copy"}) && parent_array(op.path)) return "";
+  return check_owner(op.path);
+}
+
+std::string PatchSession::check_owner(const PathTokens& path) const {
+  auto conflict = owners_.conflict(path, hook_);
+  if (!conflict) return "";
+  std::string pointer = to_pointer(path);
+  std::string what = conflict->path == pointer ? pointer : pointer + " overlaps " + conflict->path;
+  return what + ", which hook \"" + conflict->hook + "\" set first; hook \"" + hook_ +
+         "\" may not override it (may_override = false)";
+}
+
+std::string PatchSession::run(const Op& op) {
+  try {
+    doc_.patch_inplace(json::array({*op.raw}));
+  } catch (const json::exception& e) {
+    if (op.op == "test") return "the test failed: " + to_pointer(op.path) + " is not the given value";
+    return without_tag(e.what());
+  }
+  return "";
+}
+
+void PatchSession::record(const Op& op) {
+  if (op.op == "move") record_removal(op.from);
+  if (op.op == "remove") {
+    record_removal(op.path);
+  } else if (op.op == "replace") {
+    owners_.claim_set(op.path, op.value, hook_);
+  } else {
+    record_add(op.path, op.value);
+  }
+  std::string from = is_one_of(op.op, {"move", "copy"}) ? to_pointer(op.from) : "";
+  changes_.push_back({hook_, op.op, to_pointer(op.path), from, op.op == "remove" ? json() : op.value});
+}
+
+void PatchSession::record_removal(const PathTokens& path) {
+  if (parent_array(path)) {
+    owners_.shift(parent_of(path), *array_index(path.back()), -1);
+    return;
+  }
+  owners_.claim_removal(path, hook_);
+}
+
+void PatchSession::record_add(const PathTokens& path, const json& value) {
+  const json* array = parent_array(path);
+  if (!array) {
+    owners_.claim_set(path, value, hook_);
+    return;
+  }
+  size_t index = path.back() == "-" ? array->size() - 1 : *array_index(path.back());
+  owners_.shift(parent_of(path), index, 1);
+  owners_.claim_set(child_of(parent_of(path), std::to_string(index)), value, hook_);
+}
+
+}  // namespace owrap

@@ -1,0 +1,127 @@
+#include "plan/plan.h"
+
+#include "common/secrets.h"
+#include "plan/sandbox_json.h"
+#include "plan/write_back.h"
+
+namespace owrap {
+
+using grpc::Status;
+using grpc::StatusCode;
+using nlohmann::json;
+using openshell::compute::v1::DriverSandbox;
+
+namespace {
+
+constexpr std::string_view kTokenEnvPrefix = "OPENSHELL_SANDBOX_TOKEN";
+
+void drop_token_entries(google::protobuf::Map<std::string, std::string>& environment) {
+  for (auto it = environment.begin(); it != environment.end();) {
+    it = it->first.rfind(kTokenEnvPrefix, 0) == 0 ? environment.erase(it) : std::next(it);
+  }
+}
+
+std::string hook_prefix(const std::string& hook) {
+  return "hook \"" + hook + "\": ";
+}
+
+// A reply beyond the limits is malformed: refused before any operation runs.
+std::string check_limits(const json& patches, const PatchRules& rules) {
+  if (!patches.is_array()) return "the patches must be a JSON array of operations";
+  if (patches.size() > rules.max_patches) {
+    return std::to_string(patches.size()) + " patch operations, more than the limit of " +
+           std::to_string(rules.max_patches) + " (max_patches)";
+  }
+  size_t bytes = patches.dump().size();
+  if (bytes > rules.max_bytes) {
+    return "the patch set is " + std::to_string(bytes) + " bytes, more than the limit of " +
+           std::to_string(rules.max_bytes) + " (max_bytes)";
+  }
+  return "";
+}
+
+}  // namespace
+
+DriverSandbox hook_view(const DriverSandbox& sandbox) {
+  DriverSandbox view;
+  view.CopyFrom(*scrubbed_copy(sandbox));
+  if (view.has_spec()) {
+    drop_token_entries(*view.mutable_spec()->mutable_environment());
+    if (view.spec().has_template_())
+      drop_token_entries(*view.mutable_spec()->mutable_template_()->mutable_environment());
+  }
+  return view;
+}
+
+Result<Plan> Plan::from(const DriverSandbox& sandbox) {
+  Plan plan;
+  plan.base_ = hook_view(sandbox);
+  plan.current_ = plan.base_;
+  auto doc = message_to_json(plan.base_);
+  if (!doc) return Error{"the sandbox has no JSON form: " + doc.error()};
+  plan.json_ = std::move(doc.value());
+  return plan;
+}
+
+Result<Plan::Staged> Plan::stage(const std::string& hook, const nlohmann::json& patches, bool may_override,
+                                 const PatchRules& rules) const {
+  if (std::string why = check_limits(patches, rules); !why.empty()) return Error{hook_prefix(hook) + why};
+  auto protection = Protection::make(*DriverSandbox::descriptor(), rules.extra_protected);
+  if (!protection) return Error{hook_prefix(hook) + protection.error()};
+  PatchSession session(protection.value(), hook, may_override, json_, owners_);
+  for (size_t i = 0; i < patches.size(); i++) {
+    if (std::string why = session.apply(patches[i], i); !why.empty()) return Error{hook_prefix(hook) + why};
+  }
+  Staged out{std::move(session.doc()), std::move(session.owners()), std::move(session.changes()), {}};
+  if (!json_to_message(out.doc, out.sandbox)) return Error{hook_prefix(hook) + find_type_error(patches)};
+  return out;
+}
+
+// The operation after the last prefix of the patch set whose result is still
+// a DriverSandbox: the one that broke it for good.
+std::string Plan::find_type_error(const nlohmann::json& patches) const {
+  nlohmann::json doc = json_;
+  DriverSandbox scratch;
+  size_t culprit = 0;
+  std::string why;
+  for (size_t i = 0; i < patches.size(); i++) {
+    try {  // every operation applied once already; this only guards the gRPC thread
+      doc.patch_inplace(nlohmann::json::array({patches[i]}));
+    } catch (const nlohmann::json::exception& e) {
+      return patch_label(patches[i], i) + ": " + e.what();
+    }
+    auto parsed = json_to_message(doc, scratch);
+    if (parsed) {
+      culprit = i + 1;
+    } else if (culprit == i) {
+      why = parsed.error();
+    }
+  }
+  const nlohmann::json& op = patches[culprit];
+  return patch_label(op, culprit) + ": " + op.value("path", "") + ": the result is not a DriverSandbox: " + why;
+}
+
+Status Plan::apply(const std::string& hook, const nlohmann::json& patches, bool may_override, const PatchRules& rules) {
+  auto staged = stage(hook, patches, may_override, rules);
+  if (!staged) return Status(StatusCode::INVALID_ARGUMENT, staged.error());
+  json_ = std::move(staged->doc);
+  owners_ = std::move(staged->owners);
+  current_ = std::move(staged->sandbox);
+  for (auto& change : staged->changes) changes_.push_back(std::move(change));
+  return Status::OK;
+}
+
+Result<std::vector<PlanChange>> Plan::preview(const std::string& hook, const nlohmann::json& patches, bool may_override,
+                                              const PatchRules& rules) const {
+  auto staged = stage(hook, patches, may_override, rules);
+  if (!staged) return Error{staged.error()};
+  return std::move(staged->changes);
+}
+
+Status Plan::write_back(DriverSandbox& target) const {
+  DriverSandbox after = current_;
+  write_changes(base_, after, target);
+  return Status::OK;
+}
+
+}  // namespace owrap

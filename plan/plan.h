@@ -1,0 +1,92 @@
+// The plan: what a ValidateSandboxCreate or CreateSandbox becomes before it
+// reaches the delegate. Prepare hooks shape it with RFC 6902 patches, one
+// hook's patch set at a time, each all or nothing; validate hooks judge the
+// result and see who set what. Every patch is checked against the safety
+// rules (docs/hooks.md "Protected paths" and "Ownership"): driver-owned and
+// secret fields and the operator's extra prefixes are never written, a hook
+// never silently undoes another's change, and the result must still be a
+// DriverSandbox. The original request is changed only by write_back(), and
+// only where the plan changed.
+#pragma once
+
+#include "common/result.h"
+#include "compute_driver.pb.h"
+#include "plan/owners.h"
+#include "plan/patch_session.h"
+
+#include <grpcpp/support/status.h>
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace owrap {
+
+// Per hook, from its [[hooks]] entry and the wrapper's settings.
+struct PatchRules {
+  // Operator-configured JSON pointers protected like driver-owned fields,
+  // e.g. "/spec/template/labels/acme.com~1owner". A token ending in `*`
+  // matches every key starting with the rest ("/spec/template/labels/acme.com~1*").
+  std::vector<std::string> extra_protected;
+  size_t max_patches = 32;
+  size_t max_bytes = 1 << 20;  // the serialized size of one hook's patch array
+};
+
+class Plan {
+ public:
+  // The plan for a request's sandbox (after the driver_config split). The
+  // view has every secret field removed (by the field option) and every
+  // OPENSHELL_SANDBOX_TOKEN* entry removed from spec.environment and
+  // spec.template.environment; unknown fields are not in it either.
+  static Result<Plan> from(const openshell::compute::v1::DriverSandbox& sandbox);
+
+  // What hooks are shown: the plan as the hooks so far left it.
+  const openshell::compute::v1::DriverSandbox& view() const { return current_; }
+  // The same as protobuf JSON (proto field names, no defaults).
+  const nlohmann::json& json() const { return json_; }
+
+  // Applies one hook's RFC 6902 patch array, atomically. On a refusal the
+  // plan is unchanged and the status (INVALID_ARGUMENT) names the hook, the
+  // operation and the path: `hook "stamp": patch 2 (replace /id): /id is
+  // driver-owned`. Operations are numbered from 0.
+  grpc::Status apply(const std::string& hook, const nlohmann::json& patches, bool may_override,
+                     const PatchRules& rules);
+  // The same checks without applying: what the patches would change (audit
+  // mode logs this). The error is the message apply() would give.
+  Result<std::vector<PlanChange>> preview(const std::string& hook, const nlohmann::json& patches, bool may_override,
+                                          const PatchRules& rules) const;
+
+  // Every path a hook set or removed -> that hook (validate hooks get this).
+  const std::map<std::string, std::string>& owners() const { return owners_.by_path(); }
+  // Every applied operation, in order (one audit log line each).
+  const std::vector<PlanChange>& changes() const { return changes_; }
+
+  // Writes what the plan changed onto `target` (the request's own sandbox)
+  // and nothing else: unknown fields, secret values, hidden environment
+  // entries and unchanged fields survive.
+  grpc::Status write_back(openshell::compute::v1::DriverSandbox& target) const;
+
+ private:
+  struct Staged {
+    nlohmann::json doc;
+    PathOwners owners;
+    std::vector<PlanChange> changes;
+    openshell::compute::v1::DriverSandbox sandbox;
+  };
+  Result<Staged> stage(const std::string& hook, const nlohmann::json& patches, bool may_override,
+                       const PatchRules& rules) const;
+  std::string find_type_error(const nlohmann::json& patches) const;
+
+  openshell::compute::v1::DriverSandbox base_;     // the view before any hook
+  openshell::compute::v1::DriverSandbox current_;  // the view now
+  nlohmann::json json_;
+  PathOwners owners_;
+  std::vector<PlanChange> changes_;
+};
+
+// A view of `sandbox` fit for hooks: secret fields, unknown fields and
+// OPENSHELL_SANDBOX_TOKEN* environment entries removed.
+openshell::compute::v1::DriverSandbox hook_view(const openshell::compute::v1::DriverSandbox& sandbox);
+
+}  // namespace owrap
