@@ -1,0 +1,307 @@
+// The hook chain through a real wrapper with exec and builtin hooks: order
+// across a chain of two wrappers, a cancelled caller killing an exec hook's
+// process group, quota under concurrent creates, the token never reaching a
+// hook, the base driver judging the plan hooks shaped, and the operator
+// tools (plan, check-config).
+#include "support/harness.h"
+
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+using namespace owrap::test;
+using Catch::Contains;
+using namespace std::chrono_literals;
+
+namespace {
+
+const char* kToken = "eyJhbGciOi.TOKEN-chain-e2e-secret.sig";
+
+std::string python3() {
+  return ::access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "/usr/bin/env";
+}
+
+// An exec hook that appends "<hook>:<phase>" to $ORDER_FILE, records its
+// stdin to $RECORD_FILE, and allows.
+std::string write_recording_hook(const TempDir& dir) {
+  std::string path = dir.file("record_hook.py");
+  write_file(path, R"(#!/usr/bin/python3
+import json, os, sys
+raw = sys.stdin.read()
+req = json.loads(raw)
+with open(os.environ["ORDER_FILE"], "a") as f:
+    f.write(req["hook"] + ":" + req["phase"] + "\n")
+if os.environ.get("RECORD_FILE"):
+    with open(os.environ["RECORD_FILE"], "a") as f:
+        f.write(raw.strip() + "\n")
+print(json.dumps({"allowed": True}))
+)");
+  ::chmod(path.c_str(), 0755);
+  return path;
+}
+
+std::string exec_hook_toml(const std::string& name, const std::string& command, const std::string& phases,
+                           const std::string& env, const std::string& extra = "") {
+  return "\n[[hooks]]\nname = \"" + name + "\"\ntype = \"exec\"\ncommand = [\"" + command + "\"]\nphases = [" + phases +
+         "]\nenv = {" + env + "}\ntimeout_ms = 10000\n" + extra;
+}
+
+v1::CreateSandboxRequest create_request(const std::string& id, const std::string& driver_config_json = {}) {
+  v1::CreateSandboxRequest req;
+  *req.mutable_sandbox() = make_sandbox(id, driver_config_json);
+  req.mutable_sandbox()->mutable_spec()->set_sandbox_token(kToken);
+  (*req.mutable_sandbox()->mutable_spec()->mutable_environment())["OPENSHELL_SANDBOX_TOKEN"] = kToken;
+  return req;
+}
+
+grpc::Status create(v1::ComputeDriver::Stub& stub, const v1::CreateSandboxRequest& req) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+  v1::CreateSandboxResponse resp;
+  return stub.CreateSandbox(&ctx, req, &resp);
+}
+
+v1::DriverSandbox get(v1::ComputeDriver::Stub& stub, const std::string& id) {
+  grpc::ClientContext ctx;
+  v1::GetSandboxRequest req;
+  req.set_sandbox_id(id);
+  v1::GetSandboxResponse resp;
+  REQUIRE(stub.GetSandbox(&ctx, req, &resp).ok());
+  return resp.sandbox();
+}
+
+// True while a process of group `pgid` runs. A killed orphan may linger as
+// a zombie until init reaps it: dead, and not counted.
+bool group_alive(pid_t pgid) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::string stat = read_file(entry.path().string() + "/stat");
+    auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 2));
+    std::string state;
+    long ppid = 0, group = 0;
+    fields >> state >> ppid >> group;
+    if (group == pgid && state != "Z" && state != "X") return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("a chain of two wrappers: the outer wrapper's hooks run first, each sees its own layer",
+          "[e2e][hooks][chain]") {
+  TempDir dir;
+  std::string hook = write_recording_hook(dir);
+  std::string order = dir.file("order.txt");
+  WrapperSpec inner;
+  inner.name = "inner";
+  inner.command = memory_command();
+  inner.extra_delegate_toml =
+      exec_hook_toml("in-hook", hook, "\"prepare\", \"validate\"",
+                     "ORDER_FILE = \"" + order + "\", RECORD_FILE = \"" + dir.file("inner.jsonl") + "\"");
+  WrapperSpec outer;
+  outer.name = "outer";
+  outer.delegate_name = "inner";
+  outer.command = wrapper_command(dir, inner);
+  outer.extra_delegate_toml =
+      exec_hook_toml("out-hook", hook, "\"prepare\", \"validate\"",
+                     "ORDER_FILE = \"" + order + "\", RECORD_FILE = \"" + dir.file("outer.jsonl") + "\"");
+  WrapperProc wrapper(dir, outer);
+  REQUIRE(wait_for_socket(wrapper.socket, 20s));
+  auto stub = stub_for(wrapper.socket);
+  // The outer layer's block for its hook, and the inner wrapper's block
+  // (which carries the inner hook's block and the memory driver's).
+  auto req = create_request("sb-chain", R"({"out-hook": {"layer": "outer"},
+                                            "inner": {"in-hook": {"layer": "inner"}}})");
+  REQUIRE(create(*stub, req).ok());
+  CHECK(read_file(order) == "out-hook:prepare\nout-hook:validate\nin-hook:prepare\nin-hook:validate\n");
+  CHECK_THAT(read_file(dir.file("outer.jsonl")), Contains(R"("request_config":{"layer":"outer"})"));
+  CHECK_THAT(read_file(dir.file("inner.jsonl")), Contains(R"("request_config":{"layer":"inner"})"));
+  // The inner wrapper never sees the outer layer (its hook block is gone).
+  CHECK_FALSE(file_contains(dir.file("inner.jsonl"), "out-hook"));
+  CHECK_FALSE(file_contains(dir.file("outer.jsonl"), "TOKEN-chain-e2e-secret"));
+  CHECK_FALSE(file_contains(dir.file("inner.jsonl"), "TOKEN-chain-e2e-secret"));
+  CHECK_FALSE(file_contains(wrapper.proc->log_file(), "TOKEN-chain-e2e-secret"));
+}
+
+TEST_CASE("a caller that cancels while an exec hook runs: its process group is gone within 100 ms",
+          "[e2e][hooks][exec]") {
+  TempDir dir;
+  std::string hook = dir.file("slow_hook.sh");
+  // The hook and a background child of its own, both in the hook's group.
+  write_file(hook, "#!/bin/sh\nsleep 60 &\necho $$ > " + dir.file("hook.pid") + "\nsleep 60\n");
+  ::chmod(hook.c_str(), 0755);
+  WrapperSpec spec;
+  spec.command = memory_command();
+  spec.extra_delegate_toml = exec_hook_toml("slow", hook, "\"validate\"", "");
+  WrapperProc wrapper(dir, spec);
+  REQUIRE(wait_for_socket(wrapper.socket));
+  auto stub = stub_for(wrapper.socket);
+
+  grpc::ClientContext ctx;
+  v1::CreateSandboxResponse resp;
+  grpc::Status status;
+  std::atomic<bool> done{false};
+  std::thread caller([&] {
+    status = stub->CreateSandbox(&ctx, create_request("sb-cancel"), &resp);
+    done = true;
+  });
+  REQUIRE(wait_for([&] { return read_file(dir.file("hook.pid")).size() > 1; }));
+  pid_t pgid = std::stoi(read_file(dir.file("hook.pid")));
+  REQUIRE(group_alive(pgid));
+  auto t0 = std::chrono::steady_clock::now();
+  ctx.TryCancel();
+  REQUIRE(wait_for([&] { return !group_alive(pgid); }, 2s));
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  INFO("process group gone after " << took.count() << " ms");
+  CHECK(took < 100ms);
+  caller.join();
+  CHECK(status.error_code() == grpc::StatusCode::CANCELLED);
+}
+
+TEST_CASE("quota holds under 50 concurrent creates for one tenant", "[e2e][hooks][quota]") {
+  TempDir dir;
+  WrapperSpec spec;
+  spec.command = memory_command();
+  spec.extra_delegate_toml =
+      "\n[[hooks]]\nname = \"quota\"\nbuiltin = \"quota\"\n[hooks.config]\nlabel = \"tenant\"\nmax = 10\n";
+  WrapperProc wrapper(dir, spec);
+  REQUIRE(wait_for_socket(wrapper.socket));
+  std::atomic<int> ok{0}, refused{0}, other{0};
+  std::string last_refusal;
+  std::mutex mu;
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 50; i++) {
+    callers.emplace_back([&, i] {
+      auto stub = stub_for(wrapper.socket);
+      auto req = create_request("q-" + std::to_string(i));
+      (*req.mutable_sandbox()->mutable_spec()->mutable_template_()->mutable_labels())["tenant"] = "acme";
+      grpc::Status s = create(*stub, req);
+      if (s.ok()) {
+        ok++;
+      } else if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+        refused++;
+        std::lock_guard lock(mu);
+        last_refusal = s.error_message();
+      } else {
+        other++;
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  CHECK(ok == 10);
+  CHECK(refused == 40);
+  CHECK(other == 0);
+  CHECK_THAT(last_refusal, Contains("hook \"quota\" denied CreateSandbox: quota tenant=acme: 10 of 10"));
+  // Another tenant is not affected.
+  auto stub = stub_for(wrapper.socket);
+  auto req = create_request("q-other");
+  (*req.mutable_sandbox()->mutable_spec()->mutable_template_()->mutable_labels())["tenant"] = "zeta";
+  CHECK(create(*stub, req).ok());
+}
+
+TEST_CASE("hooks shape the Kubernetes block; the base judges it; unclaimed keys keep their error",
+          "[e2e][hooks][schema]") {
+  TempDir dir;
+  WrapperSpec spec;
+  spec.command = memory_command({}, {"--schema", "kubernetes"});
+  spec.delegate_name = "kubernetes";
+  spec.extra_delegate_toml = R"(
+[[hooks]]
+name = "defaults"
+builtin = "defaults"
+[hooks.config]
+labels = { tenant = "{labels.team}" }
+[hooks.config.driver_config.pod]
+node_selector = { pool = "sandboxes" }
+
+[[hooks]]
+name = "policy"
+builtin = "policy"
+[hooks.config.images]
+allowed_prefixes = ["ghcr.io/example/"]
+)";
+  WrapperProc wrapper(dir, spec);
+  REQUIRE(wait_for_socket(wrapper.socket));
+  auto stub = stub_for(wrapper.socket);
+
+  SECTION("defaults reach the base driver's block, which accepts them") {
+    REQUIRE(create(*stub, create_request("k-1", R"({"kubernetes": {"pod": {"runtime_class_name": "gvisor"}}})")).ok());
+    v1::DriverSandbox stored = get(*stub, "k-1");
+    CHECK(stored.spec().template_().labels().at("tenant") == "blue");
+    const auto& pod = stored.spec().template_().driver_config().fields().at("pod").struct_value().fields();
+    CHECK(pod.at("node_selector").struct_value().fields().at("pool").string_value() == "sandboxes");
+    CHECK(pod.at("runtime_class_name").string_value() == "gvisor");
+  }
+  SECTION("a policy denial reaches the caller with its rule") {
+    auto req = create_request("k-2");
+    req.mutable_sandbox()->mutable_spec()->mutable_template_()->set_image("docker.io/evil:1");
+    grpc::Status s = create(*stub, req);
+    CHECK(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+    CHECK_THAT(s.error_message(), Contains("hook \"policy\" denied CreateSandbox: rule images.allowed_prefixes"));
+  }
+  SECTION("a key the base does not know is refused by the base after the hooks ran") {
+    grpc::Status s = create(*stub, create_request("k-3", R"({"kubernetes": {"pod": {"bogus": 1}}})"));
+    CHECK(s.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(s.error_message(), Contains("invalid kubernetes driver_config"));
+  }
+  SECTION("a wrapper key no hook claims is still INVALID_ARGUMENT naming its path") {
+    grpc::Status s = create(*stub, create_request("k-4", R"({"nobody": {}})"));
+    CHECK(s.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(s.error_message(), Contains("nobody"));
+  }
+}
+
+TEST_CASE("plan prints the final plan and each hook's verdict; check-config lists the chain", "[e2e][hooks][tools]") {
+  TempDir dir;
+  std::string config = dir.file("plan.toml");
+  write_file(config, R"([wrapper]
+name = "acme"
+socket = ")" + dir.file("unused.sock") +
+                         R"("
+[delegate]
+name = "memory"
+command = ["/bin/true"]
+
+[[hooks]]
+name = "defaults"
+builtin = "defaults"
+[hooks.config]
+labels = { stamped = "yes-{sandbox.id}" }
+
+[[hooks]]
+name = "policy"
+builtin = "policy"
+mode = "enforce"
+[hooks.config.images]
+allowed_prefixes = ["ghcr.io/example/"]
+)");
+  std::string out, err;
+  write_file(dir.file("ok.json"), R"({"id": "p-1", "spec": {"template": {"image": "ghcr.io/example/a:1"}}})");
+  CHECK(run_command({wrapper_bin(), "plan", "--config", config, "--sandbox", dir.file("ok.json")}, &out, &err) == 0);
+  CHECK_THAT(out, Contains(R"("stamped": "yes-p-1")"));
+  CHECK_THAT(out, Contains(R"("/spec/template/labels")"));
+  CHECK_THAT(out, Contains(R"("result": "allowed")"));
+
+  write_file(dir.file("bad.json"), R"({"id": "p-2", "spec": {"template": {"image": "quay.io/x:1"}}})");
+  CHECK(run_command({wrapper_bin(), "plan", "--config", config, "--sandbox", dir.file("bad.json")}, &out, &err) == 1);
+  CHECK_THAT(out, Contains(R"("verdict": "denied")"));
+  CHECK_THAT(out, Contains("rule images.allowed_prefixes"));
+
+  CHECK(run_command({wrapper_bin(), "check-config", config}, &out, &err) == 0);
+  CHECK_THAT(out, Contains(R"("builtin": "defaults")"));
+  CHECK_THAT(out, Contains(R"("phases": [)"));
+
+  // A builtin's configuration error names its full key, at check-config.
+  write_file(config, read_file(config) + "\n[[hooks]]\nname = \"q\"\nbuiltin = \"quota\"\n[hooks.config]\nmax = 3\n");
+  CHECK(run_command({wrapper_bin(), "check-config", config}, &out, &err) == 1);
+  CHECK_THAT(err, Contains("hooks[2].config"));
+}
