@@ -305,3 +305,26 @@ allowed_prefixes = ["ghcr.io/example/"]
   CHECK(run_command({wrapper_bin(), "check-config", config}, &out, &err) == 1);
   CHECK_THAT(err, Contains("hooks[2].config"));
 }
+
+TEST_CASE("the Python exec example stamps creates and denies :latest through the wrapper", "[e2e][hooks][exec]") {
+  TempDir dir;
+  std::string example = std::string(OWRAP_SOURCE_DIR) + "/examples/hooks/exec/stamp_hook.py";
+  WrapperSpec spec;
+  spec.command = memory_command();
+  spec.extra_delegate_toml = exec_hook_toml("stamp", example, "\"prepare\", \"validate\"",
+                                            "EXAMPLE_HOOK_RECORD = \"" + dir.file("stdin.jsonl") + "\"");
+  WrapperProc wrapper(dir, spec);
+  REQUIRE(wait_for_socket(wrapper.socket));
+  auto stub = stub_for(wrapper.socket);
+  REQUIRE(create(*stub, create_request("x-1")).ok());
+  CHECK(get(*stub, "x-1").spec().template_().labels().at("example.com/stamped-by") == "exec-example");
+  auto latest = create_request("x-2");
+  latest.mutable_sandbox()->mutable_spec()->mutable_template_()->set_image("busybox:latest");
+  grpc::Status s = create(*stub, latest);
+  CHECK(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK_THAT(s.error_message(), Contains("hook \"stamp\" denied CreateSandbox: image tag :latest is not allowed"));
+  // What the hook read on stdin never held the token.
+  REQUIRE(file_contains(dir.file("stdin.jsonl"), "x-1"));
+  CHECK_FALSE(file_contains(dir.file("stdin.jsonl"), "TOKEN-chain-e2e-secret"));
+  CHECK_FALSE(file_contains(wrapper.proc->log_file(), "TOKEN-chain-e2e-secret"));
+}
