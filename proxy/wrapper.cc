@@ -2,6 +2,7 @@
 
 #include "common/serve.h"
 #include "common/signals.h"
+#include "hooks/grpc_hook.h"
 #include "hooks/hook_factory.h"
 #include "proxy/builtin_stages.h"
 #include "proxy/generic_relay.h"
@@ -57,6 +58,25 @@ std::function<void(std::chrono::steady_clock::time_point, HookEnvironment::ListD
   };
 }
 
+// A grpc hook that answers Describe at start with a manifest this
+// configuration cannot use is a configuration error, fatal like any other;
+// one that does not answer yet is not (its calls follow its policy).
+Result<bool> check_grpc_manifests(const std::vector<ConfiguredHook>& hooks) {
+  for (size_t i = 0; i < hooks.size(); i++) {
+    auto* hook = dynamic_cast<GrpcHook*>(hooks[i].hook.get());
+    if (hook == nullptr) continue;
+    grpc::Status s = hook->describe_now(hooks[i].spec.connect_timeout);
+    if (auto problem = hook->describe_problem()) {
+      return Error{"hooks[" + std::to_string(i) + "] (\"" + hooks[i].spec.name + "\"): " + problem->error_message()};
+    }
+    if (!s.ok()) {
+      log_warn("grpc hook does not answer Describe at start; serving anyway, its calls follow its failure policy",
+               {{"hook", hooks[i].spec.name}, {"error", s.error_message()}});
+    }
+  }
+  return true;
+}
+
 std::function<void(const WatchEvent&)> watch_observer(HookChain& chain) {
   if (chain.hooks().empty()) return nullptr;
   return [&chain](const WatchEvent& event) {
@@ -99,6 +119,9 @@ int run_wrapper(WrapperConfig config) {
   // Hooks are built before the delegate is launched: a configuration error
   // must not leave a base driver behind.
   auto hooks = make_hooks(config.hooks.hooks, HookEnvironment{io, config.name, delegate_lister(*delegate)});
+  if (hooks) {
+    if (auto fits = check_grpc_manifests(hooks.value()); !fits) hooks = Error{fits.error()};
+  }
   if (!hooks) {
     log_error("cannot build the hook chain", {{"error", hooks.error()}});
     stop_io();

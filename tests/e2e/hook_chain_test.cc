@@ -328,3 +328,28 @@ TEST_CASE("the Python exec example stamps creates and denies :latest through the
   CHECK_FALSE(file_contains(dir.file("stdin.jsonl"), "TOKEN-chain-e2e-secret"));
   CHECK_FALSE(file_contains(wrapper.proc->log_file(), "TOKEN-chain-e2e-secret"));
 }
+
+TEST_CASE("a grpc hook whose manifest lacks a configured phase stops start-up", "[e2e][hooks][grpc]") {
+  std::string out, err;
+  if (run_command({"/usr/bin/python3", "-c", "import grpc, google.protobuf"}, &out, &err) != 0) {
+    WARN("skipped: python3-grpcio is not importable");
+    return;
+  }
+  TempDir dir;
+  std::string example = std::string(OWRAP_SOURCE_DIR) + "/examples/hooks/grpc";
+  REQUIRE(run_command({example + "/generate.sh", dir.file("pb2")}, &out, &err) == 0);
+  std::string socket = dir.file("hook.sock");
+  Process hook({"/usr/bin/python3", example + "/quota_label_hook.py", "--socket", socket, "--pb2-dir", dir.file("pb2")},
+               dir.file("hook.log"));
+  REQUIRE(wait_for([&] { return std::filesystem::exists(socket); }, 20s));
+  WrapperSpec spec;
+  spec.command = memory_command();
+  spec.extra_delegate_toml = "\n[[hooks]]\nname = \"py\"\ntype = \"grpc\"\nsocket = \"" + socket +
+                             "\"\nphases = [\"prepare\", \"validate\", \"before_delete\"]\n";
+  write_file(dir.file("w.toml"), wrapper_toml(spec, dir.file("run/w.sock")));
+  CHECK(run_command({wrapper_bin(), "run", "--config", dir.file("w.toml")}, &out, &err) == 1);
+  CHECK_THAT(err, Contains("cannot build the hook chain"));
+  CHECK_THAT(err, Contains("before_delete"));
+  // Nothing was launched: the memory driver never started.
+  CHECK_THAT(err, !Contains("delegate started"));
+}
