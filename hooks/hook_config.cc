@@ -1,5 +1,7 @@
 #include "hooks/hook_config.h"
 
+#include "plan/paths.h"
+
 #include <algorithm>
 #include <cctype>
 #include <set>
@@ -303,8 +305,11 @@ void read_hook_chain_settings(TomlSection& w, HookChainConfig& out) {
   if (auto paths = w.strings("protected_paths")) {
     for (size_t i = 0; i < paths->size(); i++) {
       const std::string& p = (*paths)[i];
-      if (p.empty() || p[0] != '/') {
-        w.error("protected_paths[" + std::to_string(i) + "]", "must be a JSON pointer starting with /");
+      auto pattern = PathPattern::parse(p);
+      if (p.empty() || p[0] != '/' || !pattern) {
+        w.error("protected_paths[" + std::to_string(i) + "]",
+                "must be a JSON pointer starting with / (a last token may end in *)" +
+                    (pattern ? std::string() : ": " + pattern.error()));
         continue;
       }
       out.protected_paths.push_back(p);

@@ -356,3 +356,28 @@ TEST_CASE("the RPC table: names, method paths and sandboxes", "[call][rpc]") {
   v1::ListSandboxesRequest list;
   CHECK(sandbox_id_of(Rpc::kListSandboxes, list).empty());
 }
+
+TEST_CASE("finished runs after the answer for every stage whose before ran; progress names the wait",
+          "[runner][ordering]") {
+  Fixture f;
+  std::vector<std::string> finished;
+  auto with_finished = [&finished](Stage s) {
+    std::string name = s.name;
+    s.finished = [&finished, name](CallState&, const grpc::Status& st, DelegateOutcome o) {
+      finished.push_back(name + ":" + std::to_string(st.error_code()) + ":" + std::string(outcome_name(o)));
+    };
+    return s;
+  };
+  Controlled slow{"slow", std::chrono::milliseconds(300), {}, false, &f.log};
+  f.add(with_finished(quick("a", f.log)));
+  f.add(with_finished(slow.stage()));
+  f.add(with_finished(quick("never", f.log)));
+  CallRunner& r = f.start();
+  slow.handle.set_progress("hook \"x\", phase validate");
+  CHECK(finished.empty());
+  r.on_timer();
+  CHECK(f.host.finishes == 1);
+  CHECK_THAT(f.host.status.error_message(), Contains("stage \"slow\" (hook \"x\", phase validate) did not finish"));
+  // "never" did not run its before step: it is not told.
+  CHECK(finished == std::vector<std::string>{"a:4:not_called", "slow:4:not_called"});
+}

@@ -479,3 +479,60 @@ TEST_CASE("a cancelled caller reaches the hook that runs", "[chain]") {
   CHECK(call.host.status.error_code() == grpc::StatusCode::CANCELLED);
   CHECK_THAT(call.host.status.error_message(), Contains("hook \"slow\", phase prepare"));
 }
+
+TEST_CASE("after_ready runs once per sandbox, again after it was deleted", "[chain]") {
+  ChainFixture f;
+  f.add(spec("ready", {HookPhase::kAfterReady}));
+  f.build();
+  v1::DriverSandbox sb;
+  sb.set_id("r-1");
+  sb.mutable_spec()->set_sandbox_token("TOKEN-very-secret-123");
+  auto* c = sb.mutable_status()->add_conditions();
+  c->set_type("Ready");
+  c->set_status("False");
+  f.chain->sandbox_reported(sb);  // not ready yet
+  c->set_status("True");
+  f.chain->sandbox_reported(sb);
+  f.chain->sandbox_reported(sb);  // a resync repeats it: no second run
+  REQUIRE(f.journal.wait_for(1));
+  std::this_thread::sleep_for(50ms);
+  CHECK(f.journal.snapshot() == std::vector<std::string>{"ready:after_ready"});
+  f.chain->sandbox_deleted("r-1");
+  f.chain->sandbox_reported(sb);
+  REQUIRE(f.journal.wait_for(2));
+  std::lock_guard lock(f.journal.mu);
+  for (const auto& r : f.journal.requests) CHECK_THAT(r, !Contains("TOKEN-very-secret"));
+}
+
+TEST_CASE("a full after-phase queue drops jobs and counts them; answers never wait", "[chain]") {
+  ChainFixture f;
+  f.config.after_queue_capacity = 1;
+  f.config.after_concurrency = 1;
+  Script slow = allow();
+  slow.delay = 300ms;
+  f.add(spec("observer", kCreatePhases)).scripts["after_create"] = slow;
+  f.build();
+  for (int i = 0; i < 4; i++) {
+    Call call;
+    auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(call.run(f).ok());
+    CHECK(std::chrono::steady_clock::now() - t0 < 200ms);  // the 300 ms observer never delays the answer
+  }
+  // One runs, one waits, two are dropped.
+  CHECK(f.chain->after_queue().dropped() == 2);
+  f.chain->stop();
+}
+
+TEST_CASE("call_finished reaches every hook that ran, for a denied call too", "[chain]") {
+  ChainFixture f;
+  f.add(spec("first", kCreatePhases));
+  f.add(spec("guard", kCreatePhases)).scripts["validate"] = deny("no");
+  f.add(spec("never", kCreatePhases));
+  f.build();
+  Call call;
+  CHECK(call.run(f).error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  std::lock_guard lock(f.journal.mu);
+  std::vector<std::string> want = {"first:not", "guard:not", "never:not"};
+  // "never" ran its prepare before guard's validate denied.
+  CHECK(f.journal.finished == want);
+}
