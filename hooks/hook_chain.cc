@@ -17,20 +17,6 @@ bool ready_now(const v1::DriverSandbox& sandbox) {
   return false;
 }
 
-std::string outcome_label(DelegateOutcome outcome) {
-  switch (outcome) {
-    case DelegateOutcome::kNotCalled:
-      return "not_called";
-    case DelegateOutcome::kFailed:
-      return "failed";
-    case DelegateOutcome::kInDoubt:
-      return "in_doubt";
-    case DelegateOutcome::kCommitted:
-      return "committed";
-  }
-  return "unknown";
-}
-
 }  // namespace
 
 std::optional<grpc::StatusCode> status_code_from_name(const std::string& name) {
@@ -277,7 +263,7 @@ void HookChain::enqueue_after(const ChainRun& run, HookPhase phase, const grpc::
     if (failure) {
       request->mutable_failure()->set_status_code(std::string(status_code_name(failure->error_code())));
       request->mutable_failure()->set_message(failure->error_message());
-      request->mutable_failure()->set_outcome(outcome_label(outcome));
+      request->mutable_failure()->set_outcome(std::string(outcome_name(outcome)));
     }
     job.push_back(AfterInvocation{h.hook.get(), &h.spec, std::move(request)});
   }

@@ -40,20 +40,23 @@ Result<PathTokens> parse_pointer(std::string_view pointer) {
   }
 }
 
-std::string to_pointer(const PathTokens& tokens) {
+std::string escape_token(std::string_view token) {
   std::string out;
-  for (const auto& token : tokens) {
-    out += '/';
-    for (char c : token) {
-      if (c == '~') {
-        out += "~0";
-      } else if (c == '/') {
-        out += "~1";
-      } else {
-        out += c;
-      }
+  for (char c : token) {
+    if (c == '~') {
+      out += "~0";
+    } else if (c == '/') {
+      out += "~1";
+    } else {
+      out += c;
     }
   }
+  return out;
+}
+
+std::string to_pointer(const PathTokens& tokens) {
+  std::string out;
+  for (const auto& token : tokens) out += '/' + escape_token(token);
   return out;
 }
 

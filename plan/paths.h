@@ -18,6 +18,8 @@ using PathTokens = std::vector<std::string>;
 Result<PathTokens> parse_pointer(std::string_view pointer);
 // The inverse: escapes `~` and `/` in every token.
 std::string to_pointer(const PathTokens& tokens);
+// One token, escaped: "a/b" -> "a~1b", "~" -> "~0".
+std::string escape_token(std::string_view token);
 // `path` equals `prefix` or lies beneath it.
 bool starts_with(const PathTokens& path, const PathTokens& prefix);
 

@@ -1,5 +1,7 @@
 #include "hooks/builtin/builtin_hook.h"
 
+#include "plan/paths.h"
+
 #include <google/protobuf/util/json_util.h>
 
 #include <exception>
@@ -85,17 +87,7 @@ google::protobuf::Value to_proto_value(const nlohmann::json& value) {
 }
 
 std::string pointer_token(std::string_view key) {
-  std::string out;
-  for (char c : key) {
-    if (c == '~') {
-      out += "~0";
-    } else if (c == '/') {
-      out += "~1";
-    } else {
-      out += c;
-    }
-  }
-  return out;
+  return escape_token(key);
 }
 
 nlohmann::json toml_to_json(const toml::node& node, const std::string& key, std::vector<std::string>& errors) {
