@@ -22,6 +22,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include <sys/stat.h>
 #include <filesystem>
@@ -111,7 +112,13 @@ int run(int argc, char** argv) {
     command.insert(command.begin(), {"/usr/bin/valgrind", "--tool=callgrind", "--instr-atstart=no",
                                      "--callgrind-out-file=" + callgrind_out});
   }
-  Process wrapper_process(command, dir.file("one.log"));
+  // OWRAP_BENCH_WRAPPER_ENV="K=V": one variable for the wrapper alone (say,
+  // GRPC_POLL_STRATEGY=poll), the driver and this client unchanged.
+  std::map<std::string, std::string> env;
+  if (const char* kv = std::getenv("OWRAP_BENCH_WRAPPER_ENV"); kv && std::strchr(kv, '=')) {
+    env[std::string(kv, std::strchr(kv, '='))] = std::strchr(kv, '=') + 1;
+  }
+  Process wrapper_process(command, dir.file("one.log"), env);
   if (!wait_for_socket(socket, std::chrono::seconds(callgrind ? 120 : 15))) {
     throw std::runtime_error("the wrapper did not come up: " + wrapper_process.log());
   }
