@@ -24,6 +24,27 @@ int AsyncComputeDriver::method_index(Rpc rpc) {
   return kIndex[static_cast<size_t>(rpc)];
 }
 
+RawDelegateMethods::RawDelegateMethods(const std::shared_ptr<grpc::Channel>& channel) : channel_(channel) {
+  methods_.reserve(kRpcCount);
+  // The table's paths are string literals: the registered names outlive the channel.
+  for (const auto& info : all_rpcs()) {
+    methods_.emplace_back(info.method_path.data(), grpc::internal::RpcMethod::NORMAL_RPC, channel_);
+  }
+}
+
+std::unique_ptr<grpc::ClientAsyncResponseReader<grpc::ByteBuffer>> RawDelegateMethods::prepare(
+    Rpc rpc, grpc::ClientContext* ctx, const grpc::ByteBuffer& request, grpc::CompletionQueue* cq) const {
+  // What a generated stub's PrepareAsync does, with bytes for messages.
+  return std::unique_ptr<grpc::ClientAsyncResponseReader<grpc::ByteBuffer>>(
+      grpc::internal::ClientAsyncResponseReaderHelper::Create<grpc::ByteBuffer>(
+          channel_.get(), cq, methods_[static_cast<size_t>(rpc)], ctx, request));
+}
+
+bool parse_bytes(grpc::ByteBuffer& bytes, google::protobuf::MessageLite& message) {
+  grpc::ProtoBufferReader reader(&bytes);
+  return reader.status().ok() && message.ParseFromZeroCopyStream(&reader);
+}
+
 grpc::Status redact_status(const grpc::Status& s, const std::vector<std::string>& secrets) {
   std::string message = redact_secrets(s.error_message(), secrets);
   std::string details = s.error_details();

@@ -16,8 +16,10 @@
 #include "delegates/delegate.h"
 #include "proxy/completion_queues.h"
 #include "proxy/pipeline.h"
+#include "proxy/wire_check.h"
 
 #include <grpcpp/alarm.h>
+#include <grpcpp/impl/rpc_method.h>
 #include <grpcpp/server_context.h>
 #include <grpcpp/support/async_unary_call.h>
 #include <grpcpp/support/byte_buffer.h>
@@ -52,15 +54,34 @@ class AsyncComputeDriver final : public v1::ComputeDriver::AsyncService {
   }
 };
 
+// The delegate's methods as bytes, for RPCs no stage sees (see UnaryCall):
+// registered on the delegate channel once, like the generated stub's.
+class RawDelegateMethods {
+ public:
+  explicit RawDelegateMethods(const std::shared_ptr<grpc::Channel>& channel);
+  std::unique_ptr<grpc::ClientAsyncResponseReader<grpc::ByteBuffer>> prepare(Rpc rpc, grpc::ClientContext* ctx,
+                                                                             const grpc::ByteBuffer& request,
+                                                                             grpc::CompletionQueue* cq) const;
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::vector<grpc::internal::RpcMethod> methods_;  // by Rpc
+};
+
 // What every unary call needs from the proxy.
 struct UnaryRelay {
   std::string wrapper_name;
   Delegate& delegate;
   v1::ComputeDriver::Stub& stub;
+  const RawDelegateMethods& raw;
   const Pipeline& pipeline;
   AsyncComputeDriver& service;
   CallTracker& tracker;
 };
+
+// Parses `bytes` into `message` without consuming them (gRPC's own
+// deserializer clears the buffer), so they can still be relayed as they are.
+bool parse_bytes(grpc::ByteBuffer& bytes, google::protobuf::MessageLite& message);
 
 // How one RPC is sent to the delegate.
 template <class Req, class Resp>
@@ -134,9 +155,14 @@ class UnaryCall final : public CallHost {
     // cancellation reach the delegate call.
     client_ctx_ = grpc::ClientContext::FromServerContext(server_ctx_);
     copy_request_metadata(server_ctx_, *client_ctx_);
+    start_op();
+    if (raw_) {
+      raw_reader_ = relay_.raw.prepare(method_.rpc, client_ctx_.get(), raw_request_, cq_);
+      raw_reader_->StartCall();
+      return raw_reader_->Finish(&raw_response_, &delegate_status_, &delegate_tag_);
+    }
     reader_ = method_.prepare(relay_.stub, client_ctx_.get(), request_, cq_);
     reader_->StartCall();
-    start_op();
     reader_->Finish(&response_, &delegate_status_, &delegate_tag_);
   }
   void finish(const grpc::Status& status) override {
@@ -146,6 +172,7 @@ class UnaryCall final : public CallHost {
     finished_ = true;
     start_op();
     if (!s.ok()) return responder_.FinishWithError(s, &finish_tag_);
+    if (raw_) return responder_.Finish(raw_response_, s, &finish_tag_);
     grpc::ByteBuffer reply;
     bool own = false;
     if (grpc::Status ser = grpc::SerializationTraits<Resp>::Serialize(response_, &reply, &own); !ser.ok()) {
@@ -205,6 +232,7 @@ class UnaryCall final : public CallHost {
         method_(method),
         cq_(cq),
         token_(relay.tracker),
+        raw_(relay.pipeline.for_rpc(method.rpc).empty()),
         responder_(&server_ctx_),
         runner_(*this, state_, relay.pipeline.for_rpc(method.rpc), request_, response_) {}
 
@@ -219,7 +247,9 @@ class UnaryCall final : public CallHost {
     state_.deadline = caller_deadline();
     state_.cq = cq_;
     state_.traceparent = traceparent_of(server_ctx_);
-    if (!grpc::SerializationTraits<Req>::Deserialize(&raw_request_, &request_).ok()) {
+    // Parsed even when relayed as bytes: a request that does not parse is
+    // answered here, and the access log needs the sandbox id.
+    if (!parse_bytes(raw_request_, request_)) {
       finish(grpc::Status(
           grpc::StatusCode::INTERNAL,
           std::string(rpc_name(method_.rpc)) + ": the request does not parse as " + Req::descriptor()->full_name()));
@@ -241,6 +271,10 @@ class UnaryCall final : public CallHost {
   void on_delegate_done(bool ok) {
     copy_response_metadata(*client_ctx_, server_ctx_, &state_.secrets);
     grpc::Status s = delegate_status_;
+    // A reply relayed as bytes is still checked: one that does not parse is
+    // INTERNAL, as on the parsing path.
+    static const WireCheck kReplyCheck(*Resp::descriptor());
+    if (raw_ && ok && s.ok()) ok = kReplyCheck.parses(raw_response_);
     bool may_have_reached = true;
     if (!ok && s.ok()) {
       response_.Clear();
@@ -281,6 +315,11 @@ class UnaryCall final : public CallHost {
   const UnaryMethod<Req, Resp>& method_;
   grpc::ServerCompletionQueue* cq_;
   CallTracker::Token token_;
+  // No stage applies to this RPC: the request and reply are relayed as the
+  // bytes that came in, neither serialized again nor (the reply) kept
+  // parsed. HAProxy and nginx never parse a message; this is as close as
+  // the wrapper gets.
+  const bool raw_;
   std::optional<CallTracker::Active> active_;  // from the request until the call object goes
   grpc::ServerContext server_ctx_;
   grpc::ByteBuffer raw_request_;
@@ -289,6 +328,8 @@ class UnaryCall final : public CallHost {
   grpc::ServerAsyncResponseWriter<grpc::ByteBuffer> responder_;
   std::unique_ptr<grpc::ClientContext> client_ctx_;
   std::unique_ptr<grpc::ClientAsyncResponseReader<Resp>> reader_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<grpc::ByteBuffer>> raw_reader_;
+  grpc::ByteBuffer raw_response_;
   grpc::Status delegate_status_;
   CallState state_;
   grpc::Status answer_;

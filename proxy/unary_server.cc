@@ -28,8 +28,9 @@ void listen_unary(const UnaryRelay& relay, grpc::ServerCompletionQueue* cq) {
 UnaryServer::UnaryServer(std::string wrapper_name, Delegate& delegate, const Pipeline& pipeline,
                          AsyncComputeDriver& service, CompletionQueues& queues)
     : stub_(v1::ComputeDriver::NewStub(delegate.channel())),
+      raw_(delegate.channel()),
       queues_(queues),
-      relay_{std::move(wrapper_name), delegate, *stub_, pipeline, service, queues.tracker()} {}
+      relay_{std::move(wrapper_name), delegate, *stub_, raw_, pipeline, service, queues.tracker()} {}
 
 void UnaryServer::start() {
   for (const auto& queue : queues_.queues()) {

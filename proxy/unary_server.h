@@ -18,6 +18,7 @@ class UnaryServer {
 
  private:
   std::unique_ptr<v1::ComputeDriver::Stub> stub_;
+  RawDelegateMethods raw_;
   CompletionQueues& queues_;
   UnaryRelay relay_;
 };
