@@ -242,11 +242,13 @@ bool LogSink::flush(std::chrono::milliseconds timeout) {
 void LogSink::stop(std::chrono::milliseconds timeout) {
   State& s = *state_;
   std::unique_lock<std::mutex> lock(s.mu);
-  if (s.mode == State::Mode::kIdle || in_forked_child) {
+  // No writer to wait for: it never started (a second stop() of a sink that
+  // never logged, as the atexit handler after LogShutdownGuard), it exited,
+  // or an earlier stop() abandoned it.
+  if (s.mode != State::Mode::kRunning || in_forked_child || s.writer_exited) {
     s.mode = State::Mode::kStopped;
     return;
   }
-  if (s.writer_exited) return;
   s.stopping = true;
   s.wake.notify_one();
   if (!s.progress.wait_for(lock, timeout, [&] { return s.writer_exited; })) {

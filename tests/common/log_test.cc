@@ -170,3 +170,19 @@ TEST_CASE("returning from main() loses no queued log line", "[log]") {
   for (int i = 0; i < 3000; i++) CHECK(lines[i]["seq"] == i);
   CHECK(lines[3000]["message"] == "last");
 }
+
+TEST_CASE("a logger that never logged stops at once, also when stopped twice", "[log]") {
+  // main()'s LogShutdownGuard stops the logger, then the atexit handler stops
+  // it again: every CLI command that logs nothing used to exit 2 s late.
+  Pipe pipe;
+  pipe.start();
+  Logger logger(LogSink::Options{pipe.write_fd()});
+  auto start = std::chrono::steady_clock::now();
+  logger.shutdown();
+  logger.shutdown();
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::milliseconds(500));
+  logger.write(LogLevel::kInfo, "after shutdown");
+  auto lines = json_lines(pipe.finish());
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0]["message"] == "after shutdown");
+}
