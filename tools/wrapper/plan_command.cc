@@ -52,14 +52,6 @@ std::string read_input(const std::string& path) {
   return text.str();
 }
 
-nlohmann::json to_json(const google::protobuf::Message& m) {
-  std::string text;
-  google::protobuf::util::JsonPrintOptions o;
-  o.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(m, &text, o);
-  return nlohmann::json::parse(text, nullptr, false);
-}
-
 // Asks each grpc hook for its manifest, so the plan uses what it declares.
 void describe_grpc_hooks(const std::vector<ConfiguredHook>& hooks, nlohmann::json* out) {
   for (size_t i = 0; i < hooks.size(); i++) {
@@ -102,6 +94,10 @@ bool check_hooks(const WrapperConfig& config, nlohmann::json& config_json, std::
     return false;
   }
   describe_grpc_hooks(hooks.value(), &config_json["hooks"]);
+  // A builtin configured without `phases` runs all of its own.
+  for (size_t i = 0; i < hooks->size(); i++) {
+    config_json["hooks"][i]["phases"] = hook_spec_json(hooks.value()[i].spec)["phases"];
+  }
   for (auto& h : hooks.value()) h.hook->stop();
   return true;
 }
@@ -180,7 +176,6 @@ int run_plan(const std::vector<std::string>& args) {
                              : nlohmann::json{{"verdict", "invalid"}, {"error", s.error_message()}};
     if (!s.ok()) out["result"] = "refused";
   }
-  (void)to_json;
   std::cout << out.dump(2) << "\n";
   return out["result"] == "allowed" ? 0 : 1;
 }
