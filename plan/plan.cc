@@ -57,10 +57,22 @@ Result<Plan> Plan::from(const DriverSandbox& sandbox) {
   Plan plan;
   plan.base_ = hook_view(sandbox);
   plan.current_ = plan.base_;
-  auto doc = message_to_json(plan.base_);
-  if (!doc) return Error{"the sandbox has no JSON form: " + doc.error()};
-  plan.json_ = std::move(doc.value());
   return plan;
+}
+
+Result<const nlohmann::json*> Plan::document() const {
+  if (!json_) {
+    auto doc = message_to_json(current_);
+    if (!doc) return Error{"the sandbox has no JSON form: " + doc.error()};
+    json_ = std::move(doc.value());
+  }
+  return &*json_;
+}
+
+const nlohmann::json& Plan::json() const {
+  static const nlohmann::json kNone = nlohmann::json::object();
+  auto doc = document();
+  return doc ? *doc.value() : kNone;
 }
 
 Result<Plan::Staged> Plan::stage(const std::string& hook, const nlohmann::json& patches, bool may_override,
@@ -68,7 +80,9 @@ Result<Plan::Staged> Plan::stage(const std::string& hook, const nlohmann::json& 
   if (std::string why = check_limits(patches, rules); !why.empty()) return Error{hook_prefix(hook) + why};
   auto protection = Protection::make(*DriverSandbox::descriptor(), rules.extra_protected);
   if (!protection) return Error{hook_prefix(hook) + protection.error()};
-  PatchSession session(protection.value(), hook, may_override, json_, owners_);
+  auto doc = document();
+  if (!doc) return Error{hook_prefix(hook) + doc.error()};
+  PatchSession session(protection.value(), hook, may_override, *doc.value(), owners_);
   for (size_t i = 0; i < patches.size(); i++) {
     if (std::string why = session.apply(patches[i], i); !why.empty()) return Error{hook_prefix(hook) + why};
   }
@@ -80,7 +94,7 @@ Result<Plan::Staged> Plan::stage(const std::string& hook, const nlohmann::json& 
 // The operation after the last prefix of the patch set whose result is still
 // a DriverSandbox: the one that broke it for good.
 std::string Plan::find_type_error(const nlohmann::json& patches) const {
-  nlohmann::json doc = json_;
+  nlohmann::json doc = json();
   DriverSandbox scratch;
   size_t culprit = 0;
   std::string why;

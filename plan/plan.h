@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,8 +44,9 @@ class Plan {
 
   // What hooks are shown: the plan as the hooks so far left it.
   const openshell::compute::v1::DriverSandbox& view() const { return current_; }
-  // The same as protobuf JSON (proto field names, no defaults).
-  const nlohmann::json& json() const { return json_; }
+  // The same as protobuf JSON (proto field names, no defaults). Made on
+  // first use: a call whose hooks only judge never pays for it.
+  const nlohmann::json& json() const;
 
   // Applies one hook's RFC 6902 patch array, atomically. On a refusal the
   // plan is unchanged and the status (INVALID_ARGUMENT) names the hook, the
@@ -77,10 +79,12 @@ class Plan {
   Result<Staged> stage(const std::string& hook, const nlohmann::json& patches, bool may_override,
                        const PatchRules& rules) const;
   std::string find_type_error(const nlohmann::json& patches) const;
+  // The JSON form of current_, made once; an error if it has none.
+  Result<const nlohmann::json*> document() const;
 
   openshell::compute::v1::DriverSandbox base_;     // the view before any hook
   openshell::compute::v1::DriverSandbox current_;  // the view now
-  nlohmann::json json_;
+  mutable std::optional<nlohmann::json> json_;
   PathOwners owners_;
   std::vector<PlanChange> changes_;
 };

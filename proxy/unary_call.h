@@ -196,7 +196,10 @@ class UnaryCall final : public CallHost {
   // never runs the relay itself.
   struct ResumeAlarm final : CompletionTag {
     explicit ResumeAlarm(UnaryCall* c) : call(c) {}
-    void set(grpc::ServerCompletionQueue* cq) { alarm.Set(cq, gpr_now(GPR_CLOCK_MONOTONIC), this); }
+    // In the past, not "now": gRPC 1.51 rounds an alarm's deadline up to the
+    // next millisecond on its timer, so "now" fires 0.6-1 ms late; a past
+    // deadline fires at once (grpc/grpc#41950).
+    void set(grpc::ServerCompletionQueue* cq) { alarm.Set(cq, gpr_inf_past(GPR_CLOCK_MONOTONIC), this); }
     void proceed(bool) override {
       UnaryCall* c = call;
       delete this;
