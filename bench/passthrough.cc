@@ -6,6 +6,7 @@
 //   transparent hop a user might deploy instead: sequential GetSandbox
 //   p50/p99 and 16-way throughput, interleaved; WatchSandboxes fan-out to
 //   100 and 1000 watchers; RSS.
+#include "bench/proc_stats.h"
 #include "bench/proxies.h"
 #include "tests/support/harness.h"
 
@@ -15,71 +16,17 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
-#include <sstream>
 #include <stdexcept>
 #include <thread>
 
-#include <unistd.h>
-
 using namespace owrap::test;
+using owrap::bench::context_switches;
+using owrap::bench::cpu_us;
+using owrap::bench::rss_kb;
 namespace v1 = openshell::compute::v1;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-long rss_kb(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  }
-  return -1;
-}
-
-// utime+stime of a process, in microseconds.
-double cpu_us(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::istringstream fields(all.substr(all.rfind(')') + 2));
-  std::string f;
-  double ticks = 0;
-  for (int i = 3; i <= 15 && fields >> f; i++) {
-    if (i == 14 || i == 15) ticks += std::stod(f);
-  }
-  return ticks * 1e6 / sysconf(_SC_CLK_TCK);
-}
-
-// Context switches of all threads of a process.
-long context_switches(pid_t pid) {
-  long total = 0;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
-    std::ifstream in(task.path() / "status");
-    for (std::string line; std::getline(in, line);) {
-      if (line.find("ctxt_switches:") != std::string::npos) total += std::stol(line.substr(line.find(':') + 1));
-    }
-  }
-  return total;
-}
-
-double cpu_us(const std::vector<pid_t>& pids) {
-  double total = 0;
-  for (pid_t p : pids) total += cpu_us(p);
-  return total;
-}
-
-long context_switches(const std::vector<pid_t>& pids) {
-  long total = 0;
-  for (pid_t p : pids) total += context_switches(p);
-  return total;
-}
-
-long rss_kb(const std::vector<pid_t>& pids) {
-  long total = 0;
-  for (pid_t p : pids) total += rss_kb(p);
-  return total;
-}
 
 // One target: its socket, the processes it costs, and what was observed.
 // Each group of pids is one hop, summed (nginx: master and worker); group 0
