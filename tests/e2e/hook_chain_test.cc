@@ -253,6 +253,13 @@ allowed_prefixes = ["ghcr.io/example/"]
     CHECK(s.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
     CHECK_THAT(s.error_message(), Contains("invalid kubernetes driver_config"));
   }
+  SECTION("the delegate judges the mutated plan on ValidateSandboxCreate too") {
+    grpc::ClientContext ctx;
+    v1::ValidateSandboxCreateRequest req;
+    *req.mutable_sandbox() = create_request("k-5", R"({"kubernetes": {"pod": {"runtime_class_name": "x"}}})").sandbox();
+    v1::ValidateSandboxCreateResponse resp;
+    CHECK(stub->ValidateSandboxCreate(&ctx, req, &resp).ok());
+  }
   SECTION("a wrapper key no hook claims is still INVALID_ARGUMENT naming its path") {
     grpc::Status s = create(*stub, create_request("k-4", R"({"nobody": {}})"));
     CHECK(s.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
@@ -352,4 +359,32 @@ TEST_CASE("a grpc hook whose manifest lacks a configured phase stops start-up", 
   CHECK_THAT(err, Contains("before_delete"));
   // Nothing was launched: the memory driver never started.
   CHECK_THAT(err, !Contains("delegate started"));
+}
+
+TEST_CASE("a hook's mistake in the base block is refused by the base on Validate and Create alike",
+          "[e2e][hooks][schema]") {
+  TempDir dir;
+  WrapperSpec spec;
+  spec.command = memory_command({}, {"--schema", "kubernetes"});
+  spec.delegate_name = "kubernetes";
+  spec.extra_delegate_toml = R"(
+[[hooks]]
+name = "defaults"
+builtin = "defaults"
+[hooks.config.driver_config.pod]
+node_selectr = { pool = "sandboxes" }
+)";
+  WrapperProc wrapper(dir, spec);
+  REQUIRE(wait_for_socket(wrapper.socket));
+  auto stub = stub_for(wrapper.socket);
+  grpc::ClientContext ctx;
+  v1::ValidateSandboxCreateRequest req;
+  *req.mutable_sandbox() = create_request("t-1").sandbox();
+  v1::ValidateSandboxCreateResponse resp;
+  grpc::Status s = stub->ValidateSandboxCreate(&ctx, req, &resp);
+  CHECK(s.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(s.error_message(), Contains("node_selectr"));
+  grpc::Status c = create(*stub, create_request("t-2"));
+  CHECK(c.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(c.error_message(), Contains("node_selectr"));
 }

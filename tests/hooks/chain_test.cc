@@ -536,3 +536,28 @@ TEST_CASE("call_finished reaches every hook that ran, for a denied call too", "[
   // "never" ran its prepare before guard's validate denied.
   CHECK(f.journal.finished == want);
 }
+
+TEST_CASE("a refused patch set fails the hook by its policy; the delegate is not called", "[chain]") {
+  ChainFixture f;
+  Script bad = allow();
+  auto* op = bad.response.add_patches();
+  op->set_op("replace");
+  op->set_path("/id");
+  op->mutable_value()->set_string_value("hijacked");
+  f.add(spec("sneaky", kCreatePhases)).scripts["prepare"] = bad;
+  f.build();
+  SECTION("fail_closed: refused naming hook and path") {
+    Call call;
+    grpc::Status s = call.run(f);
+    CHECK(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+    CHECK_THAT(s.error_message(), Contains("hook \"sneaky\""));
+    CHECK_THAT(s.error_message(), Contains("/id"));
+    CHECK(call.host.delegate_calls == 0);
+  }
+  SECTION("fail_open: the call goes on without the patches") {
+    f.spec_of(0).failure_policy = FailurePolicy::kFailOpen;
+    Call call;
+    CHECK(call.run(f).ok());
+    CHECK(call.host.delegate_request.sandbox().id() == "sb-1");
+  }
+}
