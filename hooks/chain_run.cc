@@ -112,11 +112,7 @@ std::shared_ptr<hookpb::HookRequest> ChainRun::request_for(const ChainStep& step
 bool ChainRun::advance() {
   std::unique_lock lock(mu_);
   for (;;) {
-    if (ended_) return true;
-    if (cancel->cancelled() || close_pending_) {
-      end(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
-      return true;
-    }
+    if (ended_ || given_up_locked()) return true;
     if (next_ >= steps_.size()) {
       end(grpc::Status::OK);
       return true;
@@ -152,9 +148,18 @@ bool ChainRun::advance() {
     }
     invoke_ = Invoke::kIdle;
     deliver_close_locked();
+    // The call may have given up while the hook answered on this thread:
+    // its thread reads the plan from then on, so nothing is judged or applied.
+    if (given_up_locked()) return true;
     if (!judge(step, std::move(outcome_))) return true;
     next_++;
   }
+}
+
+bool ChainRun::given_up_locked() {
+  if (!cancel->cancelled() && !close_pending_) return false;
+  end(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
+  return true;
 }
 
 void ChainRun::on_outcome(HookOutcome outcome) {
@@ -166,11 +171,8 @@ void ChainRun::on_outcome(HookOutcome outcome) {
   }
   invoke_ = Invoke::kIdle;
   deliver_close_locked();
-  if (cancel->cancelled()) {
-    // The call moved on; nothing is judged or logged as the hook's failure.
-    end(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
-    return;
-  }
+  // The call moved on; nothing is judged or logged as the hook's failure.
+  if (given_up_locked()) return;
   bool go_on = judge(steps_[next_], std::move(outcome));
   if (go_on) next_++;
   lock.unlock();

@@ -67,6 +67,8 @@ class ChainRun : public std::enable_shared_from_this<ChainRun> {
                                                    std::chrono::steady_clock::time_point deadline) const;
   std::chrono::steady_clock::time_point deadline_for(const ChainStep& step) const;
   void end(grpc::Status status);
+  // Ends the run if the call was cancelled or ended (close()); true then.
+  bool given_up_locked();
   void deliver_close_locked();
 
   HookChain& chain_;

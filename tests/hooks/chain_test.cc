@@ -2,6 +2,7 @@
 // (CNI's fake Exec idea: the chain is tested without forking). Each hook
 // answers per phase as the test says, at once or later from its own thread.
 #include "call/call_runner.h"
+#include "hooks/chain_run.h"
 #include "hooks/hook_chain.h"
 
 #include <catch2/catch.hpp>
@@ -16,8 +17,25 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// Holds a hook inside invoke() until the test opens it.
+struct Gate {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  void wait() {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return open; });
+  }
+  void release() {
+    std::lock_guard lock(mu);
+    open = true;
+    cv.notify_all();
+  }
+};
+
 struct Script {
   std::chrono::milliseconds delay{0};  // 0: answer inside invoke()
+  std::shared_ptr<Gate> gate;          // answer inside invoke(), once the gate opens
   bool hang = false;                   // never answer; only the deadline or a cancel ends it
   grpc::Status failure;
   hookpb::HookResponse response;
@@ -77,6 +95,7 @@ class ScriptedHook final : public Hook {
               HookDone done) override {
     journal_.add(name() + ":" + request->phase(), request->DebugString());
     Script s = scripts.count(request->phase()) ? scripts[request->phase()] : allow();
+    if (s.gate) s.gate->wait();
     if (s.delay.count() == 0 && !s.hang) return done(answer(s));
     auto once = std::make_shared<std::atomic<bool>>(false);
     auto shared_done = std::make_shared<HookDone>(std::move(done));
@@ -164,6 +183,18 @@ class LoopHost final : public CallHost {
   std::chrono::steady_clock::time_point finished_at;
 };
 
+bool wait_for_finished(Journal& journal, size_t n, std::chrono::milliseconds within = 5s) {
+  auto end = std::chrono::steady_clock::now() + within;
+  while (std::chrono::steady_clock::now() < end) {
+    {
+      std::lock_guard lock(journal.mu);
+      if (journal.finished.size() >= n) return true;
+    }
+    std::this_thread::sleep_for(2ms);
+  }
+  return false;
+}
+
 HookSpec spec(const std::string& name, std::initializer_list<HookPhase> phases) {
   HookSpec s;
   s.name = name;
@@ -216,6 +247,12 @@ struct Call {
     stop.set_sandbox_id("sb-1");
   }
   grpc::Status run(ChainFixture& f, Rpc rpc = Rpc::kCreateSandbox, std::chrono::milliseconds limit = 10s) {
+    start(f, rpc);
+    host.drive(limit);
+    return host.status;
+  }
+  // Starts the call without driving it: the test delivers its events.
+  void start(ChainFixture& f, Rpc rpc = Rpc::kCreateSandbox) {
     state.rpc = rpc;
     state.sandbox_id = "sb-1";
     for (const auto& s : f.stages) {
@@ -230,9 +267,8 @@ struct Call {
     host.runner = runner.get();
     host.request = req;
     runner->start();
-    host.drive(limit);
-    return host.status;
   }
+  std::shared_ptr<ChainRun> chain_run() const { return std::static_pointer_cast<ChainRun>(state.hook_run); }
 };
 
 }  // namespace
@@ -478,4 +514,33 @@ TEST_CASE("a cancelled caller reaches the hook that runs", "[chain]") {
   CHECK(call.host.finished);
   CHECK(call.host.status.error_code() == grpc::StatusCode::CANCELLED);
   CHECK_THAT(call.host.status.error_message(), Contains("hook \"slow\", phase prepare"));
+}
+
+TEST_CASE("a call that gives up while a hook answers on the run's thread: nothing is applied after it",
+          "[chain][race]") {
+  ChainFixture f;
+  Script first = allow();
+  first.delay = 20ms;  // the run goes on from this hook's thread
+  f.add(spec("first", kCreatePhases)).scripts["prepare"] = first;
+  Script held = patch_label("late", "yes");
+  held.gate = std::make_shared<Gate>();
+  f.add(spec("held", kCreatePhases)).scripts["prepare"] = held;
+  f.build();
+  Call call;
+  call.start(f);
+  REQUIRE(f.journal.wait_for(2));  // "held" is inside invoke(), on first's thread
+  call.runner->on_cancelled();
+  REQUIRE(call.host.finished);
+  CHECK(call.host.status.error_code() == grpc::StatusCode::CANCELLED);
+  auto run = call.chain_run();
+  REQUIRE(run);
+  // The call ended: from now on the call's thread may read the plan (the
+  // after-phases are built from it), so nobody may change it any more.
+  held.gate->release();
+  REQUIRE(wait_for_finished(f.journal, 2));
+  auto verdicts = run->verdicts();  // taken under the run's lock: whatever held's answer did is done
+  for (const auto& v : verdicts) CHECK(v.hook != "held");
+  CHECK(run->plan()->changes().empty());
+  CHECK(run->status().error_code() == grpc::StatusCode::CANCELLED);
+  CHECK(call.host.delegate_calls == 0);
 }
