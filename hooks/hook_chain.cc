@@ -2,6 +2,7 @@
 
 #include "common/grpc_util.h"
 #include "common/log.h"
+#include "common/secrets.h"
 #include "hooks/chain_run.h"
 
 #include <algorithm>
@@ -261,7 +262,10 @@ void HookChain::finished(CallState& state, const grpc::Status& answer, DelegateO
   run->close(committed && state.rpc == Rpc::kCreateSandbox);
   auto phase = after_phase(state.rpc, committed);
   if (!phase) return;
-  enqueue_after(*run, *phase, committed ? nullptr : &answer, outcome);
+  // The delegate's message may echo what it was sent: hooks get it as the
+  // caller does, with the request's secrets scrubbed.
+  grpc::Status failure(answer.error_code(), redact_secrets(answer.error_message(), state.secrets));
+  enqueue_after(*run, *phase, committed ? nullptr : &failure, outcome);
 }
 
 void HookChain::enqueue_after(const ChainRun& run, HookPhase phase, const grpc::Status* failure,

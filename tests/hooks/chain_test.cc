@@ -2,6 +2,7 @@
 // (CNI's fake Exec idea: the chain is tested without forking). Each hook
 // answers per phase as the test says, at once or later from its own thread.
 #include "call/call_runner.h"
+#include "common/secrets.h"
 #include "hooks/chain_run.h"
 #include "hooks/hook_chain.h"
 
@@ -543,4 +544,20 @@ TEST_CASE("a call that gives up while a hook answers on the run's thread: nothin
   CHECK(run->plan()->changes().empty());
   CHECK(run->status().error_code() == grpc::StatusCode::CANCELLED);
   CHECK(call.host.delegate_calls == 0);
+}
+
+TEST_CASE("on_create_failed never carries a secret the delegate echoed in its error", "[chain][secrets]") {
+  ChainFixture f;
+  f.add(spec("watcher", kCreatePhases));
+  f.build();
+  Call call;
+  call.state.secrets = collect_secrets(call.create);
+  call.host.delegate_answer =
+      grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "sandbox_token TOKEN-very-secret-123 is not accepted");
+  CHECK(call.run(f).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  REQUIRE(f.journal.wait_for(3));
+  std::lock_guard lock(f.journal.mu);
+  REQUIRE(f.journal.events.back() == "watcher:on_create_failed");
+  CHECK_THAT(f.journal.requests.back(), Contains("is not accepted"));
+  for (const auto& r : f.journal.requests) CHECK_THAT(r, !Contains("TOKEN-very-secret"));
 }
