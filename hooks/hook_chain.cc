@@ -278,6 +278,7 @@ void HookChain::enqueue_after(const ChainRun& run, HookPhase phase, const grpc::
     if (!active(h, phase, view, run.wrapper_config())) continue;
     auto request = base_request(h, phase, run.rpc(), run.sandbox_id(), run.wrapper_config());
     if (view) *request->mutable_sandbox() = *view;
+    request->set_traceparent(run.traceparent);
     if (failure) {
       request->mutable_failure()->set_status_code(std::string(status_code_name(failure->error_code())));
       request->mutable_failure()->set_message(failure->error_message());

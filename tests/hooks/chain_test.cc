@@ -6,6 +6,7 @@
 #include "hooks/chain_run.h"
 #include "hooks/hook_chain.h"
 
+#include <google/protobuf/text_format.h>
 #include <catch2/catch.hpp>
 
 #include <condition_variable>
@@ -560,4 +561,22 @@ TEST_CASE("on_create_failed never carries a secret the delegate echoed in its er
   REQUIRE(f.journal.events.back() == "watcher:on_create_failed");
   CHECK_THAT(f.journal.requests.back(), Contains("is not accepted"));
   for (const auto& r : f.journal.requests) CHECK_THAT(r, !Contains("TOKEN-very-secret"));
+}
+
+TEST_CASE("after-phase requests say how long the hook has and carry the caller's traceparent", "[chain]") {
+  ChainFixture f;
+  f.add(spec("observer", kCreatePhases));
+  f.build();
+  f.spec_of(0).timeout = 1500ms;
+  Call call;
+  call.state.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  REQUIRE(call.run(f).ok());
+  REQUIRE(f.journal.wait_for(3));
+  std::lock_guard lock(f.journal.mu);
+  REQUIRE(f.journal.events.back() == "observer:after_create");
+  hookpb::HookRequest after;
+  REQUIRE(google::protobuf::TextFormat::ParseFromString(f.journal.requests.back(), &after));
+  CHECK(after.deadline_ms() > 1000);
+  CHECK(after.deadline_ms() <= 1500);
+  CHECK(after.traceparent() == call.state.traceparent);
 }
