@@ -55,7 +55,6 @@ grpc::StatusCode failure_code(Rpc rpc, const grpc::Status& failure) {
   switch (failure.error_code()) {
     case grpc::StatusCode::DEADLINE_EXCEEDED:
     case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::CANCELLED:
       return failure.error_code();
     default:
       return grpc::StatusCode::FAILED_PRECONDITION;

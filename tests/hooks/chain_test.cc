@@ -580,3 +580,15 @@ TEST_CASE("after-phase requests say how long the hook has and carry the caller's
   CHECK(after.deadline_ms() <= 1500);
   CHECK(after.traceparent() == call.state.traceparent);
 }
+
+TEST_CASE("stop: a failed hook's CANCELLED is not passed on; fail_closed refuses as documented", "[chain]") {
+  ChainFixture f;
+  Script stopping;
+  stopping.failure = grpc::Status(grpc::StatusCode::CANCELLED, "the wrapper is stopping");
+  f.add(spec("stopper", {HookPhase::kBeforeStop})).scripts["before_stop"] = stopping;
+  f.build();
+  Call call;
+  grpc::Status s = call.run(f, Rpc::kStopSandbox);
+  CHECK(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK_THAT(s.error_message(), Contains("hook \"stopper\", phase before_stop: the wrapper is stopping"));
+}
