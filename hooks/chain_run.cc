@@ -138,8 +138,9 @@ bool ChainRun::advance() {
     options.cq = cq;
     lock.unlock();
     if (on_progress_) on_progress_(hook_label(h.hook->name(), step.phase));
-    h.hook->invoke(std::move(request), options,
-                   [self = shared_from_this()](HookOutcome outcome) { self->on_outcome(std::move(outcome)); });
+    h.hook->invoke(std::move(request), options, [self = shared_from_this(), step_no = next_](HookOutcome outcome) {
+      self->on_outcome(step_no, std::move(outcome));
+    });
     lock.lock();
     if (invoke_ == Invoke::kInvoking) {
       invoke_ = Invoke::kWaiting;  // on_outcome goes on from the hook's thread
@@ -161,8 +162,17 @@ bool ChainRun::given_up_locked() {
   return true;
 }
 
-void ChainRun::on_outcome(HookOutcome outcome) {
+void ChainRun::on_outcome(size_t step_no, HookOutcome outcome) {
   std::unique_lock lock(mu_);
+  if (step_no != next_ || (invoke_ != Invoke::kInvoking && invoke_ != Invoke::kWaiting)) {
+    // A hook that answers twice must not answer for the step after it.
+    lock.unlock();
+    log_warn("hook answered an invocation that had already ended; ignored",
+             {{"hook", chain_.hooks_[steps_[step_no].hook].hook->name()},
+              {"phase", phase_name(steps_[step_no].phase)},
+              {"sandbox_id", sandbox_id_}});
+    return;
+  }
   if (invoke_ == Invoke::kInvoking) {  // answered inside invoke(): advance() goes on
     outcome_ = std::move(outcome);
     invoke_ = Invoke::kAnswered;

@@ -57,7 +57,8 @@ class ChainRun : public std::enable_shared_from_this<ChainRun> {
  private:
   enum class Invoke { kIdle, kInvoking, kWaiting, kAnswered };
   bool advance();
-  void on_outcome(HookOutcome outcome);
+  // The answer of steps_[step_no]; a second answer to a step is ignored.
+  void on_outcome(size_t step_no, HookOutcome outcome);
   // Judges the answer of the current step; false when the run ends here.
   bool judge(const ChainStep& step, HookOutcome outcome);
   bool fail_step(const ChainStep& step, const grpc::Status& failure, HookVerdict& verdict);

@@ -36,9 +36,10 @@ struct Gate {
 };
 
 struct Script {
-  std::chrono::milliseconds delay{0};  // 0: answer inside invoke()
-  std::shared_ptr<Gate> gate;          // answer inside invoke(), once the gate opens
-  bool hang = false;                   // never answer; only the deadline or a cancel ends it
+  std::chrono::milliseconds delay{0};                 // 0: answer inside invoke()
+  std::shared_ptr<Gate> gate;                         // answer inside invoke(), once the gate opens
+  std::optional<hookpb::HookResponse> second_answer;  // a broken hook: 50 ms later, answers again
+  bool hang = false;                                  // never answer; only the deadline or a cancel ends it
   grpc::Status failure;
   hookpb::HookResponse response;
 };
@@ -98,6 +99,12 @@ class ScriptedHook final : public Hook {
     journal_.add(name() + ":" + request->phase(), request->DebugString());
     Script s = scripts.count(request->phase()) ? scripts[request->phase()] : allow();
     if (s.gate) s.gate->wait();
+    if (s.second_answer) {
+      std::thread([done, again = *s.second_answer] {
+        std::this_thread::sleep_for(50ms);
+        done(HookOutcome::answered(again));
+      }).detach();
+    }
     if (s.delay.count() == 0 && !s.hang) return done(answer(s));
     auto once = std::make_shared<std::atomic<bool>>(false);
     auto shared_done = std::make_shared<HookDone>(std::move(done));
@@ -591,4 +598,20 @@ TEST_CASE("stop: a failed hook's CANCELLED is not passed on; fail_closed refuses
   grpc::Status s = call.run(f, Rpc::kStopSandbox);
   CHECK(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
   CHECK_THAT(s.error_message(), Contains("hook \"stopper\", phase before_stop: the wrapper is stopping"));
+}
+
+TEST_CASE("a hook that answers twice never answers for the hook after it", "[chain]") {
+  ChainFixture f;
+  Script twice = allow();
+  twice.second_answer = deny("second answer").response;
+  f.add(spec("twice", kCreatePhases)).scripts["prepare"] = twice;
+  Script slow = allow();
+  slow.delay = 600ms;  // still running when the second answer comes
+  f.add(spec("slow", kCreatePhases)).scripts["prepare"] = slow;
+  f.build();
+  Call call;
+  grpc::Status s = call.run(f);
+  CHECK(s.ok());
+  CHECK_THAT(s.error_message(), !Contains("second answer"));
+  CHECK(call.host.delegate_calls == 1);
 }
