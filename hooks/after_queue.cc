@@ -61,6 +61,8 @@ void AfterQueue::run_step(std::shared_ptr<Running> job) {
   InvokeOptions options;
   options.deadline = std::chrono::steady_clock::now() + inv.spec->timeout;
   options.cancel = job->cancel;
+  // Its own timeout, counted from now: the time it waited in the queue is not the hook's to lose.
+  inv.request->set_deadline_ms(inv.spec->timeout.count());
   inv.hook->invoke(inv.request, options, [this, job](HookOutcome outcome) {
     const AfterInvocation& done = job->job[job->next];
     if (!outcome.failure.ok()) {

@@ -21,7 +21,8 @@ namespace owrap {
 struct AfterInvocation {
   Hook* hook;
   const HookSpec* spec;
-  std::shared_ptr<const hookpb::HookRequest> request;
+  // The job's own: deadline_ms is set when the invocation starts.
+  std::shared_ptr<hookpb::HookRequest> request;
 };
 // One call's after-phase invocations, run one after the other in order.
 using AfterJob = std::vector<AfterInvocation>;

@@ -55,7 +55,6 @@ grpc::StatusCode failure_code(Rpc rpc, const grpc::Status& failure) {
   switch (failure.error_code()) {
     case grpc::StatusCode::DEADLINE_EXCEEDED:
     case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::CANCELLED:
       return failure.error_code();
     default:
       return grpc::StatusCode::FAILED_PRECONDITION;
@@ -112,11 +111,7 @@ std::shared_ptr<hookpb::HookRequest> ChainRun::request_for(const ChainStep& step
 bool ChainRun::advance() {
   std::unique_lock lock(mu_);
   for (;;) {
-    if (ended_) return true;
-    if (cancel->cancelled() || close_pending_) {
-      end(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
-      return true;
-    }
+    if (ended_ || given_up_locked()) return true;
     if (next_ >= steps_.size()) {
       end(grpc::Status::OK);
       return true;
@@ -143,8 +138,9 @@ bool ChainRun::advance() {
     options.cq = cq;
     lock.unlock();
     if (on_progress_) on_progress_(hook_label(h.hook->name(), step.phase));
-    h.hook->invoke(std::move(request), options,
-                   [self = shared_from_this()](HookOutcome outcome) { self->on_outcome(std::move(outcome)); });
+    h.hook->invoke(std::move(request), options, [self = shared_from_this(), step_no = next_](HookOutcome outcome) {
+      self->on_outcome(step_no, std::move(outcome));
+    });
     lock.lock();
     if (invoke_ == Invoke::kInvoking) {
       invoke_ = Invoke::kWaiting;  // on_outcome goes on from the hook's thread
@@ -152,13 +148,31 @@ bool ChainRun::advance() {
     }
     invoke_ = Invoke::kIdle;
     deliver_close_locked();
+    // The call may have given up while the hook answered on this thread:
+    // its thread reads the plan from then on, so nothing is judged or applied.
+    if (given_up_locked()) return true;
     if (!judge(step, std::move(outcome_))) return true;
     next_++;
   }
 }
 
-void ChainRun::on_outcome(HookOutcome outcome) {
+bool ChainRun::given_up_locked() {
+  if (!cancel->cancelled() && !close_pending_) return false;
+  end(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
+  return true;
+}
+
+void ChainRun::on_outcome(size_t step_no, HookOutcome outcome) {
   std::unique_lock lock(mu_);
+  if (step_no != next_ || (invoke_ != Invoke::kInvoking && invoke_ != Invoke::kWaiting)) {
+    // A hook that answers twice must not answer for the step after it.
+    lock.unlock();
+    log_warn("hook answered an invocation that had already ended; ignored",
+             {{"hook", chain_.hooks_[steps_[step_no].hook].hook->name()},
+              {"phase", phase_name(steps_[step_no].phase)},
+              {"sandbox_id", sandbox_id_}});
+    return;
+  }
   if (invoke_ == Invoke::kInvoking) {  // answered inside invoke(): advance() goes on
     outcome_ = std::move(outcome);
     invoke_ = Invoke::kAnswered;
@@ -166,11 +180,8 @@ void ChainRun::on_outcome(HookOutcome outcome) {
   }
   invoke_ = Invoke::kIdle;
   deliver_close_locked();
-  if (cancel->cancelled()) {
-    // The call moved on; nothing is judged or logged as the hook's failure.
-    end(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
-    return;
-  }
+  // The call moved on; nothing is judged or logged as the hook's failure.
+  if (given_up_locked()) return;
   bool go_on = judge(steps_[next_], std::move(outcome));
   if (go_on) next_++;
   lock.unlock();

@@ -57,7 +57,8 @@ class ChainRun : public std::enable_shared_from_this<ChainRun> {
  private:
   enum class Invoke { kIdle, kInvoking, kWaiting, kAnswered };
   bool advance();
-  void on_outcome(HookOutcome outcome);
+  // The answer of steps_[step_no]; a second answer to a step is ignored.
+  void on_outcome(size_t step_no, HookOutcome outcome);
   // Judges the answer of the current step; false when the run ends here.
   bool judge(const ChainStep& step, HookOutcome outcome);
   bool fail_step(const ChainStep& step, const grpc::Status& failure, HookVerdict& verdict);
@@ -67,6 +68,8 @@ class ChainRun : public std::enable_shared_from_this<ChainRun> {
                                                    std::chrono::steady_clock::time_point deadline) const;
   std::chrono::steady_clock::time_point deadline_for(const ChainStep& step) const;
   void end(grpc::Status status);
+  // Ends the run if the call was cancelled or ended (close()); true then.
+  bool given_up_locked();
   void deliver_close_locked();
 
   HookChain& chain_;

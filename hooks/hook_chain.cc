@@ -2,6 +2,7 @@
 
 #include "common/grpc_util.h"
 #include "common/log.h"
+#include "common/secrets.h"
 #include "hooks/chain_run.h"
 
 #include <algorithm>
@@ -247,7 +248,10 @@ void HookChain::finished(CallState& state, const grpc::Status& answer, DelegateO
   run->close(committed && state.rpc == Rpc::kCreateSandbox);
   auto phase = after_phase(state.rpc, committed);
   if (!phase) return;
-  enqueue_after(*run, *phase, committed ? nullptr : &answer, outcome);
+  // The delegate's message may echo what it was sent: hooks get it as the
+  // caller does, with the request's secrets scrubbed.
+  grpc::Status failure(answer.error_code(), redact_secrets(answer.error_message(), state.secrets));
+  enqueue_after(*run, *phase, committed ? nullptr : &failure, outcome);
 }
 
 void HookChain::enqueue_after(const ChainRun& run, HookPhase phase, const grpc::Status* failure,
@@ -260,6 +264,7 @@ void HookChain::enqueue_after(const ChainRun& run, HookPhase phase, const grpc::
     if (!active(h, phase, view, run.wrapper_config())) continue;
     auto request = base_request(h, phase, run.rpc(), run.sandbox_id(), run.wrapper_config());
     if (view) *request->mutable_sandbox() = *view;
+    request->set_traceparent(run.traceparent);
     if (failure) {
       request->mutable_failure()->set_status_code(std::string(status_code_name(failure->error_code())));
       request->mutable_failure()->set_message(failure->error_message());

@@ -2,8 +2,11 @@
 // (CNI's fake Exec idea: the chain is tested without forking). Each hook
 // answers per phase as the test says, at once or later from its own thread.
 #include "call/call_runner.h"
+#include "common/secrets.h"
+#include "hooks/chain_run.h"
 #include "hooks/hook_chain.h"
 
+#include <google/protobuf/text_format.h>
 #include <catch2/catch.hpp>
 
 #include <condition_variable>
@@ -16,9 +19,27 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// Holds a hook inside invoke() until the test opens it.
+struct Gate {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  void wait() {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return open; });
+  }
+  void release() {
+    std::lock_guard lock(mu);
+    open = true;
+    cv.notify_all();
+  }
+};
+
 struct Script {
-  std::chrono::milliseconds delay{0};  // 0: answer inside invoke()
-  bool hang = false;                   // never answer; only the deadline or a cancel ends it
+  std::chrono::milliseconds delay{0};                 // 0: answer inside invoke()
+  std::shared_ptr<Gate> gate;                         // answer inside invoke(), once the gate opens
+  std::optional<hookpb::HookResponse> second_answer;  // a broken hook: 50 ms later, answers again
+  bool hang = false;                                  // never answer; only the deadline or a cancel ends it
   grpc::Status failure;
   hookpb::HookResponse response;
 };
@@ -77,6 +98,13 @@ class ScriptedHook final : public Hook {
               HookDone done) override {
     journal_.add(name() + ":" + request->phase(), request->DebugString());
     Script s = scripts.count(request->phase()) ? scripts[request->phase()] : allow();
+    if (s.gate) s.gate->wait();
+    if (s.second_answer) {
+      std::thread([done, again = *s.second_answer] {
+        std::this_thread::sleep_for(50ms);
+        done(HookOutcome::answered(again));
+      }).detach();
+    }
     if (s.delay.count() == 0 && !s.hang) return done(answer(s));
     auto once = std::make_shared<std::atomic<bool>>(false);
     auto shared_done = std::make_shared<HookDone>(std::move(done));
@@ -164,6 +192,18 @@ class LoopHost final : public CallHost {
   std::chrono::steady_clock::time_point finished_at;
 };
 
+bool wait_for_finished(Journal& journal, size_t n, std::chrono::milliseconds within = 5s) {
+  auto end = std::chrono::steady_clock::now() + within;
+  while (std::chrono::steady_clock::now() < end) {
+    {
+      std::lock_guard lock(journal.mu);
+      if (journal.finished.size() >= n) return true;
+    }
+    std::this_thread::sleep_for(2ms);
+  }
+  return false;
+}
+
 HookSpec spec(const std::string& name, std::initializer_list<HookPhase> phases) {
   HookSpec s;
   s.name = name;
@@ -216,6 +256,12 @@ struct Call {
     stop.set_sandbox_id("sb-1");
   }
   grpc::Status run(ChainFixture& f, Rpc rpc = Rpc::kCreateSandbox, std::chrono::milliseconds limit = 10s) {
+    start(f, rpc);
+    host.drive(limit);
+    return host.status;
+  }
+  // Starts the call without driving it: the test delivers its events.
+  void start(ChainFixture& f, Rpc rpc = Rpc::kCreateSandbox) {
     state.rpc = rpc;
     state.sandbox_id = "sb-1";
     for (const auto& s : f.stages) {
@@ -230,9 +276,8 @@ struct Call {
     host.runner = runner.get();
     host.request = req;
     runner->start();
-    host.drive(limit);
-    return host.status;
   }
+  std::shared_ptr<ChainRun> chain_run() const { return std::static_pointer_cast<ChainRun>(state.hook_run); }
 };
 
 }  // namespace
@@ -560,4 +605,95 @@ TEST_CASE("a refused patch set fails the hook by its policy; the delegate is not
     CHECK(call.run(f).ok());
     CHECK(call.host.delegate_request.sandbox().id() == "sb-1");
   }
+}
+
+TEST_CASE("a call that gives up while a hook answers on the run's thread: nothing is applied after it",
+          "[chain][race]") {
+  ChainFixture f;
+  Script first = allow();
+  first.delay = 20ms;  // the run goes on from this hook's thread
+  f.add(spec("first", kCreatePhases)).scripts["prepare"] = first;
+  Script held = patch_label("late", "yes");
+  held.gate = std::make_shared<Gate>();
+  f.add(spec("held", kCreatePhases)).scripts["prepare"] = held;
+  f.build();
+  Call call;
+  call.start(f);
+  REQUIRE(f.journal.wait_for(2));  // "held" is inside invoke(), on first's thread
+  call.runner->on_cancelled();
+  REQUIRE(call.host.finished);
+  CHECK(call.host.status.error_code() == grpc::StatusCode::CANCELLED);
+  auto run = call.chain_run();
+  REQUIRE(run);
+  // The call ended: from now on the call's thread may read the plan (the
+  // after-phases are built from it), so nobody may change it any more.
+  held.gate->release();
+  REQUIRE(wait_for_finished(f.journal, 2));
+  auto verdicts = run->verdicts();  // taken under the run's lock: whatever held's answer did is done
+  for (const auto& v : verdicts) CHECK(v.hook != "held");
+  CHECK(run->plan()->changes().empty());
+  CHECK(run->status().error_code() == grpc::StatusCode::CANCELLED);
+  CHECK(call.host.delegate_calls == 0);
+}
+
+TEST_CASE("on_create_failed never carries a secret the delegate echoed in its error", "[chain][secrets]") {
+  ChainFixture f;
+  f.add(spec("watcher", kCreatePhases));
+  f.build();
+  Call call;
+  call.state.secrets = collect_secrets(call.create);
+  call.host.delegate_answer =
+      grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "sandbox_token TOKEN-very-secret-123 is not accepted");
+  CHECK(call.run(f).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  REQUIRE(f.journal.wait_for(3));
+  std::lock_guard lock(f.journal.mu);
+  REQUIRE(f.journal.events.back() == "watcher:on_create_failed");
+  CHECK_THAT(f.journal.requests.back(), Contains("is not accepted"));
+  for (const auto& r : f.journal.requests) CHECK_THAT(r, !Contains("TOKEN-very-secret"));
+}
+
+TEST_CASE("after-phase requests say how long the hook has and carry the caller's traceparent", "[chain]") {
+  ChainFixture f;
+  f.add(spec("observer", kCreatePhases));
+  f.build();
+  f.spec_of(0).timeout = 1500ms;
+  Call call;
+  call.state.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  REQUIRE(call.run(f).ok());
+  REQUIRE(f.journal.wait_for(3));
+  std::lock_guard lock(f.journal.mu);
+  REQUIRE(f.journal.events.back() == "observer:after_create");
+  hookpb::HookRequest after;
+  REQUIRE(google::protobuf::TextFormat::ParseFromString(f.journal.requests.back(), &after));
+  CHECK(after.deadline_ms() > 1000);
+  CHECK(after.deadline_ms() <= 1500);
+  CHECK(after.traceparent() == call.state.traceparent);
+}
+
+TEST_CASE("stop: a failed hook's CANCELLED is not passed on; fail_closed refuses as documented", "[chain]") {
+  ChainFixture f;
+  Script stopping;
+  stopping.failure = grpc::Status(grpc::StatusCode::CANCELLED, "the wrapper is stopping");
+  f.add(spec("stopper", {HookPhase::kBeforeStop})).scripts["before_stop"] = stopping;
+  f.build();
+  Call call;
+  grpc::Status s = call.run(f, Rpc::kStopSandbox);
+  CHECK(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK_THAT(s.error_message(), Contains("hook \"stopper\", phase before_stop: the wrapper is stopping"));
+}
+
+TEST_CASE("a hook that answers twice never answers for the hook after it", "[chain]") {
+  ChainFixture f;
+  Script twice = allow();
+  twice.second_answer = deny("second answer").response;
+  f.add(spec("twice", kCreatePhases)).scripts["prepare"] = twice;
+  Script slow = allow();
+  slow.delay = 600ms;  // still running when the second answer comes
+  f.add(spec("slow", kCreatePhases)).scripts["prepare"] = slow;
+  f.build();
+  Call call;
+  grpc::Status s = call.run(f);
+  CHECK(s.ok());
+  CHECK_THAT(s.error_message(), !Contains("second answer"));
+  CHECK(call.host.delegate_calls == 1);
 }
