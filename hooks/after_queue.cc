@@ -18,12 +18,15 @@ bool AfterQueue::push(AfterJob job) {
   if (stopped_ || waiting_.size() >= capacity_) {
     dropped_.fetch_add(1);
     const AfterInvocation& first = job.front();
+    const bool stopping = stopped_;
     lock.unlock();
-    log_warn("after-phase hooks dropped: the queue is full", {{"hook", first.hook->name()},
-                                                              {"phase", first.request->phase()},
-                                                              {"sandbox_id", first.request->sandbox_id()},
-                                                              {"capacity", capacity_},
-                                                              {"dropped_total", dropped_.load()}});
+    log_warn(stopping ? "after-phase hooks dropped: the wrapper is stopping"
+                      : "after-phase hooks dropped: the queue is full",
+             {{"hook", first.hook->name()},
+              {"phase", first.request->phase()},
+              {"sandbox_id", first.request->sandbox_id()},
+              {"capacity", capacity_},
+              {"dropped_total", dropped_.load()}});
     return false;
   }
   waiting_.push_back(std::move(job));

@@ -76,7 +76,13 @@ ChainRun::ChainRun(HookChain& chain, Rpc rpc, std::string sandbox_id, std::optio
 bool ChainRun::start(std::function<void(grpc::Status)> on_done, std::function<void(std::string)> on_progress) {
   on_done_ = std::move(on_done);
   on_progress_ = std::move(on_progress);
-  return advance();
+  bool ended = advance();
+  // A callback that holds the run must not keep it alive once unused.
+  if (ended) {
+    std::lock_guard lock(mu_);
+    on_done_ = nullptr;
+  }
+  return ended;
 }
 
 grpc::Status ChainRun::status() const {
@@ -90,7 +96,9 @@ std::vector<HookVerdict> ChainRun::verdicts() const {
 }
 
 std::chrono::steady_clock::time_point ChainRun::deadline_for(const ChainStep& step) const {
-  auto own = std::chrono::steady_clock::now() + chain_.hooks_[step.hook].spec.timeout;
+  const HookSpec& spec = chain_.hooks_[step.hook].spec;
+  auto own = std::chrono::steady_clock::now() + spec.timeout;
+  if (spec.mode == HookMode::kAudit) return std::min(own, caller_deadline);
   return std::min({own, budget_end_, caller_deadline});
 }
 
@@ -118,6 +126,7 @@ bool ChainRun::advance() {
     }
     const ChainStep& step = steps_[next_];
     const ConfiguredHook& h = chain_.hooks_[step.hook];
+    invoked_at_.reset();
     if (std::chrono::steady_clock::now() >= budget_end_) {
       auto budget = chain_.options_.config.budget.count();
       if (!judge(step, HookOutcome::failed(grpc::StatusCode::DEADLINE_EXCEEDED,
@@ -132,6 +141,7 @@ bool ChainRun::advance() {
     auto request = request_for(step, deadline);
     if (std::find(invoked_.begin(), invoked_.end(), step.hook) == invoked_.end()) invoked_.push_back(step.hook);
     invoke_ = Invoke::kInvoking;
+    invoked_at_ = std::chrono::steady_clock::now();
     InvokeOptions options;
     options.deadline = deadline;
     options.cancel = cancel;
@@ -199,6 +209,8 @@ bool ChainRun::judge(const ChainStep& step, HookOutcome outcome) {
   HookCounters& counters = *chain_.counters_[step.hook];
   counters.invocations++;
   const bool audit = h.spec.mode == HookMode::kAudit;
+  if (audit && invoked_at_) budget_end_ += std::chrono::steady_clock::now() - *invoked_at_;
+  invoked_at_.reset();
   HookVerdict verdict{h.hook->name(), std::string(phase_name(step.phase)), "allowed", "", {}};
   const hookpb::HookResponse& response = outcome.response;
   grpc::Status failure = outcome.failure;

@@ -78,7 +78,10 @@ class ChainRun : public std::enable_shared_from_this<ChainRun> {
   std::optional<Plan> plan_;
   const google::protobuf::Struct wrapper_config_;
   const std::vector<ChainStep> steps_;
-  const std::chrono::steady_clock::time_point budget_end_;
+  // Moved later by the time audit hooks take: an audit hook never uses up
+  // the budget of the hooks that enforce.
+  std::chrono::steady_clock::time_point budget_end_;
+  std::optional<std::chrono::steady_clock::time_point> invoked_at_;
   std::function<void(grpc::Status)> on_done_;
   std::function<void(std::string)> on_progress_;
 

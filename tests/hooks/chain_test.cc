@@ -697,3 +697,20 @@ TEST_CASE("a hook that answers twice never answers for the hook after it", "[cha
   CHECK_THAT(s.error_message(), !Contains("second answer"));
   CHECK(call.host.delegate_calls == 1);
 }
+
+TEST_CASE("an audit hook never uses up the budget of the hooks that enforce", "[chain]") {
+  ChainFixture f;
+  f.config.budget = 300ms;
+  Script slow;
+  slow.hang = true;
+  HookSpec audit = spec("auditor", kCreatePhases);
+  audit.mode = HookMode::kAudit;
+  audit.timeout = 500ms;
+  f.add(std::move(audit)).scripts["prepare"] = slow;
+  f.add(spec("enforcer", kCreatePhases));
+  f.build();
+  Call call;
+  CHECK(call.run(f).ok());
+  CHECK(call.host.delegate_calls == 1);
+  CHECK(f.chain->counters(1).failures == 0);
+}
