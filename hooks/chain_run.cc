@@ -215,24 +215,28 @@ bool ChainRun::judge(const ChainStep& step, HookOutcome outcome) {
   const hookpb::HookResponse& response = outcome.response;
   grpc::Status failure = outcome.failure;
   if (failure.ok()) failure = check_reply(h.spec, step.phase, response);
-  nlohmann::json fields = {{"hook", h.hook->name()},
-                           {"phase", phase_name(step.phase)},
-                           {"rpc", rpc_name(rpc_)},
-                           {"sandbox_id", sandbox_id_}};
-  for (const auto& [k, v] : response.log_annotations()) fields["annotations"][k] = v;
+  // Built only for a line that is written: most invocations allow quietly.
+  auto fields = [&] {
+    nlohmann::json f = {{"hook", h.hook->name()},
+                        {"phase", phase_name(step.phase)},
+                        {"rpc", rpc_name(rpc_)},
+                        {"sandbox_id", sandbox_id_}};
+    for (const auto& [k, v] : response.log_annotations()) f["annotations"][k] = v;
+    if (!verdict.reason.empty()) f["reason"] = verdict.reason;
+    return f;
+  };
   if (failure.ok() && is_decision_phase(step.phase) && !response.allowed()) {
     counters.denials++;
     verdict.reason = response.reason().empty() ? "no reason given" : response.reason();
-    fields["reason"] = verdict.reason;
     if (audit) {
       counters.audit_findings++;
       verdict.verdict = "audit_denied";
-      log_info("audit: hook would deny the call", fields);
+      log_info("audit: hook would deny the call", fields());
       verdicts_.push_back(std::move(verdict));
       return true;
     }
     verdict.verdict = "denied";
-    log_info("hook denied the call", fields);
+    log_info("hook denied the call", fields());
     verdicts_.push_back(verdict);
     end(grpc::Status(refusal_code(rpc_, response.status_code()),
                      "hook \"" + h.hook->name() + "\" denied " + std::string(rpc_name(rpc_)) + ": " + verdict.reason));
@@ -245,7 +249,7 @@ bool ChainRun::judge(const ChainStep& step, HookOutcome outcome) {
   }
   if (!failure.ok()) return fail_step(step, failure, verdict);
   verdict.reason = response.reason();
-  log_debug("hook allowed the call", fields);
+  if (Logger::instance().enabled(LogLevel::kDebug)) log_debug("hook allowed the call", fields());
   verdicts_.push_back(std::move(verdict));
   return true;
 }

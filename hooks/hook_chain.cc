@@ -77,6 +77,7 @@ HookChain::HookChain(HookChainOptions options, std::vector<ConfiguredHook> hooks
       hooks_(std::move(hooks)),
       after_(options_.config.after_queue_capacity, options_.config.after_concurrency) {
   for (size_t i = 0; i < hooks_.size(); i++) counters_.push_back(std::make_unique<HookCounters>());
+  for (const auto& h : hooks_) claimed_.insert(h.spec.name);
 }
 
 HookChain::~HookChain() {
@@ -95,9 +96,7 @@ void HookChain::stop() {
 }
 
 std::set<std::string> HookChain::claimed_keys() const {
-  std::set<std::string> keys;
-  for (const auto& h : hooks_) keys.insert(h.spec.name);
-  return keys;
+  return claimed_;
 }
 
 void HookChain::set_delegate_version(std::string version) {
@@ -177,7 +176,7 @@ std::shared_ptr<hookpb::HookRequest> HookChain::base_request(const ConfiguredHoo
 std::shared_ptr<ChainRun> HookChain::make_run(Rpc rpc, const v1::DriverSandbox* sandbox, const std::string& sandbox_id,
                                               const google::protobuf::Struct& wrapper_config, grpc::Status& error) {
   for (const auto& [key, value] : wrapper_config.fields()) {
-    if (claimed_keys().count(key) && !value.has_struct_value()) {
+    if (claimed_.count(key) && !value.has_struct_value()) {
       error = grpc::Status(
           grpc::StatusCode::INVALID_ARGUMENT,
           options_.request_config_path + "." + key + ": must be an object (the request block of hook \"" + key + "\")");

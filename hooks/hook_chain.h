@@ -125,7 +125,8 @@ class HookChain {
   std::shared_ptr<CancelSignal> stopping_ = std::make_shared<CancelSignal>();
   mutable std::mutex mu_;
   std::string delegate_version_;
-  std::set<std::string> ready_;  // sandboxes whose after_ready ran
+  std::set<std::string> ready_;    // sandboxes whose after_ready ran
+  std::set<std::string> claimed_;  // the hooks' request-config keys
 };
 
 // The phases an RPC runs before the delegate and after it.
