@@ -255,12 +255,15 @@ void HookChain::finished(CallState& state, const grpc::Status& answer, DelegateO
 
 void HookChain::enqueue_after(const ChainRun& run, HookPhase phase, const grpc::Status* failure,
                               DelegateOutcome outcome) {
-  const v1::DriverSandbox* view =
-      const_cast<ChainRun&>(run).plan() ? &const_cast<ChainRun&>(run).plan()->view() : nullptr;
+  const Plan* plan = const_cast<ChainRun&>(run).plan();
+  const v1::DriverSandbox* view = plan ? &plan->view() : nullptr;
+  // Activation is judged on the request as the caller sent it, as for the
+  // before-phases: a label a prepare hook adds switches nothing on.
+  const v1::DriverSandbox* as_sent = plan ? &plan->original() : nullptr;
   AfterJob job;
   for (size_t i = hooks_.size(); i-- > 0;) {
     const ConfiguredHook& h = hooks_[i];
-    if (!active(h, phase, view, run.wrapper_config())) continue;
+    if (!active(h, phase, as_sent, run.wrapper_config())) continue;
     auto request = base_request(h, phase, run.rpc(), run.sandbox_id(), run.wrapper_config());
     if (view) *request->mutable_sandbox() = *view;
     request->set_traceparent(run.traceparent);

@@ -44,6 +44,8 @@ class Plan {
 
   // What hooks are shown: the plan as the hooks so far left it.
   const openshell::compute::v1::DriverSandbox& view() const { return current_; }
+  // The view before any hook changed it (what activation is judged on).
+  const openshell::compute::v1::DriverSandbox& original() const { return base_; }
   // The same as protobuf JSON (proto field names, no defaults). Made on
   // first use: a call whose hooks only judge never pays for it.
   const nlohmann::json& json() const;

@@ -714,3 +714,18 @@ TEST_CASE("an audit hook never uses up the budget of the hooks that enforce", "[
   CHECK(call.host.delegate_calls == 1);
   CHECK(f.chain->counters(1).failures == 0);
 }
+
+TEST_CASE("activation is judged on the request as sent, for after-phases too", "[chain]") {
+  ChainFixture f;
+  f.add(spec("labeller", kCreatePhases)).scripts["prepare"] = patch_label("openshell.io~1extension.gpu", "on");
+  HookSpec ext = spec("gpu", kCreatePhases);
+  ext.when = Activation{Activation::Kind::kExtension, "gpu"};
+  f.add(std::move(ext));
+  f.build();
+  Call call;
+  REQUIRE(call.run(f).ok());
+  REQUIRE(f.journal.wait_for(3));  // labeller: prepare, validate, after_create
+  std::this_thread::sleep_for(100ms);
+  auto events = f.journal.snapshot();
+  CHECK(std::count_if(events.begin(), events.end(), [](const std::string& e) { return e.rfind("gpu:", 0) == 0; }) == 0);
+}
