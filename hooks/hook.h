@@ -129,7 +129,8 @@ class Hook {
 
   // A builtin hook that holds something for the duration of a call (quota's
   // reservation) learns that the call ended, whatever happened. Called once
-  // per call in which the hook was invoked, on the call's thread.
+  // per call in which the hook was invoked: on the call's thread, or, when a
+  // hook of the call was still answering, on that hook's thread once it has.
   virtual void call_finished(const std::string& sandbox_id, bool delegate_committed) {}
 
  private:
