@@ -50,6 +50,7 @@ class ChainRun : public std::enable_shared_from_this<ChainRun> {
   const std::string& sandbox_id() const { return sandbox_id_; }
   // Create/Validate only; the run owns it until it ended.
   Plan* plan() { return plan_ ? &*plan_ : nullptr; }
+  const Plan* plan() const { return plan_ ? &*plan_ : nullptr; }
   const google::protobuf::Struct& wrapper_config() const { return wrapper_config_; }
   std::vector<HookVerdict> verdicts() const;
   bool has_steps() const { return !steps_.empty(); }

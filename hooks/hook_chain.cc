@@ -255,7 +255,7 @@ void HookChain::finished(CallState& state, const grpc::Status& answer, DelegateO
 
 void HookChain::enqueue_after(const ChainRun& run, HookPhase phase, const grpc::Status* failure,
                               DelegateOutcome outcome) {
-  const Plan* plan = const_cast<ChainRun&>(run).plan();
+  const Plan* plan = run.plan();
   const v1::DriverSandbox* view = plan ? &plan->view() : nullptr;
   // Activation is judged on the request as the caller sent it, as for the
   // before-phases: a label a prepare hook adds switches nothing on.

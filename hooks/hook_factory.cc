@@ -52,4 +52,17 @@ Result<std::vector<ConfiguredHook>> make_hooks(const std::vector<HookSpec>& spec
   return hooks;
 }
 
+std::vector<DescribeAnswer> describe_grpc_hooks_now(const std::vector<ConfiguredHook>& hooks,
+                                                    std::chrono::milliseconds slack) {
+  std::vector<DescribeAnswer> answers;
+  for (size_t i = 0; i < hooks.size(); i++) {
+    auto* hook = dynamic_cast<GrpcHook*>(hooks[i].hook.get());
+    if (hook == nullptr) continue;
+    grpc::Status s = hook->describe_now(hooks[i].spec.connect_timeout + slack);
+    auto problem = hook->describe_problem();
+    answers.push_back(DescribeAnswer{i, problem ? *problem : s, problem.has_value()});
+  }
+  return answers;
+}
+
 }  // namespace owrap

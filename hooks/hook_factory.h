@@ -25,4 +25,15 @@ struct HookEnvironment {
 
 Result<std::vector<ConfiguredHook>> make_hooks(const std::vector<HookSpec>& specs, const HookEnvironment& env);
 
+// What one grpc hook said when asked for its manifest now.
+struct DescribeAnswer {
+  size_t hook;          // index into the hooks
+  grpc::Status status;  // OK, why it did not answer, or why its manifest does not fit
+  bool misfit;          // it answered with a manifest this configuration cannot use
+};
+// Asks every grpc hook for its manifest, each within its connect timeout
+// plus `slack` (start-up, check-config and plan all ask this way).
+std::vector<DescribeAnswer> describe_grpc_hooks_now(const std::vector<ConfiguredHook>& hooks,
+                                                    std::chrono::milliseconds slack);
+
 }  // namespace owrap

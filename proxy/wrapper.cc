@@ -2,7 +2,6 @@
 
 #include "common/serve.h"
 #include "common/signals.h"
-#include "hooks/grpc_hook.h"
 #include "hooks/hook_factory.h"
 #include "proxy/builtin_stages.h"
 #include "proxy/generic_relay.h"
@@ -62,16 +61,12 @@ std::function<void(std::chrono::steady_clock::time_point, HookEnvironment::ListD
 // configuration cannot use is a configuration error, fatal like any other;
 // one that does not answer yet is not (its calls follow its policy).
 Result<bool> check_grpc_manifests(const std::vector<ConfiguredHook>& hooks) {
-  for (size_t i = 0; i < hooks.size(); i++) {
-    auto* hook = dynamic_cast<GrpcHook*>(hooks[i].hook.get());
-    if (hook == nullptr) continue;
-    grpc::Status s = hook->describe_now(hooks[i].spec.connect_timeout);
-    if (auto problem = hook->describe_problem()) {
-      return Error{"hooks[" + std::to_string(i) + "] (\"" + hooks[i].spec.name + "\"): " + problem->error_message()};
-    }
-    if (!s.ok()) {
+  for (const DescribeAnswer& a : describe_grpc_hooks_now(hooks, std::chrono::milliseconds(0))) {
+    const std::string& name = hooks[a.hook].spec.name;
+    if (a.misfit) return Error{"hooks[" + std::to_string(a.hook) + "] (\"" + name + "\"): " + a.status.error_message()};
+    if (!a.status.ok()) {
       log_warn("grpc hook does not answer Describe at start; serving anyway, its calls follow its failure policy",
-               {{"hook", hooks[i].spec.name}, {"error", s.error_message()}});
+               {{"hook", name}, {"error", a.status.error_message()}});
     }
   }
   return true;

@@ -2,7 +2,6 @@
 
 #include "common/log.h"
 #include "compute_driver.grpc.pb.h"
-#include "hooks/grpc_hook.h"
 #include "hooks/hook_factory.h"
 #include "proxy/wrapper.h"
 
@@ -52,17 +51,14 @@ std::string read_input(const std::string& path) {
   return text.str();
 }
 
-// Asks each grpc hook for its manifest, so the plan uses what it declares.
+// Asks each grpc hook for its manifest, so the plan uses what it declares;
+// `out` (check-config's hooks) gets each answer.
 void describe_grpc_hooks(const std::vector<ConfiguredHook>& hooks, nlohmann::json* out) {
-  for (size_t i = 0; i < hooks.size(); i++) {
-    auto* grpc_hook = dynamic_cast<GrpcHook*>(hooks[i].hook.get());
-    if (grpc_hook == nullptr) continue;
-    grpc::Status s = grpc_hook->describe_now(hooks[i].spec.connect_timeout + std::chrono::milliseconds(1000));
-    if (out) {
-      nlohmann::json d = grpc_hook->describe();
-      if (!s.ok()) d["error"] = s.error_message();
-      (*out)[i]["describe"] = d;
-    }
+  for (const DescribeAnswer& a : describe_grpc_hooks_now(hooks, std::chrono::milliseconds(1000))) {
+    if (!out) continue;
+    nlohmann::json d = hooks[a.hook].hook->describe();
+    if (!a.status.ok()) d["error"] = a.status.error_message();
+    (*out)[a.hook]["describe"] = d;
   }
 }
 
