@@ -1,5 +1,6 @@
 #include "proxy/wrapper.h"
 
+#include "common/io_thread.h"
 #include "common/serve.h"
 #include "common/signals.h"
 #include "hooks/hook_factory.h"
@@ -7,8 +8,6 @@
 #include "proxy/generic_relay.h"
 #include "proxy/unary_server.h"
 #include "proxy/watch_hub.h"
-
-#include <boost/asio/executor_work_guard.hpp>
 
 #include <cstring>
 #include <filesystem>
@@ -101,14 +100,8 @@ int run_wrapper(WrapperConfig config) {
     config.delegate.runtime_parent = std::filesystem::path(config.socket).parent_path().string();
   }
 
-  boost::asio::io_context io;
-  auto work = boost::asio::make_work_guard(io);
-  std::thread io_thread([&io] { io.run(); });
-  auto stop_io = [&] {
-    work.reset();
-    io.stop();
-    io_thread.join();
-  };
+  IoThread io_thread;
+  boost::asio::io_context& io = io_thread.io();
 
   std::unique_ptr<Delegate> delegate = make_delegate(config.delegate);
   // Hooks are built before the delegate is launched: a configuration error
@@ -119,7 +112,7 @@ int run_wrapper(WrapperConfig config) {
   }
   if (!hooks) {
     log_error("cannot build the hook chain", {{"error", hooks.error()}});
-    stop_io();
+    io_thread.stop();
     return 1;
   }
   HookChain chain(HookChainOptions{config.name, config.delegate.name, request_config_path(config), config.hooks},
@@ -135,7 +128,7 @@ int run_wrapper(WrapperConfig config) {
       log_error("cannot start the delegate", {{"delegate", config.delegate.name}, {"error", started.error()}});
     }
     delegate->stop(config.delegate.stop_grace);
-    stop_io();
+    io_thread.stop();
     return asked ? 0 : 1;
   }
 
@@ -162,7 +155,7 @@ int run_wrapper(WrapperConfig config) {
     queues.stop();
     chain.stop();
     delegate->stop(config.delegate.stop_grace);
-    stop_io();
+    io_thread.stop();
     return 1;
   }
   queues.start();
@@ -195,7 +188,7 @@ int run_wrapper(WrapperConfig config) {
   // Calls are gone; what hooks still run (after-phases) is cancelled.
   chain.stop();
   delegate->stop(config.delegate.stop_grace);
-  stop_io();
+  io_thread.stop();
   log_info("stopped", {{"wrapper", config.name}});
   return 0;
 }

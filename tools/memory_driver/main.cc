@@ -1,12 +1,12 @@
 // openshell-driver-memory: see memory_driver.h. Launch convention as the
 // upstream drivers: --bind-socket PATH (env OPENSHELL_COMPUTE_DRIVER_SOCKET),
 // --log-level (env OPENSHELL_LOG_LEVEL).
+#include "common/io_thread.h"
 #include "common/log.h"
 #include "common/serve.h"
 #include "common/signals.h"
 #include "tools/memory_driver/memory_driver.h"
 
-#include <boost/asio/executor_work_guard.hpp>
 
 #include <cstdlib>
 #include <cstring>
@@ -113,24 +113,19 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  boost::asio::io_context io;
-  auto work = boost::asio::make_work_guard(io);
-  std::thread io_thread([&io] { io.run(); });
+  owrap::IoThread io_thread;
+  boost::asio::io_context& io = io_thread.io();
 
   owrap::memory::MemoryDriver driver(io, options);
   if (auto err = driver.load_state(); !err.empty()) {
     owrap::log_error(err);
-    work.reset();
-    io.stop();
-    io_thread.join();
+    io_thread.stop();
     return 1;
   }
   auto server = owrap::UdsGrpcServer::start(socket_path, {&driver}, driver.extension_service(), "memory driver");
   if (!server) {
     owrap::log_error("cannot serve", {{"error", server.error()}});
-    work.reset();
-    io.stop();
-    io_thread.join();
+    io_thread.stop();
     return 1;
   }
   owrap::log_info("memory driver serving", {{"socket", socket_path}, {"pid", ::getpid()}});
@@ -145,8 +140,6 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   server.value()->shutdown(std::chrono::milliseconds(0));
-  work.reset();
-  io.stop();
-  io_thread.join();
+  io_thread.stop();
   return 0;
 }

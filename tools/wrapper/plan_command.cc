@@ -1,13 +1,12 @@
 #include "tools/wrapper/plan_command.h"
 
+#include "common/io_thread.h"
 #include "common/log.h"
 #include "compute_driver.grpc.pb.h"
 #include "hooks/hook_factory.h"
 #include "proxy/wrapper.h"
 
 #include <google/protobuf/util/json_util.h>
-
-#include <boost/asio/executor_work_guard.hpp>
 
 #include <fstream>
 #include <future>
@@ -21,23 +20,6 @@ namespace {
 
 constexpr const char* kPlanUsage =
     "usage: openshell-driver-wrapper plan --config FILE.toml [--sandbox FILE|-] [--validate-delegate]\n";
-
-// An io thread for exec hooks, joined on scope exit.
-class IoThread {
- public:
-  IoThread() : work_(boost::asio::make_work_guard(io_)), thread_([this] { io_.run(); }) {}
-  ~IoThread() {
-    work_.reset();
-    io_.stop();
-    thread_.join();
-  }
-  boost::asio::io_context& io() { return io_; }
-
- private:
-  boost::asio::io_context io_;
-  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
-  std::thread thread_;
-};
 
 std::string read_input(const std::string& path) {
   std::ostringstream text;

@@ -1,0 +1,37 @@
+// An Asio io_context run by one thread of its own (timers, exec hooks'
+// pipes and pidfds, the watch hub), from construction until stop().
+#pragma once
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <optional>
+#include <thread>
+
+namespace owrap {
+
+class IoThread {
+ public:
+  IoThread() : work_(boost::asio::make_work_guard(io_)), thread_([this] { io_.run(); }) {}
+  ~IoThread() { stop(); }
+  IoThread(const IoThread&) = delete;
+  IoThread& operator=(const IoThread&) = delete;
+
+  boost::asio::io_context& io() { return io_; }
+
+  // Stops the loop (handlers not yet run are dropped) and joins its thread.
+  // Idempotent; never call it from the loop's own thread.
+  void stop() {
+    if (!thread_.joinable()) return;
+    work_.reset();
+    io_.stop();
+    thread_.join();
+  }
+
+ private:
+  boost::asio::io_context io_;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
+  std::thread thread_;
+};
+
+}  // namespace owrap
