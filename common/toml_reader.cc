@@ -1,5 +1,7 @@
 #include "common/toml_reader.h"
 
+#include <sstream>
+
 #include <algorithm>
 
 namespace owrap {
@@ -116,6 +118,36 @@ std::vector<TomlSection> TomlSection::tables(std::string_view key) {
     out.emplace_back(*(*arr)[i].as_table(), full_key(key) + "[" + std::to_string(i) + "]", *errors_);
   }
   return out;
+}
+
+nlohmann::json toml_to_json(const toml::node& node, const std::string& key, std::vector<std::string>* errors) {
+  if (const auto* t = node.as_table()) {
+    nlohmann::json obj = nlohmann::json::object();
+    for (const auto& [k, v] : *t) obj[std::string(k.str())] = toml_to_json(v, key + "." + std::string(k.str()), errors);
+    return obj;
+  }
+  if (const auto* a = node.as_array()) {
+    nlohmann::json arr = nlohmann::json::array();
+    for (size_t i = 0; i < a->size(); i++)
+      arr.push_back(toml_to_json((*a)[i], key + "[" + std::to_string(i) + "]", errors));
+    return arr;
+  }
+  if (const auto* s = node.as_string()) return s->get();
+  if (const auto* i = node.as_integer()) return i->get();
+  if (const auto* f = node.as_floating_point()) return f->get();
+  if (const auto* b = node.as_boolean()) return b->get();
+  if (errors) {
+    errors->push_back(key + ": dates and times are not supported (use a string)");
+    return nullptr;
+  }
+  std::ostringstream text;
+  node.visit([&text](const auto& value) {
+    if constexpr (toml::is_date<decltype(value)> || toml::is_time<decltype(value)> ||
+                  toml::is_date_time<decltype(value)>) {
+      text << value;
+    }
+  });
+  return text.str();
 }
 
 }  // namespace owrap

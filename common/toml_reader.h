@@ -6,6 +6,7 @@
 #pragma once
 
 #include <toml++/toml.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -16,6 +17,11 @@
 #include <vector>
 
 namespace owrap {
+
+// A TOML value as JSON. Dates and times have no JSON form: each is an error
+// naming its key (`key`, `key.sub`, `key[2]`) in `errors`, or, when `errors`
+// is null, a string of its TOML text.
+nlohmann::json toml_to_json(const toml::node& node, const std::string& key, std::vector<std::string>* errors);
 
 class TomlSection {
  public:

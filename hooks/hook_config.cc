@@ -2,10 +2,11 @@
 
 #include "plan/paths.h"
 
+#include <google/protobuf/util/json_util.h>
+
 #include <algorithm>
 #include <cctype>
 #include <set>
-#include <sstream>
 
 namespace owrap {
 
@@ -35,41 +36,11 @@ const std::vector<std::string> kHookKeys = {
 const std::vector<std::string> kChainKeys = {"hook_budget_ms", "protected_paths", "after_hook_queue_capacity",
                                              "after_hook_concurrency"};
 
-google::protobuf::Value toml_to_value(const toml::node& node);
-
-google::protobuf::Struct toml_to_struct(const toml::table& table) {
+// The static config as a Struct for external hooks; dates as their TOML text.
+google::protobuf::Struct toml_to_struct(const toml::table& table, const std::string& key) {
   google::protobuf::Struct out;
-  for (const auto& [key, value] : table) (*out.mutable_fields())[std::string(key.str())] = toml_to_value(value);
+  (void)google::protobuf::util::JsonStringToMessage(toml_to_json(table, key, nullptr).dump(), &out);
   return out;
-}
-
-google::protobuf::Value toml_to_value(const toml::node& node) {
-  google::protobuf::Value v;
-  if (const auto* t = node.as_table()) {
-    *v.mutable_struct_value() = toml_to_struct(*t);
-  } else if (const auto* a = node.as_array()) {
-    auto* list = v.mutable_list_value();
-    for (const auto& item : *a) *list->add_values() = toml_to_value(item);
-  } else if (auto s = node.value<std::string>(); s && node.is_string()) {
-    v.set_string_value(*s);
-  } else if (node.is_boolean()) {
-    v.set_bool_value(*node.value<bool>());
-  } else if (node.is_integer()) {
-    v.set_number_value(static_cast<double>(*node.value<int64_t>()));
-  } else if (node.is_floating_point()) {
-    v.set_number_value(*node.value<double>());
-  } else {
-    // Dates and times: as the text TOML wrote them.
-    std::ostringstream text;
-    node.visit([&text](const auto& value) {
-      if constexpr (toml::is_date<decltype(value)> || toml::is_time<decltype(value)> ||
-                    toml::is_date_time<decltype(value)>) {
-        text << value;
-      }
-    });
-    v.set_string_value(text.str());
-  }
-  return v;
 }
 
 std::optional<HookTransport> transport_from(const std::string& s) {
@@ -213,7 +184,7 @@ HookSpec read_hook(TomlSection& h) {
   spec.config_key = h.full_key("config");
   if (auto config = h.table("config")) {
     spec.config_toml = std::make_shared<toml::table>(config->raw());
-    spec.config = toml_to_struct(config->raw());
+    spec.config = toml_to_struct(config->raw(), spec.config_key);
   }
   return spec;
 }

@@ -90,26 +90,6 @@ std::string pointer_token(std::string_view key) {
   return escape_token(key);
 }
 
-nlohmann::json toml_to_json(const toml::node& node, const std::string& key, std::vector<std::string>& errors) {
-  if (const auto* t = node.as_table()) {
-    nlohmann::json obj = nlohmann::json::object();
-    for (const auto& [k, v] : *t) obj[std::string(k.str())] = toml_to_json(v, key + "." + std::string(k.str()), errors);
-    return obj;
-  }
-  if (const auto* a = node.as_array()) {
-    nlohmann::json arr = nlohmann::json::array();
-    for (size_t i = 0; i < a->size(); i++)
-      arr.push_back(toml_to_json((*a)[i], key + "[" + std::to_string(i) + "]", errors));
-    return arr;
-  }
-  if (const auto* s = node.as_string()) return s->get();
-  if (const auto* i = node.as_integer()) return i->get();
-  if (const auto* f = node.as_floating_point()) return f->get();
-  if (const auto* b = node.as_boolean()) return b->get();
-  errors.push_back(key + ": dates and times are not supported (use a string)");
-  return nullptr;
-}
-
 const toml::table& config_table(const HookSpec& spec) {
   static const toml::table empty;
   return spec.config_toml ? *spec.config_toml : empty;

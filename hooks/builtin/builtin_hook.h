@@ -52,10 +52,6 @@ google::protobuf::Value to_proto_value(const nlohmann::json& value);
 // One RFC 6901 reference token: "~" -> "~0", "/" -> "~1".
 std::string pointer_token(std::string_view key);
 
-// A TOML value as JSON; dates and times are refused with an error naming
-// `key` (appended to `errors`), since a Struct has no such type.
-nlohmann::json toml_to_json(const toml::node& node, const std::string& key, std::vector<std::string>& errors);
-
 // The hook's config table, or an empty one.
 const toml::table& config_table(const HookSpec& spec);
 // Joins configuration errors into the factory's Error, one per line.

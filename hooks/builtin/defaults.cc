@@ -205,7 +205,7 @@ Result<std::unique_ptr<Hook>> make_defaults(const HookSpec& spec, const BuiltinC
     if (!dc->is_table()) {
       errors.push_back(config.full_key("driver_config") + ": must be a table (the base driver's block)");
     } else {
-      auto value = toml_to_json(*dc, config.full_key("driver_config"), errors);
+      auto value = toml_to_json(*dc, config.full_key("driver_config"), &errors);
       check_templates(value, config.full_key("driver_config"), errors);
       if (!value.empty()) {
         sections.push_back({{"spec", "template", "driver_config"}, config.full_key("driver_config"), value});
