@@ -1,7 +1,5 @@
 #include "hooks/builtin/builtin_hook.h"
 
-#include "plan/paths.h"
-
 #include <google/protobuf/util/json_util.h>
 
 #include <exception>
@@ -84,10 +82,6 @@ google::protobuf::Value to_proto_value(const nlohmann::json& value) {
       break;
   }
   return out;
-}
-
-std::string pointer_token(std::string_view key) {
-  return escape_token(key);
 }
 
 const toml::table& config_table(const HookSpec& spec) {

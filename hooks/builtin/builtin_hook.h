@@ -49,9 +49,6 @@ hookpb::HookResponse deny_response(std::string_view code, std::string reason);
 // field names (default values left out, as the plan's view does).
 nlohmann::json sandbox_json(const computepb::DriverSandbox& sandbox);
 google::protobuf::Value to_proto_value(const nlohmann::json& value);
-// One RFC 6901 reference token: "~" -> "~0", "/" -> "~1".
-std::string pointer_token(std::string_view key);
-
 // The hook's config table, or an empty one.
 const toml::table& config_table(const HookSpec& spec);
 // Joins configuration errors into the factory's Error, one per line.

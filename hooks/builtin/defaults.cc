@@ -6,6 +6,7 @@
 #include "common/toml_reader.h"
 #include "hooks/builtin/builtin_hook.h"
 #include "hooks/builtin/template_string.h"
+#include "plan/paths.h"
 
 namespace owrap {
 
@@ -39,10 +40,10 @@ class Patcher {
         if (!value) return error_;
         if (value->empty()) return std::nullopt;
         for (size_t j = section.pointer.size(); j-- > i + 1;) *value = nlohmann::json{{section.pointer[j], *value}};
-        add(path + "/" + pointer_token(token), node, token, *value);
+        add(path + "/" + escape_token(token), node, token, *value);
         return std::nullopt;
       }
-      path += "/" + pointer_token(token);
+      path += "/" + escape_token(token);
       node = &*it;
     }
     return merge_into(*node, path, section.values, section.config_key);
@@ -58,12 +59,12 @@ class Patcher {
       auto it = node.find(k);
       if (it != node.end()) {
         if (!it->is_object() || !v.is_object()) continue;  // the plan's value wins
-        if (auto err = merge_into(*it, path + "/" + pointer_token(k), v, key + "." + k)) return err;
+        if (auto err = merge_into(*it, path + "/" + escape_token(k), v, key + "." + k)) return err;
         continue;
       }
       auto value = expand(v, key + "." + k);
       if (!value) return error_;
-      add(path + "/" + pointer_token(k), &node, k, *value);
+      add(path + "/" + escape_token(k), &node, k, *value);
     }
     return std::nullopt;
   }
