@@ -9,6 +9,7 @@
 //   2. 200 concurrent creates, each behind a 200 ms exec hook: wall time,
 //      and GetSandbox latency of unrelated calls meanwhile against idle.
 // docs/performance.md ("Hook chain") says how to run it and what it found.
+#include "bench/hook_configs.h"
 #include "bench/proc_stats.h"
 #include "hooks.grpc.pb.h"
 #include "tests/support/harness.h"
@@ -31,7 +32,11 @@
 #include <thread>
 
 using namespace owrap::test;
+using owrap::bench::bench_sandbox;
 using owrap::bench::cpu_us;
+using owrap::bench::kDefaultsHook;
+using owrap::bench::kPolicyHook;
+using owrap::bench::kQuotaHook;
 using owrap::bench::quantile;
 namespace v1 = openshell::compute::v1;
 namespace hookpb = openshell::driver_wrapper::hooks::v1;
@@ -55,20 +60,6 @@ std::string load_average() {
   return a + " " + b + " " + c;
 }
 
-// What a gateway sends: an image under the allowed prefix, a team label,
-// resources within the policy's limits.
-v1::DriverSandbox bench_sandbox(const std::string& id, const std::string& team = "blue") {
-  v1::DriverSandbox sb = make_sandbox(id);
-  auto* tmpl = sb.mutable_spec()->mutable_template_();
-  (*tmpl->mutable_labels())["team"] = team;
-  auto* res = tmpl->mutable_resources();
-  res->set_cpu_request("500m");
-  res->set_cpu_limit("1");
-  res->set_memory_request("512Mi");
-  res->set_memory_limit("1Gi");
-  return sb;
-}
-
 void create_or_throw(v1::ComputeDriver::Stub& stub, const v1::DriverSandbox& sandbox, const std::string& what) {
   v1::CreateSandboxRequest req;
   *req.mutable_sandbox() = sandbox;
@@ -88,54 +79,6 @@ void delete_sandbox(v1::ComputeDriver::Stub& stub, const std::string& id) {
   v1::DeleteSandboxResponse resp;
   (void)stub.DeleteSandbox(&ctx, req, &resp);
 }
-
-// ---- Hook configurations (docs/hooks.md section 11, made to pass) ----
-
-const char* kDefaultsHook = R"(
-[[hooks]]
-name = "defaults"
-builtin = "defaults"
-phases = ["prepare"]
-
-[hooks.config]
-labels = { tenant = "{labels.team}", "sandbox-ref" = "{sandbox.namespace}/{sandbox.name}" }
-environment = { SANDBOX_IMAGE = "{template.image}", HTTP_PROXY = "http://proxy.internal:3128" }
-
-[hooks.config.driver_config.pod]
-node_selector = { pool = "sandboxes" }
-tolerations = [ { key = "sandbox", operator = "Exists", effect = "NoSchedule" } ]
-)";
-
-const char* kPolicyHook = R"(
-[[hooks]]
-name = "policy"
-builtin = "policy"
-phases = ["validate"]
-
-[hooks.config]
-images.allowed_prefixes = ["ghcr.io/example/"]
-images.allowed_patterns = ["docker.io/library/python:3.*"]
-labels.required = ["team"]
-
-[hooks.config.resources]
-max_cpu_limit = "2"
-max_cpu_request = "1500m"
-max_memory_limit = "4Gi"
-max_memory_request = "2Gi"
-max_gpu_count = 1
-)";
-
-// A limit no run reaches: the hook counts, and allows.
-const char* kQuotaHook = R"(
-[[hooks]]
-name = "quota"
-builtin = "quota"
-phases = ["validate"]
-
-[hooks.config]
-label = "team"
-max = 1000000
-)";
 
 std::string exec_hook(const std::string& name, const std::string& script, const std::string& extra = "") {
   return "\n[[hooks]]\nname = \"" + name + "\"\ntype = \"exec\"\ncommand = [\"" + script +

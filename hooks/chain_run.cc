@@ -105,8 +105,8 @@ std::chrono::steady_clock::time_point ChainRun::deadline_for(const ChainStep& st
 std::shared_ptr<hookpb::HookRequest> ChainRun::request_for(const ChainStep& step,
                                                            std::chrono::steady_clock::time_point deadline) const {
   const ConfiguredHook& h = chain_.hooks_[step.hook];
-  auto request = chain_.base_request(h, step.phase, rpc_, sandbox_id_, wrapper_config_);
-  if (plan_) *request->mutable_sandbox() = plan_->view();
+  auto request =
+      chain_.base_request(h, step.phase, rpc_, sandbox_id_, wrapper_config_, plan_ ? plan_->shared_view() : nullptr);
   request->set_traceparent(traceparent);
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
   request->set_deadline_ms(std::max<int64_t>(left.count(), 0));

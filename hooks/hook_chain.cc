@@ -78,6 +78,9 @@ HookChain::HookChain(HookChainOptions options, std::vector<ConfiguredHook> hooks
       after_(options_.config.after_queue_capacity, options_.config.after_concurrency) {
   for (size_t i = 0; i < hooks_.size(); i++) counters_.push_back(std::make_unique<HookCounters>());
   for (const auto& h : hooks_) claimed_.insert(h.spec.name);
+  if (auto p = Protection::make(*v1::DriverSandbox::descriptor(), options_.config.protected_paths)) {
+    protection_ = std::make_shared<const Protection>(std::move(p.value()));
+  }
 }
 
 HookChain::~HookChain() {
@@ -105,7 +108,7 @@ void HookChain::set_delegate_version(std::string version) {
 }
 
 PatchRules HookChain::rules_for(const HookSpec& spec) const {
-  return PatchRules{options_.config.protected_paths, spec.max_patches, spec.max_reply_bytes};
+  return PatchRules{options_.config.protected_paths, spec.max_patches, spec.max_reply_bytes, protection_};
 }
 
 std::vector<Stage> HookChain::stages() {
@@ -152,15 +155,27 @@ bool HookChain::active(const ConfiguredHook& h, HookPhase phase, const v1::Drive
 
 std::shared_ptr<hookpb::HookRequest> HookChain::base_request(const ConfiguredHook& h, HookPhase phase, Rpc rpc,
                                                              const std::string& sandbox_id,
-                                                             const google::protobuf::Struct& wrapper_config) const {
-  auto request = std::make_shared<hookpb::HookRequest>();
+                                                             const google::protobuf::Struct& wrapper_config,
+                                                             std::shared_ptr<const v1::DriverSandbox> sandbox) const {
+  auto* raw = new hookpb::HookRequest;
+  // Handed back before the request goes, so it never frees what it holds.
+  bool holds_config = h.spec.config.fields_size() > 0;
+  std::shared_ptr<hookpb::HookRequest> request(raw, [sandbox, holds_config](hookpb::HookRequest* r) {
+    if (sandbox) (void)r->unsafe_arena_release_sandbox();
+    if (holds_config) (void)r->unsafe_arena_release_config();
+    delete r;
+  });
   request->set_protocol_version(kHookProtocolVersion);
   request->set_hook(h.spec.name);
   request->set_phase(std::string(phase_name(phase)));
   request->set_rpc(std::string(rpc_name(rpc)));
   request->set_sandbox_id(sandbox_id);
-  request->mutable_sandbox()->set_id(sandbox_id);
-  *request->mutable_config() = h.spec.config;
+  if (sandbox) {
+    request->unsafe_arena_set_allocated_sandbox(const_cast<v1::DriverSandbox*>(sandbox.get()));
+  } else {
+    request->mutable_sandbox()->set_id(sandbox_id);
+  }
+  if (holds_config) request->unsafe_arena_set_allocated_config(const_cast<google::protobuf::Struct*>(&h.spec.config));
   auto block = wrapper_config.fields().find(h.spec.name);
   if (block != wrapper_config.fields().end() && block->second.has_struct_value()) {
     *request->mutable_request_config() = block->second.struct_value();
@@ -256,7 +271,7 @@ void HookChain::finished(CallState& state, const grpc::Status& answer, DelegateO
 void HookChain::enqueue_after(const ChainRun& run, HookPhase phase, const grpc::Status* failure,
                               DelegateOutcome outcome) {
   const Plan* plan = run.plan();
-  const v1::DriverSandbox* view = plan ? &plan->view() : nullptr;
+  auto view = plan ? plan->shared_view() : nullptr;
   // Activation is judged on the request as the caller sent it, as for the
   // before-phases: a label a prepare hook adds switches nothing on.
   const v1::DriverSandbox* as_sent = plan ? &plan->original() : nullptr;
@@ -264,8 +279,7 @@ void HookChain::enqueue_after(const ChainRun& run, HookPhase phase, const grpc::
   for (size_t i = hooks_.size(); i-- > 0;) {
     const ConfiguredHook& h = hooks_[i];
     if (!active(h, phase, as_sent, run.wrapper_config())) continue;
-    auto request = base_request(h, phase, run.rpc(), run.sandbox_id(), run.wrapper_config());
-    if (view) *request->mutable_sandbox() = *view;
+    auto request = base_request(h, phase, run.rpc(), run.sandbox_id(), run.wrapper_config(), view);
     request->set_traceparent(run.traceparent);
     if (failure) {
       request->mutable_failure()->set_status_code(std::string(status_code_name(failure->error_code())));
@@ -285,11 +299,12 @@ void HookChain::sandbox_reported(const v1::DriverSandbox& sandbox) {
   }
   AfterJob job;
   google::protobuf::Struct none;
+  std::shared_ptr<const v1::DriverSandbox> view;
   for (size_t i = hooks_.size(); i-- > 0;) {
     const ConfiguredHook& h = hooks_[i];
     if (!active(h, HookPhase::kAfterReady, &sandbox, none)) continue;
-    auto request = base_request(h, HookPhase::kAfterReady, Rpc::kWatchSandboxes, sandbox.id(), none);
-    *request->mutable_sandbox() = hook_view(sandbox);
+    if (!view) view = std::make_shared<const v1::DriverSandbox>(hook_view(sandbox));
+    auto request = base_request(h, HookPhase::kAfterReady, Rpc::kWatchSandboxes, sandbox.id(), none, view);
     job.push_back(AfterInvocation{h.hook.get(), &h.spec, std::move(request)});
   }
   after_.push(std::move(job));

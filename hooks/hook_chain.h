@@ -112,9 +112,15 @@ class HookChain {
                                      grpc::Status& error);
   bool active(const ConfiguredHook& h, HookPhase phase, const openshell::compute::v1::DriverSandbox* sandbox,
               const google::protobuf::Struct& wrapper_config) const;
-  std::shared_ptr<hookpb::HookRequest> base_request(const ConfiguredHook& h, HookPhase phase, Rpc rpc,
-                                                    const std::string& sandbox_id,
-                                                    const google::protobuf::Struct& wrapper_config) const;
+  // `sandbox` (null for Stop/Start/Delete: the request names the id) and
+  // the hook's static config are held, not copied: neither changes while a
+  // request holds them (the plan makes a new view per change; the spec
+  // lives as long as the chain). Callers set scalars only, never the
+  // sandbox or the config.
+  std::shared_ptr<hookpb::HookRequest> base_request(
+      const ConfiguredHook& h, HookPhase phase, Rpc rpc, const std::string& sandbox_id,
+      const google::protobuf::Struct& wrapper_config,
+      std::shared_ptr<const openshell::compute::v1::DriverSandbox> sandbox) const;
   void enqueue_after(const ChainRun& run, HookPhase phase, const grpc::Status* failure, DelegateOutcome outcome);
   PatchRules rules_for(const HookSpec& spec) const;
 
@@ -122,6 +128,9 @@ class HookChain {
   std::vector<ConfiguredHook> hooks_;
   std::vector<std::unique_ptr<HookCounters>> counters_;
   AfterQueue after_;
+  // The patch rules, made once; null if the configured paths do not make
+  // rules (every apply() then says why).
+  std::shared_ptr<const Protection> protection_;
   std::shared_ptr<CancelSignal> stopping_ = std::make_shared<CancelSignal>();
   mutable std::mutex mu_;
   std::string delegate_version_;

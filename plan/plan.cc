@@ -43,8 +43,8 @@ std::string check_limits(const json& patches, const PatchRules& rules) {
 }  // namespace
 
 DriverSandbox hook_view(const DriverSandbox& sandbox) {
-  DriverSandbox view;
-  view.CopyFrom(*scrubbed_copy(sandbox));
+  DriverSandbox view(sandbox);
+  scrub_secrets(view);
   if (view.has_spec()) {
     drop_token_entries(*view.mutable_spec()->mutable_environment());
     if (view.spec().has_template_())
@@ -55,14 +55,14 @@ DriverSandbox hook_view(const DriverSandbox& sandbox) {
 
 Result<Plan> Plan::from(const DriverSandbox& sandbox) {
   Plan plan;
-  plan.base_ = hook_view(sandbox);
+  plan.base_ = std::make_shared<const DriverSandbox>(hook_view(sandbox));
   plan.current_ = plan.base_;
   return plan;
 }
 
 Result<const nlohmann::json*> Plan::document() const {
   if (!json_) {
-    auto doc = message_to_json(current_);
+    auto doc = message_to_json(*current_);
     if (!doc) return Error{"the sandbox has no JSON form: " + doc.error()};
     json_ = std::move(doc.value());
   }
@@ -78,11 +78,15 @@ const nlohmann::json& Plan::json() const {
 Result<Plan::Staged> Plan::stage(const std::string& hook, const nlohmann::json& patches, bool may_override,
                                  const PatchRules& rules) const {
   if (std::string why = check_limits(patches, rules); !why.empty()) return Error{hook_prefix(hook) + why};
-  auto protection = Protection::make(*DriverSandbox::descriptor(), rules.extra_protected);
-  if (!protection) return Error{hook_prefix(hook) + protection.error()};
+  std::optional<Protection> made;
+  if (!rules.protection) {
+    auto protection = Protection::make(*DriverSandbox::descriptor(), rules.extra_protected);
+    if (!protection) return Error{hook_prefix(hook) + protection.error()};
+    made = std::move(protection.value());
+  }
   auto doc = document();
   if (!doc) return Error{hook_prefix(hook) + doc.error()};
-  PatchSession session(protection.value(), hook, may_override, *doc.value(), owners_);
+  PatchSession session(made ? *made : *rules.protection, hook, may_override, *doc.value(), owners_);
   for (size_t i = 0; i < patches.size(); i++) {
     if (std::string why = session.apply(patches[i], i); !why.empty()) return Error{hook_prefix(hook) + why};
   }
@@ -120,7 +124,7 @@ Status Plan::apply(const std::string& hook, const nlohmann::json& patches, bool 
   if (!staged) return Status(StatusCode::INVALID_ARGUMENT, staged.error());
   json_ = std::move(staged->doc);
   owners_ = std::move(staged->owners);
-  current_ = std::move(staged->sandbox);
+  current_ = std::make_shared<const DriverSandbox>(std::move(staged->sandbox));
   for (auto& change : staged->changes) changes_.push_back(std::move(change));
   return Status::OK;
 }
@@ -133,8 +137,8 @@ Result<std::vector<PlanChange>> Plan::preview(const std::string& hook, const nlo
 }
 
 Status Plan::write_back(DriverSandbox& target) const {
-  DriverSandbox after = current_;
-  write_changes(base_, after, target);
+  DriverSandbox after = *current_;
+  write_changes(*base_, after, target);
   return Status::OK;
 }
 

@@ -13,11 +13,13 @@
 #include "compute_driver.pb.h"
 #include "plan/owners.h"
 #include "plan/patch_session.h"
+#include "plan/protection.h"
 
 #include <grpcpp/support/status.h>
 #include <nlohmann/json.hpp>
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,6 +34,9 @@ struct PatchRules {
   std::vector<std::string> extra_protected;
   size_t max_patches = 32;
   size_t max_bytes = 1 << 20;  // the serialized size of one hook's patch array
+  // extra_protected made into rules once (the chain does, at start); made
+  // per apply() when null.
+  std::shared_ptr<const Protection> protection;
 };
 
 class Plan {
@@ -43,9 +48,12 @@ class Plan {
   static Result<Plan> from(const openshell::compute::v1::DriverSandbox& sandbox);
 
   // What hooks are shown: the plan as the hooks so far left it.
-  const openshell::compute::v1::DriverSandbox& view() const { return current_; }
+  const openshell::compute::v1::DriverSandbox& view() const { return *current_; }
+  // The same view, shared: it never changes (a patch makes a new one), so
+  // a hook's request can hold it instead of a copy.
+  std::shared_ptr<const openshell::compute::v1::DriverSandbox> shared_view() const { return current_; }
   // The view before any hook changed it (what activation is judged on).
-  const openshell::compute::v1::DriverSandbox& original() const { return base_; }
+  const openshell::compute::v1::DriverSandbox& original() const { return *base_; }
   // The same as protobuf JSON (proto field names, no defaults). Made on
   // first use: a call whose hooks only judge never pays for it.
   const nlohmann::json& json() const;
@@ -84,8 +92,9 @@ class Plan {
   // The JSON form of current_, made once; an error if it has none.
   Result<const nlohmann::json*> document() const;
 
-  openshell::compute::v1::DriverSandbox base_;     // the view before any hook
-  openshell::compute::v1::DriverSandbox current_;  // the view now
+  // Immutable once made; the same object until a hook changes the plan.
+  std::shared_ptr<const openshell::compute::v1::DriverSandbox> base_;     // the view before any hook
+  std::shared_ptr<const openshell::compute::v1::DriverSandbox> current_;  // the view now
   mutable std::optional<nlohmann::json> json_;
   PathOwners owners_;
   std::vector<PlanChange> changes_;

@@ -729,3 +729,80 @@ TEST_CASE("activation is judged on the request as sent, for after-phases too", "
   auto events = f.journal.snapshot();
   CHECK(std::count_if(events.begin(), events.end(), [](const std::string& e) { return e.rfind("gpu:", 0) == 0; }) == 0);
 }
+
+// Requests lend the plan's view and the static config instead of copying
+// them: a request a hook keeps must still show what that hook was shown,
+// after later hooks patched the plan and after the call ended.
+class KeepingHook final : public Hook {
+ public:
+  explicit KeepingHook(std::string name) : Hook(std::move(name)) {}
+  std::string transport() const override { return "builtin:keeping"; }
+  void invoke(std::shared_ptr<const hookpb::HookRequest> request, const InvokeOptions&, HookDone done) override {
+    {
+      std::lock_guard lock(mu_);
+      kept_.push_back(request);
+    }
+    hookpb::HookResponse response;
+    response.set_allowed(true);
+    if (request->phase() == "prepare") {
+      auto* op = response.add_patches();
+      op->set_op("add");
+      op->set_path("/spec/template/labels/" + name());
+      op->mutable_value()->set_string_value("set");
+    }
+    done(HookOutcome::answered(response));
+  }
+  // The requests kept so far, once there are `n` (after-phases run on the
+  // after queue's thread).
+  std::vector<std::shared_ptr<const hookpb::HookRequest>> kept(size_t n) {
+    for (auto end = std::chrono::steady_clock::now() + 5s; std::chrono::steady_clock::now() < end;) {
+      {
+        std::lock_guard lock(mu_);
+        if (kept_.size() >= n) return kept_;
+      }
+      std::this_thread::sleep_for(2ms);
+    }
+    std::lock_guard lock(mu_);
+    return kept_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::shared_ptr<const hookpb::HookRequest>> kept_;
+};
+
+TEST_CASE("a request a hook keeps shows what it was shown, after later patches and after the call", "[chain]") {
+  ChainFixture f;
+  std::vector<KeepingHook*> keepers;
+  for (const char* name : {"first", "second"}) {
+    HookSpec s = spec(name, kCreatePhases);
+    (*s.config.mutable_fields())["pool"].set_string_value(std::string("pool-of-") + name);
+    auto hook = std::make_unique<KeepingHook>(name);
+    keepers.push_back(hook.get());
+    f.hooks.push_back(ConfiguredHook{std::move(s), std::move(hook)});
+  }
+  f.build();
+  {
+    Call call;
+    REQUIRE(call.run(f).ok());
+    REQUIRE(call.host.delegate_request.sandbox().spec().template_().labels().count("second") == 1);
+  }  // the call, its run and its plan are gone
+  auto first = keepers[0]->kept(3), second = keepers[1]->kept(3);
+  REQUIRE(first.size() == 3);
+  REQUIRE(second.size() == 3);
+  auto labels = [](const hookpb::HookRequest& r) { return r.sandbox().spec().template_().labels(); };
+  const auto& first_prepare = *first[0];
+  const auto& second_prepare = *second[0];
+  const auto& first_validate = *first[1];
+  CHECK(first_prepare.phase() == "prepare");
+  CHECK(labels(first_prepare).count("first") == 0);  // shown before its own patch
+  CHECK(labels(second_prepare).count("first") == 1);
+  CHECK(labels(second_prepare).count("second") == 0);
+  CHECK(first_validate.phase() == "validate");
+  CHECK(labels(first_validate).count("second") == 1);
+  CHECK(first_prepare.sandbox().spec().sandbox_token().empty());
+  CHECK(first_prepare.config().fields().at("pool").string_value() == "pool-of-first");
+  CHECK(second_prepare.config().fields().at("pool").string_value() == "pool-of-second");
+  CHECK(second[2]->phase() == "after_create");
+  CHECK(labels(*second[2]).count("second") == 1);
+}

@@ -1,0 +1,116 @@
+// bench/chain_cpu: what the hook chain's stages cost on the call's thread,
+// in-process, without sockets: the part of bench/hooks' figures that is the
+// wrapper's own work for builtin hooks. For each configuration it runs, per
+// CreateSandbox, the "hooks" stage, the "hooks.apply" stage and the stages'
+// `finished` step, as the pipeline does, and prints the time per create.
+// quota's ListSandboxes answers at once with 100 sandboxes (5 teams), so its
+// row is the hook's own work, not the list's round trip.
+// Prints figures; asserts nothing (timing is not a test).
+#include "bench/hook_configs.h"
+#include "bench/proc_stats.h"
+#include "common/io_thread.h"
+#include "common/log.h"
+#include "hooks/hook_chain.h"
+#include "hooks/hook_config.h"
+#include "hooks/hook_factory.h"
+
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <stdexcept>
+#include <vector>
+
+using namespace owrap;
+namespace v1 = openshell::compute::v1;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::vector<v1::DriverSandbox> fleet() {
+  static const char* teams[] = {"blue", "red", "green", "gold", "grey"};
+  std::vector<v1::DriverSandbox> out;
+  for (int i = 0; i < 100; i++) out.push_back(bench::bench_sandbox("seed-" + std::to_string(i), teams[i % 5]));
+  return out;
+}
+
+std::unique_ptr<HookChain> make_chain(IoThread& io, const std::string& toml_text) {
+  toml::table doc = toml::parse(toml_text);
+  std::vector<std::string> errors;
+  TomlSection root(doc, "", errors);
+  HookChainConfig config;
+  config.hooks = read_hook_specs(root);
+  if (!errors.empty()) throw std::runtime_error("bench config: " + errors.front());
+  static const std::vector<v1::DriverSandbox> listed = fleet();
+  HookEnvironment env{io.io(), "bench",
+                      [](Clock::time_point, HookEnvironment::ListDone done) { done(grpc::Status::OK, listed); }};
+  auto hooks = make_hooks(config.hooks, env);
+  if (!hooks) throw std::runtime_error("bench hooks: " + hooks.error());
+  auto chain = std::make_unique<HookChain>(HookChainOptions{"bench", "memory", "driver_config.bench", config},
+                                           std::move(hooks.value()));
+  chain->start();
+  return chain;
+}
+
+// One create through the chain's stages; the request is built outside the
+// timed part, as the relay has it before the stages run.
+double one_create(std::vector<Stage>& stages, const std::string& id) {
+  v1::CreateSandboxRequest request;
+  *request.mutable_sandbox() = bench::bench_sandbox(id);
+  CallState state;
+  state.rpc = Rpc::kCreateSandbox;
+  state.sandbox_id = id;
+  auto t0 = Clock::now();
+  for (auto& stage : stages) {
+    if (!stage.before) continue;
+    StepResult r = stage.before(state, request, Resume());
+    if (r.is_suspended()) throw std::runtime_error(stage.name + " suspended: a builtin chain should not");
+    if (!r.status().ok()) throw std::runtime_error(stage.name + ": " + r.status().error_message());
+  }
+  for (auto& stage : stages) {
+    if (stage.finished) stage.finished(state, grpc::Status::OK, DelegateOutcome::kCommitted);
+  }
+  state.hook_run.reset();
+  return std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int calls = argc > 1 ? std::max(1, std::atoi(argv[1])) : 20000;
+  Logger::instance().set_level(LogLevel::kWarn);
+  struct Row {
+    const char* label;
+    std::string toml;
+  };
+  std::vector<Row> rows = {
+      {"policy", bench::kPolicyHook},
+      {"defaults", bench::kDefaultsHook},
+      {"quota", bench::kQuotaHook},
+      {"defaults + policy + quota", std::string(bench::kDefaultsHook) + bench::kPolicyHook + bench::kQuotaHook},
+  };
+  std::printf("bench/chain_cpu: the hook chain's stages per CreateSandbox, in-process, %d creates each\n", calls);
+  std::printf("  %-28s %9s %9s %9s\n", "hooks", "p50 us", "p99 us", "mean us");
+  try {
+    IoThread io;
+    for (const Row& row : rows) {
+      auto chain = make_chain(io, row.toml);
+      auto stages = chain->stages();
+      for (int i = 0; i < calls / 10; i++) one_create(stages, "warm-" + std::to_string(i));
+      std::vector<double> us;
+      us.reserve(calls);
+      for (int i = 0; i < calls; i++) us.push_back(one_create(stages, "c-" + std::to_string(i)));
+      double sum = 0;
+      for (double u : us) sum += u;
+      std::sort(us.begin(), us.end());
+      std::printf("  %-28s %9.1f %9.1f %9.1f\n", row.label, bench::quantile(us, 0.5), bench::quantile(us, 0.99),
+                  sum / calls);
+      chain->stop();
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_chain_cpu: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,72 @@
+// What both hook benchmarks measure with: the sandbox a gateway sends and
+// the builtin hook configurations (docs/hooks.md section 11, made to pass).
+#pragma once
+
+#include "tests/support/harness.h"
+
+#include <string>
+
+namespace owrap::bench {
+
+// What a gateway sends: an image under the allowed prefix, a team label,
+// resources within the policy's limits.
+inline openshell::compute::v1::DriverSandbox bench_sandbox(const std::string& id, const std::string& team = "blue") {
+  openshell::compute::v1::DriverSandbox sb = owrap::test::make_sandbox(id);
+  auto* tmpl = sb.mutable_spec()->mutable_template_();
+  (*tmpl->mutable_labels())["team"] = team;
+  auto* res = tmpl->mutable_resources();
+  res->set_cpu_request("500m");
+  res->set_cpu_limit("1");
+  res->set_memory_request("512Mi");
+  res->set_memory_limit("1Gi");
+  sb.mutable_spec()->set_sandbox_token("bench-token-" + id);
+  return sb;
+}
+
+inline const char* kDefaultsHook = R"(
+[[hooks]]
+name = "defaults"
+builtin = "defaults"
+phases = ["prepare"]
+
+[hooks.config]
+labels = { tenant = "{labels.team}", "sandbox-ref" = "{sandbox.namespace}/{sandbox.name}" }
+environment = { SANDBOX_IMAGE = "{template.image}", HTTP_PROXY = "http://proxy.internal:3128" }
+
+[hooks.config.driver_config.pod]
+node_selector = { pool = "sandboxes" }
+tolerations = [ { key = "sandbox", operator = "Exists", effect = "NoSchedule" } ]
+)";
+
+inline const char* kPolicyHook = R"(
+[[hooks]]
+name = "policy"
+builtin = "policy"
+phases = ["validate"]
+
+[hooks.config]
+images.allowed_prefixes = ["ghcr.io/example/"]
+images.allowed_patterns = ["docker.io/library/python:3.*"]
+labels.required = ["team"]
+
+[hooks.config.resources]
+max_cpu_limit = "2"
+max_cpu_request = "1500m"
+max_memory_limit = "4Gi"
+max_memory_request = "2Gi"
+max_gpu_count = 1
+)";
+
+// A limit no run reaches: the hook counts, and allows.
+inline const char* kQuotaHook = R"(
+[[hooks]]
+name = "quota"
+builtin = "quota"
+phases = ["validate"]
+
+[hooks.config]
+label = "team"
+max = 1000000
+)";
+
+}  // namespace owrap::bench
