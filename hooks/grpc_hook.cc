@@ -59,12 +59,6 @@ std::shared_ptr<grpc::Channel> make_hook_channel(const HookSpec& spec) {
   return grpc::CreateCustomChannel("unix:" + spec.socket, grpc::InsecureChannelCredentials(), args);
 }
 
-void poll(grpc::CompletionQueue* cq) {
-  void* tag = nullptr;
-  bool ok = false;
-  while (cq->Next(&tag, &ok)) static_cast<CompletionTag*>(tag)->proceed(ok);
-}
-
 std::chrono::system_clock::time_point to_system(Clock::time_point t) {
   return std::chrono::system_clock::now() +
          std::chrono::duration_cast<std::chrono::system_clock::duration>(t - Clock::now());
@@ -316,7 +310,7 @@ std::string GrpcHook::Core::failure_message(const grpc::Status& s, bool cancelle
 }
 
 GrpcHook::GrpcHook(const HookSpec& spec) : Hook(spec.name), core_(std::make_shared<Core>(spec)) {
-  poller_ = std::thread(poll, &core_->cq);
+  poller_ = std::thread(poll_tags, &core_->cq);
 }
 
 GrpcHook::~GrpcHook() {

@@ -2,16 +2,6 @@
 
 namespace owrap {
 
-namespace {
-
-void poll(grpc::ServerCompletionQueue* cq) {
-  void* tag = nullptr;
-  bool ok = false;
-  while (cq->Next(&tag, &ok)) static_cast<CompletionTag*>(tag)->proceed(ok);
-}
-
-}  // namespace
-
 void CallTracker::wait_idle() {
   std::unique_lock lock(mu_);
   idle_.wait(lock, [this] { return live_.load() == 0; });
@@ -45,7 +35,7 @@ void CompletionQueues::add_to(grpc::ServerBuilder& builder) {
 }
 
 void CompletionQueues::start() {
-  for (auto& cq : queues_) threads_.emplace_back(poll, cq.get());
+  for (auto& cq : queues_) threads_.emplace_back(poll_tags, cq.get());
 }
 
 grpc::ServerCompletionQueue* CompletionQueues::any() {
@@ -58,7 +48,7 @@ void CompletionQueues::stop() {
   if (!threads_.empty()) tracker_.wait_idle();
   for (auto& cq : queues_) cq->Shutdown();
   if (threads_.empty()) {
-    for (auto& cq : queues_) poll(cq.get());
+    for (auto& cq : queues_) poll_tags(cq.get());
   }
   for (auto& t : threads_) t.join();
   threads_.clear();

@@ -135,7 +135,10 @@ class UnaryCall final : public CallHost {
   // CallHost. Any thread: a Resume handle was called.
   void post_resume() override {
     start_op();
-    (new ResumeAlarm(this))->set(cq_);
+    auto* resume = new ResumeAlarm(this);
+    // From the call's own queue thread (a grpc hook answering there) the
+    // resume runs once the current event is handled; no alarm needed.
+    if (!defer_on_queue_thread(cq_, resume)) resume->set(cq_);
   }
   void arm_timer(std::chrono::steady_clock::time_point at) override {
     cancel_timer();

@@ -110,12 +110,7 @@ struct FakeHookServer {
 // A completion queue polled like the wrapper's (proxy/completion_queues.cc):
 // every tag is a CompletionTag.
 struct CallerQueue {
-  CallerQueue()
-      : thread([this] {
-          void* tag = nullptr;
-          bool ok = false;
-          while (cq.Next(&tag, &ok)) static_cast<CompletionTag*>(tag)->proceed(ok);
-        }) {}
+  CallerQueue() : thread([this] { poll_tags(&cq); }) {}
   ~CallerQueue() {
     cq.Shutdown();
     thread.join();
