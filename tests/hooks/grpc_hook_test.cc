@@ -9,6 +9,9 @@
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 #include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include <sys/socket.h>
@@ -273,6 +276,49 @@ TEST_CASE("grpc hook: Invoke answers pass through, on the caller's queue and on 
   REQUIRE_FALSE(server.service.requests.empty());
   CHECK(server.service.requests.front().hook() == "fake-hook");
   CHECK(server.service.requests.front().rpc() == "CreateSandbox");
+}
+
+namespace {
+
+// The voluntary context switches of this process's thread named `name`, or
+// -1 if there is none.
+long switches_of_thread(const std::string& name) {
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string c;
+    std::getline(comm, c);
+    if (c != name) continue;
+    std::ifstream status(task.path() / "status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) return std::stol(line.substr(line.find(':') + 1));
+    }
+  }
+  return -1;
+}
+
+}  // namespace
+
+TEST_CASE("grpc hook: its own thread sleeps while invocations run on the caller's queue", "[hooks][grpc]") {
+  // A thread waiting in Next on a gRPC queue polls every socket of the
+  // process and is woken for the calls' bytes: the hook's own thread must
+  // wait in Next only while work of its own is in flight (Describe, the
+  // calls without a caller queue).
+  TempDir dir;
+  std::string socket = dir.file("hook.sock");
+  FakeHookServer server(socket);
+  CallerQueue caller;
+  GrpcHook hook(grpc_spec(socket));
+  hook.start();
+  REQUIRE(wait_for([&] { return hook.implemented_phases().has_value(); }, 5s));
+  REQUIRE(invoke_and_wait(hook, "prepare", options_in(2000ms)).failure.ok());  // its own queue works
+  std::this_thread::sleep_for(50ms);
+  long before = switches_of_thread("hook:fake-hook");
+  REQUIRE(before >= 0);
+  for (int i = 0; i < 200; i++) {
+    REQUIRE(invoke_and_wait(hook, "validate", options_in(2000ms, &caller.cq)).failure.ok());
+  }
+  long woken = switches_of_thread("hook:fake-hook") - before;
+  CHECK(woken <= 2);  // was one or more per invocation while it polled
 }
 
 TEST_CASE("grpc hook: a hook server that is down fails at once with UNAVAILABLE", "[hooks][grpc]") {
