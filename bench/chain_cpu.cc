@@ -78,7 +78,9 @@ double one_create(std::vector<Stage>& stages, const std::string& id) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // bench_chain_cpu [CALLS [ROW]]: ROW picks the rows whose label starts with it (for perf).
   int calls = argc > 1 ? std::max(1, std::atoi(argv[1])) : 20000;
+  std::string only = argc > 2 ? argv[2] : "";
   Logger::instance().set_level(LogLevel::kWarn);
   struct Row {
     const char* label;
@@ -95,6 +97,7 @@ int main(int argc, char** argv) {
   try {
     IoThread io;
     for (const Row& row : rows) {
+      if (std::string(row.label).rfind(only, 0) != 0) continue;
       auto chain = make_chain(io, row.toml);
       auto stages = chain->stages();
       for (int i = 0; i < calls / 10; i++) one_create(stages, "warm-" + std::to_string(i));

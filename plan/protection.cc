@@ -88,27 +88,29 @@ Result<Protection> Protection::make(const Descriptor& root, const std::vector<st
 }
 
 std::string Protection::inside(const PathTokens& path) const {
-  const std::string pointer = to_pointer(path);
+  // Most paths pass: the pointer text is made only for a refusal.
   for (const auto& rule : rules_) {
     if (!rule.pattern.covers(path)) continue;
+    const std::string pointer = to_pointer(path);
     if (rule.operator_rule) return pointer + " is protected by the operator (\"" + rule.pattern.text() + "\")";
     if (rule.pattern.text() == pointer) return pointer + " is driver-owned";
     return pointer + " is driver-owned (\"" + rule.pattern.text() + "\")";
   }
   SchemaSpot spot = schema_spot(*root_, path);
   if (spot.secret.empty()) return "";
+  const std::string pointer = to_pointer(path);
   if (spot.secret == pointer) return pointer + " is a secret field";
   return pointer + " lies inside the secret field " + spot.secret;
 }
 
 std::string Protection::contains(const PathTokens& path) const {
-  const std::string pointer = path.empty() ? "the whole sandbox" : to_pointer(path);
+  auto pointer = [&] { return path.empty() ? std::string("the whole sandbox") : to_pointer(path); };
   for (const auto& rule : rules_) {
     if (!rule.pattern.is_below(path)) continue;
     const char* whose = rule.operator_rule ? ", protected by the operator" : ", which is driver-owned";
-    return pointer + " contains \"" + rule.pattern.text() + "\"" + whose;
+    return pointer() + " contains \"" + rule.pattern.text() + "\"" + whose;
   }
-  if (schema_spot(*root_, path).holds_secrets) return pointer + " contains a secret field";
+  if (schema_spot(*root_, path).holds_secrets) return pointer() + " contains a secret field";
   return "";
 }
 

@@ -1,5 +1,7 @@
 #include "plan/write_back.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/message_differencer.h>
 
 #include <map>
@@ -15,10 +17,37 @@ using google::protobuf::util::MessageDifferencer;
 
 namespace {
 
+// Equal bytes under deterministic serialization (map entries sorted) mean
+// equal messages here: both sides are plan views, which carry no unknown
+// fields. Several times cheaper than MessageDifferencer, which walks maps
+// through reflection.
+std::string canonical_bytes(const Message& m) {
+  std::string out;
+  google::protobuf::io::StringOutputStream stream(&out);
+  google::protobuf::io::CodedOutputStream coded(&stream);
+  coded.SetSerializationDeterministic(true);
+  m.SerializePartialToCodedStream(&coded);
+  coded.Trim();
+  return out;
+}
+
+bool same_message(const Message& a, const Message& b) {
+  return canonical_bytes(a) == canonical_bytes(b);
+}
+
 bool same_field(const Message& a, const Message& b, const FieldDescriptor* field) {
   const Reflection* r = a.GetReflection();
   if (field->has_presence() && r->HasField(a, field) != r->HasField(b, field)) return false;
-  thread_local MessageDifferencer differencer;  // costly to build; used by one thread at a time
+  if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+    if (!field->is_repeated()) return same_message(r->GetMessage(a, field), r->GetMessage(b, field));
+    int n = r->FieldSize(a, field);
+    if (n != r->FieldSize(b, field)) return false;
+    for (int i = 0; i < n; i++) {
+      if (!same_message(r->GetRepeatedMessage(a, field, i), r->GetRepeatedMessage(b, field, i))) return false;
+    }
+    return true;
+  }
+  thread_local MessageDifferencer differencer;  // scalars: cheap; costly to build, so one per thread
   return differencer.CompareWithFields(a, b, {field}, {field});
 }
 
@@ -97,8 +126,7 @@ void write_map(const Message& before, Message& after, Message& target, const Fie
   for (const auto& [key, i] : now) {
     Message* entry = r->MutableRepeatedMessage(&after, map, i);
     auto old = was.find(key);
-    if (old != was.end() && MessageDifferencer::Equals(r->GetRepeatedMessage(before, map, old->second), *entry))
-      continue;
+    if (old != was.end() && same_message(r->GetRepeatedMessage(before, map, old->second), *entry)) continue;
     auto in_target = there.find(key);
     if (in_target == there.end()) {
       r->AddMessage(&target, map)->CopyFrom(*entry);
