@@ -20,7 +20,8 @@ struct HookEnvironment {
   // The delegate's ListSandboxes, asynchronously (the quota builtin); done
   // runs once, by the deadline at the latest. Empty without a delegate.
   using ListDone = std::function<void(grpc::Status, std::vector<openshell::compute::v1::DriverSandbox>)>;
-  std::function<void(std::chrono::steady_clock::time_point deadline, ListDone done)> list_sandboxes;
+  using ListFn = std::function<void(std::chrono::steady_clock::time_point deadline, ListDone done)>;
+  ListFn list_sandboxes;
 };
 
 Result<std::vector<ConfiguredHook>> make_hooks(const std::vector<HookSpec>& specs, const HookEnvironment& env);

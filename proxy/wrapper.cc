@@ -5,6 +5,7 @@
 #include "common/signals.h"
 #include "hooks/hook_factory.h"
 #include "proxy/builtin_stages.h"
+#include "proxy/delegate_lister.h"
 #include "proxy/generic_relay.h"
 #include "proxy/unary_server.h"
 #include "proxy/watch_hub.h"
@@ -33,28 +34,6 @@ std::string request_config_path(const WrapperConfig& config) {
 }
 
 namespace {
-
-// The quota builtin counts sandboxes with the delegate's own list.
-std::function<void(std::chrono::steady_clock::time_point, HookEnvironment::ListDone)> delegate_lister(
-    Delegate& delegate) {
-  return [&delegate](std::chrono::steady_clock::time_point deadline, HookEnvironment::ListDone done) {
-    struct Call {
-      grpc::ClientContext ctx;
-      v1::ListSandboxesRequest request;
-      v1::ListSandboxesResponse response;
-    };
-    auto call = std::make_shared<Call>();
-    auto left = std::min<std::chrono::steady_clock::duration>(deadline - std::chrono::steady_clock::now(),
-                                                              std::chrono::seconds(30));
-    call->ctx.set_deadline(std::chrono::system_clock::now() + left);
-    auto stub = v1::ComputeDriver::NewStub(delegate.channel());
-    stub->async()->ListSandboxes(
-        &call->ctx, &call->request, &call->response, [call, done = std::move(done)](grpc::Status s) {
-          std::vector<v1::DriverSandbox> all(call->response.sandboxes().begin(), call->response.sandboxes().end());
-          done(std::move(s), std::move(all));
-        });
-  };
-}
 
 // A grpc hook that answers Describe at start with a manifest this
 // configuration cannot use is a configuration error, fatal like any other;
@@ -106,7 +85,10 @@ int run_wrapper(WrapperConfig config) {
   std::unique_ptr<Delegate> delegate = make_delegate(config.delegate);
   // Hooks are built before the delegate is launched: a configuration error
   // must not leave a base driver behind.
-  auto hooks = make_hooks(config.hooks.hooks, HookEnvironment{io, config.name, delegate_lister(*delegate)});
+  // Every call runs on these queues; they outlive the server.
+  CompletionQueues queues(config.worker_threads);
+  DelegateLister lister(*delegate, queues);
+  auto hooks = make_hooks(config.hooks.hooks, HookEnvironment{io, config.name, lister.as_function()});
   if (hooks) {
     if (auto fits = check_grpc_manifests(hooks.value()); !fits) hooks = Error{fits.error()};
   }
@@ -136,8 +118,6 @@ int run_wrapper(WrapperConfig config) {
   if (!chain.hooks().empty()) log_info("hook chain", {{"wrapper", config.name}, {"chain", chain.effective_chain()}});
   Pipeline pipeline;
   add_builtin_stages(pipeline, config, io, &chain);
-  // Every call runs on these queues; they outlive the server.
-  CompletionQueues queues(config.worker_threads);
   AsyncComputeDriver service;
   UnaryServer unary(config.name, *delegate, pipeline, service, queues);
   WatchHub hub(io, *delegate,
@@ -152,6 +132,7 @@ int run_wrapper(WrapperConfig config) {
                                      });
   if (!server) {
     log_error("cannot serve", {{"error", server.error()}});
+    lister.cancel_all();
     queues.stop();
     chain.stop();
     delegate->stop(config.delegate.stop_grace);
@@ -184,6 +165,7 @@ int run_wrapper(WrapperConfig config) {
              {{"active", queues.tracker().active()}, {"grace_ms", config.shutdown_grace.count()}});
   }
   server.value()->shutdown(std::chrono::milliseconds(0));
+  lister.cancel_all();
   queues.stop();
   // Calls are gone; what hooks still run (after-phases) is cancelled.
   chain.stop();

@@ -5,6 +5,7 @@
 // tools (plan, check-config).
 #include "support/harness.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 
 #include <signal.h>
@@ -206,6 +207,17 @@ TEST_CASE("quota holds under 50 concurrent creates for one tenant", "[e2e][hooks
   auto req = create_request("q-other");
   (*req.mutable_sandbox()->mutable_spec()->mutable_template_()->mutable_labels())["tenant"] = "zeta";
   CHECK(create(*stub, req).ok());
+  // quota's lists ran on the wrapper's own queues: gRPC's callback API would
+  // have left threads polling every socket ("nexting_thread").
+  std::vector<std::string> threads;
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(wrapper.proc->pid()) + "/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    threads.push_back(name);
+  }
+  CHECK(std::count(threads.begin(), threads.end(), "nexting_thread") == 0);
 }
 
 TEST_CASE("hooks shape the Kubernetes block; the base judges it; unclaimed keys keep their error",
