@@ -1149,3 +1149,36 @@ TEST_CASE("quota from the watch: 50 concurrent creates for one tenant, max 10: e
   check_allowed(validate(*hook, "other-2", "other"));
   CHECK(delegate.lists() == 1);
 }
+
+// Not run by default: `build/tests/test_hooks_builtin "[.quota-cost]" -s`
+// prints what one validation costs the hook itself once seeded.
+TEST_CASE("quota from the watch: cost of one validation once seeded", "[.quota-cost]") {
+  for (int fleet : {100, 10000}) {
+    FakeDelegate delegate;
+    FakeWatch watch;
+    for (int i = 0; i < fleet; i++) delegate.add("s" + std::to_string(i), "team-" + std::to_string(i % 5));
+    watch.feed->set_live(true);
+    auto hook = make_hook("quota", "label = \"tenant\"\nmax = 1000000", watch.context(delegate));
+    check_allowed(validate(*hook, "seed", "team-1"));
+    hook->call_finished("seed", false);
+    std::vector<std::shared_ptr<hookpb::HookRequest>> requests;
+    for (int i = 0; i < 1000; i++) {
+      requests.push_back(
+          request_for(HookPhase::kValidate, "CreateSandbox", tenant_sandbox("n" + std::to_string(i), "team-1")));
+    }
+    InvokeOptions options;
+    options.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    int allowed = 0;
+    constexpr int kCalls = 200000;
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < kCalls; i++) {
+      const auto& req = requests[i % requests.size()];
+      hook->invoke(req, options, [&](HookOutcome o) { allowed += o.response.allowed() ? 1 : 0; });
+      hook->call_finished(req->sandbox_id(), false);
+    }
+    double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / kCalls;
+    CHECK(allowed == kCalls);
+    CHECK(delegate.lists() == 1);
+    WARN(fleet << " sandboxes: " << us << " us per validation + call_finished (" << kCalls << " calls)");
+  }
+}
