@@ -17,7 +17,7 @@ Result<std::unique_ptr<Hook>> make_builtin_hook(HookSpec& spec, const HookEnviro
     return Error{key + ".phases: builtin \"" + spec.builtin + "\" does not implement " + phase_list(extra) +
                  " (it implements " + phase_list(*phases) + ")"};
   }
-  return make_builtin(spec, BuiltinContext{env.list_sandboxes, env.wrapper_name});
+  return make_builtin(spec, BuiltinContext{env.list_sandboxes, env.wrapper_name, env.sandbox_feed});
 }
 
 Result<std::unique_ptr<Hook>> make_hook(HookSpec& spec, const HookEnvironment& env, const std::string& key) {

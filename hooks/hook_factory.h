@@ -6,6 +6,7 @@
 #include "common/result.h"
 #include "compute_driver.pb.h"
 #include "hooks/hook_chain.h"
+#include "hooks/sandbox_feed.h"
 
 #include <boost/asio/io_context.hpp>
 
@@ -22,6 +23,9 @@ struct HookEnvironment {
   using ListDone = std::function<void(grpc::Status, std::vector<openshell::compute::v1::DriverSandbox>)>;
   using ListFn = std::function<void(std::chrono::steady_clock::time_point deadline, ListDone done)>;
   ListFn list_sandboxes;
+  // Fed by the wrapper's WatchHub (the quota builtin counts from it); null
+  // without a watch.
+  std::shared_ptr<SandboxFeed> sandbox_feed = nullptr;
 };
 
 Result<std::vector<ConfiguredHook>> make_hooks(const std::vector<HookSpec>& specs, const HookEnvironment& env);

@@ -270,6 +270,7 @@ void WatchHub::mark_healthy(Upstream* u) {
   u->set_healthy();
   healthy_.cancel();
   retry_backoff_ = kRetryInitial;
+  update_live();
   if (!down_) return;
   down_ = false;
   auto down_for = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - down_since_);
@@ -323,6 +324,7 @@ void WatchHub::on_upstream_done(Upstream* u, const grpc::Status& s) {
   }
   // Whatever happened while no watch was up is unknown: resync next time.
   need_resync_ = true;
+  update_live();
   if (stopping_) return;
   note_broken(s);
   retry_.expires_after(retry_backoff_);
@@ -330,6 +332,16 @@ void WatchHub::on_upstream_done(Upstream* u, const grpc::Status& s) {
     if (!ec) connect();
   });
   retry_backoff_ = std::min<std::chrono::milliseconds>(retry_backoff_ * 2, kRetryMax);
+}
+
+// Live needs both: a healthy attempt proves the delegate registered the
+// watch (so a list begun afterwards misses nothing), and after a break the
+// resync has told the watchers what changed while it was down.
+void WatchHub::update_live() {
+  bool live = current_ && current_->healthy() && !need_resync_ && !stopping_;
+  if (live == live_) return;
+  live_ = live;
+  if (options_.liveness) options_.liveness(live);
 }
 
 void WatchHub::note_broken(const grpc::Status& s) {
@@ -408,6 +420,7 @@ void WatchHub::apply_resync(const v1::ListSandboxesResponse& response) {
   }
   touched_.clear();
   need_resync_ = false;
+  update_live();
   resync_backoff_ = kResyncRetryInitial;
   nlohmann::json fields = {{"delegate", delegate_.name()},
                            {"sandboxes", response.sandboxes_size()},

@@ -36,6 +36,12 @@ struct WatchHubOptions {
   // Sees every event published downstream (the hook chain's after_ready);
   // runs on the hub's thread and must not block.
   std::function<void(const openshell::compute::v1::WatchSandboxesEvent&)> observer;
+  // Told on every change whether the upstream watch is live: established
+  // at the delegate (it delivered an event or stayed up kHealthyAfter) and,
+  // after a break, resynced. false as soon as it breaks. Runs on the hub's
+  // thread, after the events published before the change, and must not
+  // block (the quota builtin counts from the watch only while it is live).
+  std::function<void(bool live)> liveness;
 };
 
 class WatchHub {
@@ -64,6 +70,7 @@ class WatchHub {
   void on_upstream_done(Upstream* u, const grpc::Status& s);
   void mark_healthy(Upstream* u);
   void note_broken(const grpc::Status& s);
+  void update_live();
   void deliver(Upstream* u, SharedWatchEvent event);
   void track(const WatchEvent& event);
 
@@ -90,6 +97,7 @@ class WatchHub {
   Upstream* current_ = nullptr;
   uint64_t attempts_ = 0;  // ids of Upstream objects, for timers
   bool stopping_ = false;
+  bool live_ = false;  // last told to options_.liveness
   std::chrono::milliseconds retry_backoff_;
   // Resync: needed after every break, never on the first connection.
   bool need_resync_ = false;

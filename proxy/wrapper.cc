@@ -50,12 +50,20 @@ Result<bool> check_grpc_manifests(const std::vector<ConfiguredHook>& hooks) {
   return true;
 }
 
-std::function<void(const WatchEvent&)> watch_observer(HookChain& chain) {
+// The chain's after_ready and the hooks counting from the watch (quota)
+// see every event the hub publishes.
+std::function<void(const WatchEvent&)> watch_observer(HookChain& chain, std::shared_ptr<SandboxFeed> feed) {
   if (chain.hooks().empty()) return nullptr;
-  return [&chain](const WatchEvent& event) {
+  return [&chain, feed = std::move(feed)](const WatchEvent& event) {
     if (event.has_sandbox()) chain.sandbox_reported(event.sandbox().sandbox());
     if (event.has_deleted()) chain.sandbox_deleted(event.deleted().sandbox_id());
+    feed->publish(event);
   };
+}
+
+std::function<void(bool)> watch_liveness(HookChain& chain, std::shared_ptr<SandboxFeed> feed) {
+  if (chain.hooks().empty()) return nullptr;
+  return [feed = std::move(feed)](bool live) { feed->set_live(live); };
 }
 
 }  // namespace
@@ -88,7 +96,9 @@ int run_wrapper(WrapperConfig config) {
   // Every call runs on these queues; they outlive the server.
   CompletionQueues queues(config.worker_threads);
   DelegateLister lister(*delegate, queues);
-  auto hooks = make_hooks(config.hooks.hooks, HookEnvironment{io, config.name, lister.as_function()});
+  // Outlives the hooks and the hub: the hub feeds it, hooks subscribe.
+  auto feed = std::make_shared<SandboxFeed>();
+  auto hooks = make_hooks(config.hooks.hooks, HookEnvironment{io, config.name, lister.as_function(), feed});
   if (hooks) {
     if (auto fits = check_grpc_manifests(hooks.value()); !fits) hooks = Error{fits.error()};
   }
@@ -122,7 +132,7 @@ int run_wrapper(WrapperConfig config) {
   UnaryServer unary(config.name, *delegate, pipeline, service, queues);
   WatchHub hub(io, *delegate,
                WatchHubOptions{WatchFanoutOptions{config.watch_queue_capacity, config.watch_finish_grace},
-                               config.resync_timeout, watch_observer(chain)},
+                               config.resync_timeout, watch_observer(chain, feed), watch_liveness(chain, feed)},
                queues);
   GenericRelay relay(config.name, *delegate, queues);
   auto server = UdsGrpcServer::start(config.socket, {&service}, nullptr, "wrapper " + config.name,

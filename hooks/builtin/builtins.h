@@ -9,6 +9,7 @@
 #include "compute_driver.pb.h"
 #include "hooks/hook.h"
 #include "hooks/hook_spec.h"
+#include "hooks/sandbox_feed.h"
 
 #include <grpcpp/support/status.h>
 
@@ -33,6 +34,9 @@ struct BuiltinContext {
   std::function<void(std::chrono::steady_clock::time_point deadline, ListDone done)> list_sandboxes;
   // The wrapper's name (its driver_config key).
   std::string wrapper_name;
+  // The wrapper's upstream watch (quota counts from it while it is live).
+  // Null without one (plan, check-config, tests): quota lists instead.
+  std::shared_ptr<SandboxFeed> sandbox_feed;
 };
 
 // Reads spec.config_toml (errors name spec.config_key) and builds the hook;

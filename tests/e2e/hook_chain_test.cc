@@ -400,3 +400,68 @@ node_selectr = { pool = "sandboxes" }
   CHECK(c.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
   CHECK_THAT(c.error_message(), Contains("node_selectr"));
 }
+
+namespace {
+
+size_t count_of(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) n++;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("quota counts from the wrapper's watch: sandboxes made and deleted straight at the driver",
+          "[e2e][hooks][quota]") {
+  TempDir dir;
+  MemoryDriverProc mem(dir, "quota-base");
+  WrapperSpec spec;
+  spec.endpoint_socket = mem.socket;
+  spec.extra_delegate_toml =
+      "\n[[hooks]]\nname = \"quota\"\nbuiltin = \"quota\"\n[hooks.config]\nlabel = \"tenant\"\nmax = 2\n";
+  WrapperProc wrapper(dir, spec);
+  REQUIRE(wait_for_socket(wrapper.socket));
+  auto driver = stub_for(mem.socket);
+  auto through = stub_for(wrapper.socket);
+  auto acme = [](const std::string& id) {
+    auto req = create_request(id);
+    (*req.mutable_sandbox()->mutable_spec()->mutable_template_()->mutable_labels())["tenant"] = "acme";
+    return req;
+  };
+  auto delete_at_driver = [&](const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::DeleteSandboxRequest req;
+    req.set_sandbox_id(id);
+    v1::DeleteSandboxResponse resp;
+    REQUIRE(driver->DeleteSandbox(&ctx, req, &resp).ok());
+  };
+  auto lists = [&] { return count_of(read_file(mem.record), "\"rpc\":\"ListSandboxes\""); };
+
+  // Behind the wrapper's back; their events make the wrapper's watch live.
+  REQUIRE(create(*driver, acme("d1")).ok());
+  REQUIRE(create(*driver, acme("d2")).ok());
+  grpc::Status s = create(*through, acme("w1"));
+  CHECK(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK_THAT(s.error_message(), Contains("quota tenant=acme: 2 of 2"));
+
+  // A deletion at the driver frees a place once its event is in.
+  delete_at_driver("d1");
+  CHECK(wait_for([&] { return create(*through, acme("w1")).ok(); }, 5s));
+
+  // Full again, with a sandbox the wrapper only knows from its watch.
+  REQUIRE(create(*driver, acme("d3")).ok());
+  CHECK(wait_for(
+      [&] {
+        return create(*through, acme("w2")).error_message().find("quota tenant=acme: 3 of 2") != std::string::npos;
+      },
+      5s));
+  size_t listed = lists();
+  CHECK(listed >= 1);
+  delete_at_driver("d2");
+  delete_at_driver("d3");
+  CHECK(wait_for([&] { return create(*through, acme("w2")).ok(); }, 5s));
+  s = create(*through, acme("w3"));
+  CHECK_THAT(s.error_message(), Contains("quota tenant=acme: 2 of 2"));
+  // Counted from the watch: no list since the one seed.
+  CHECK(lists() == listed);
+}

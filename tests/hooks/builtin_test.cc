@@ -867,3 +867,318 @@ TEST_CASE("quota: configuration errors name the full key", "[builtin][quota]") {
   CHECK(config_error_of("quota", "label = \"tenant\"\nmax = 1\ncount_missing_label = true\nrequire_label = true") ==
         "hooks[0].config.require_label: contradicts count_missing_label = true (choose one)");
 }
+
+// ------------------------------------------- quota counting from the watch
+
+namespace {
+
+// The wrapper's upstream watch as quota sees it, kept in step with a
+// FakeDelegate's store by the test.
+class FakeWatch {
+ public:
+  std::shared_ptr<SandboxFeed> feed = std::make_shared<SandboxFeed>();
+
+  BuiltinContext context(FakeDelegate& delegate) {
+    BuiltinContext ctx = delegate.context();
+    ctx.sandbox_feed = feed;
+    return ctx;
+  }
+  void reported(const std::string& id, const std::string& tenant, bool deleting = false) {
+    cpb::WatchSandboxesEvent ev;
+    *ev.mutable_sandbox()->mutable_sandbox() = tenant_sandbox(id, tenant);
+    ev.mutable_sandbox()->mutable_sandbox()->mutable_status()->set_deleting(deleting);
+    feed->publish(ev);
+  }
+  void deleted(const std::string& id) {
+    cpb::WatchSandboxesEvent ev;
+    ev.mutable_deleted()->set_sandbox_id(id);
+    feed->publish(ev);
+  }
+  // What a delegate does: the change, then its event.
+  void create_at(FakeDelegate& delegate, const std::string& id, const std::string& tenant) {
+    delegate.add(id, tenant);
+    reported(id, tenant);
+  }
+  void delete_at(FakeDelegate& delegate, const std::string& id) {
+    delegate.remove(id);
+    deleted(id);
+  }
+};
+
+std::string usage_of(const HookOutcome& outcome) {
+  auto it = outcome.response.log_annotations().find("quota");
+  return it == outcome.response.log_annotations().end() ? std::string() : it->second;
+}
+
+}  // namespace
+
+TEST_CASE("quota: seeded by one list once the watch is live, then counts from events alone",
+          "[builtin][quota][watch]") {
+  FakeDelegate delegate;
+  FakeWatch watch;
+  delegate.add("a1", "acme");
+  delegate.add("a2", "acme");
+  delegate.add("o1", "other");
+  delegate.add("gone", "acme", /*deleting=*/true);
+  auto hook = make_hook("quota", "label = \"tenant\"\nmax = 3", watch.context(delegate));
+  watch.feed->set_live(true);
+
+  auto first = validate(*hook, "n1", "acme");
+  check_allowed(first);
+  CHECK(usage_of(first) == "tenant=acme: 2 of 3 in use before");
+  CHECK(delegate.lists() == 1);
+  CHECK(hook->describe()["counting"] == "watch");
+  watch.create_at(delegate, "n1", "acme");
+  hook->call_finished("n1", true);
+  check_denied(validate(*hook, "n2", "acme"), "quota tenant=acme: 3 of 3 sandboxes in use");
+  hook->call_finished("n2", false);
+
+  // Sandboxes created and deleted behind the wrapper's back, seen by the watch.
+  watch.delete_at(delegate, "a1");
+  watch.delete_at(delegate, "a2");
+  watch.create_at(delegate, "x1", "acme");
+  watch.reported("x2", "acme", /*deleting=*/true);  // on its way out: not counted
+  auto freed = validate(*hook, "n3", "acme");
+  check_allowed(freed);
+  CHECK(usage_of(freed) == "tenant=acme: 2 of 3 in use before");
+  hook->call_finished("n3", false);
+  check_allowed(validate(*hook, "o2", "other"));
+  CHECK(delegate.lists() == 1);
+  CHECK(hook->describe()["indexed"] == 3);  // o1, n1, x1
+}
+
+TEST_CASE("quota from the watch: creates in flight reserve; a commit counts once, reported or not",
+          "[builtin][quota][watch]") {
+  FakeDelegate delegate;
+  FakeWatch watch;
+  watch.feed->set_live(true);
+  auto hook = make_hook("quota", "label = \"tenant\"\nmax = 2", watch.context(delegate));
+
+  check_allowed(validate(*hook, "a", "acme"));  // seeds; a reserves
+  check_allowed(validate(*hook, "b", "acme"));  // b reserves
+  check_denied(validate(*hook, "c", "acme"), "quota tenant=acme: 2 of 2 sandboxes in use");
+  hook->call_finished("c", false);
+
+  // a commits before the watch reports it: it counts from the commit on...
+  delegate.add("a", "acme");
+  hook->call_finished("a", true);
+  check_denied(validate(*hook, "d", "acme"), "quota tenant=acme: 2 of 2 sandboxes in use");
+  hook->call_finished("d", false);
+  // ... and once (not twice) after the report.
+  watch.reported("a", "acme");
+  check_denied(validate(*hook, "e", "acme"), "quota tenant=acme: 2 of 2 sandboxes in use");
+  hook->call_finished("e", false);
+
+  // b's create failed: its place is free.
+  hook->call_finished("b", false);
+  auto f = validate(*hook, "f", "acme");
+  check_allowed(f);
+  CHECK(usage_of(f) == "tenant=acme: 1 of 2 in use before");
+  // f reported before its call ended: counted once.
+  watch.create_at(delegate, "f", "acme");
+  hook->call_finished("f", true);
+  check_denied(validate(*hook, "g", "acme"), "quota tenant=acme: 2 of 2 sandboxes in use");
+  hook->call_finished("g", false);
+
+  // Created and deleted again before its call ended: the commit adds nothing.
+  watch.delete_at(delegate, "f");
+  auto h = validate(*hook, "h", "acme");
+  check_allowed(h);
+  watch.create_at(delegate, "h", "acme");
+  watch.delete_at(delegate, "h");
+  hook->call_finished("h", true);
+  auto i = validate(*hook, "i", "acme");
+  check_allowed(i);
+  CHECK(usage_of(i) == "tenant=acme: 1 of 2 in use before");  // a only
+  hook->call_finished("i", false);
+  CHECK(delegate.lists() == 1);
+}
+
+TEST_CASE("quota from the watch: a broken feed lists on every create until live and seeded again",
+          "[builtin][quota][watch]") {
+  FakeDelegate delegate;
+  FakeWatch watch;
+  delegate.add("a1", "acme");
+  auto hook = make_hook("quota", "label = \"tenant\"\nmax = 2", watch.context(delegate));
+
+  // Not live yet: every create lists.
+  check_allowed(validate(*hook, "n1", "acme"));
+  hook->call_finished("n1", false);
+  check_allowed(validate(*hook, "n2", "acme"));
+  hook->call_finished("n2", false);
+  CHECK(delegate.lists() == 2);
+  CHECK(hook->describe()["counting"] == "list");
+
+  watch.feed->set_live(true);
+  check_allowed(validate(*hook, "n3", "acme"));  // the seed
+  hook->call_finished("n3", false);
+  check_allowed(validate(*hook, "n4", "acme"));
+  hook->call_finished("n4", false);
+  CHECK(delegate.lists() == 3);
+
+  // Broken: what the delegate does now may never be reported.
+  watch.feed->set_live(false);
+  delegate.add("a2", "acme");  // its event is lost
+  check_denied(validate(*hook, "n5", "acme"), "quota tenant=acme: 2 of 2 sandboxes in use");
+  hook->call_finished("n5", false);
+  CHECK(delegate.lists() == 4);
+  delegate.remove("a1");  // lost too
+  check_allowed(validate(*hook, "n6", "acme"));
+  hook->call_finished("n6", false);
+  CHECK(delegate.lists() == 5);
+  CHECK(hook->describe()["counting"] == "list");
+
+  // Live again (resynced): one new seed, which shows what was lost.
+  watch.feed->set_live(true);
+  auto seeded = validate(*hook, "n7", "acme");
+  check_allowed(seeded);
+  CHECK(usage_of(seeded) == "tenant=acme: 1 of 2 in use before");
+  watch.create_at(delegate, "n7", "acme");
+  hook->call_finished("n7", true);
+  check_denied(validate(*hook, "n8", "acme"), "quota tenant=acme: 2 of 2 sandboxes in use");
+  hook->call_finished("n8", false);
+  CHECK(delegate.lists() == 6);
+  CHECK(hook->describe()["counting"] == "watch");
+}
+
+TEST_CASE("quota from the watch: events during the seed list win over it; validations wait for the seed",
+          "[builtin][quota][watch]") {
+  FakeDelegate delegate;
+  FakeWatch watch;
+  delegate.add("s1", "acme");
+  delegate.add("s2", "acme");
+  watch.feed->set_live(true);
+  auto hook = make_hook("quota", "label = \"tenant\"\nmax = 3", watch.context(delegate));
+
+  delegate.set_holding(true);
+  Waiter a, b;
+  start_validate(*hook, "a", "acme", a);  // the seed list's snapshot: s1, s2
+  REQUIRE(delegate.held() == 1);
+  watch.delete_at(delegate, "s1");  // after the snapshot
+  watch.create_at(delegate, "s3", "acme");
+  watch.create_at(delegate, "s4", "acme");
+  start_validate(*hook, "b", "acme", b);  // joins the seed in flight
+  CHECK(delegate.held() == 1);
+  CHECK_FALSE(a.ready());
+  delegate.release_held();
+  // s2, s3, s4: the list alone would say s1, s2.
+  check_denied(a.wait(), "quota tenant=acme: 3 of 3 sandboxes in use");
+  check_denied(b.wait(), "quota tenant=acme: 3 of 3 sandboxes in use");
+  hook->call_finished("a", false);
+  hook->call_finished("b", false);
+  CHECK(delegate.lists() == 1);
+  watch.delete_at(delegate, "s4");
+  delegate.set_holding(false);
+  check_allowed(validate(*hook, "c", "acme"));
+  CHECK(delegate.lists() == 1);
+}
+
+TEST_CASE("quota from the watch: a commit never reported is dropped after report_grace_ms by a new seed",
+          "[builtin][quota][watch]") {
+  FakeDelegate delegate;
+  FakeWatch watch;
+  watch.feed->set_live(true);
+  auto hook = make_hook("quota", "label = \"tenant\"\nmax = 1\nreport_grace_ms = 300", watch.context(delegate));
+  check_allowed(validate(*hook, "a", "acme"));
+  hook->call_finished("a", true);  // committed, but the delegate shows it nowhere
+  check_denied(validate(*hook, "b", "acme"), "quota tenant=acme: 1 of 1 sandboxes in use");
+  hook->call_finished("b", false);
+  CHECK(delegate.lists() == 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  check_allowed(validate(*hook, "c", "acme"));  // a new seed decides: no a
+  CHECK(delegate.lists() == 2);
+  hook->call_finished("c", false);
+  check_allowed(validate(*hook, "d", "acme"));
+  CHECK(delegate.lists() == 2);
+}
+
+TEST_CASE("quota from the watch: 50 concurrent creates for one tenant, max 10: exactly 10 allowed, one list",
+          "[builtin][quota][watch]") {
+  FakeDelegate delegate;
+  FakeWatch watch;
+  delegate.set_max_delay_ms(5);
+  delegate.add("other-1", "other");
+  watch.feed->set_live(true);
+  auto hook = make_hook("quota", "label = \"tenant\"\nmax = 10", watch.context(delegate));
+  std::atomic<int> allowed{0}, denied{0}, finished{0};
+  std::mutex mu, watch_mu;
+  std::condition_variable cv;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 5; t++) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 10; i++) {
+        std::string id = "sb-" + std::to_string(t) + "-" + std::to_string(i);
+        InvokeOptions options;
+        options.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        hook->invoke(request_for(HookPhase::kValidate, "CreateSandbox", tenant_sandbox(id, "acme")), options,
+                     [&, id, i](HookOutcome o) {
+                       bool ok = o.failure.ok() && o.response.allowed();
+                       if (ok) {
+                         allowed++;
+                         // Half reported before the call ends, half after.
+                         if (i % 2 == 0) {
+                           std::lock_guard lock(watch_mu);  // one publisher, as the hub
+                           watch.create_at(delegate, id, "acme");
+                         }
+                       } else {
+                         CHECK(o.response.status_code() == "RESOURCE_EXHAUSTED");
+                         denied++;
+                       }
+                       hook->call_finished(id, ok);
+                       if (ok && i % 2 == 1) {
+                         std::lock_guard lock(watch_mu);
+                         watch.create_at(delegate, id, "acme");
+                       }
+                       std::lock_guard lock(mu);
+                       finished++;
+                       cv.notify_all();
+                     });
+        std::this_thread::sleep_for(std::chrono::microseconds(200 * (i % 3)));
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  {
+    std::unique_lock lock(mu);
+    REQUIRE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return finished == 50; }));
+  }
+  CHECK(allowed == 10);
+  CHECK(denied == 40);
+  CHECK(delegate.lists() == 1);
+  check_denied(validate(*hook, "late", "acme"), "quota tenant=acme: 10 of 10 sandboxes in use");
+  check_allowed(validate(*hook, "other-2", "other"));
+  CHECK(delegate.lists() == 1);
+}
+
+// Not run by default: `build/tests/test_hooks_builtin "[.quota-cost]" -s`
+// prints what one validation costs the hook itself once seeded.
+TEST_CASE("quota from the watch: cost of one validation once seeded", "[.quota-cost]") {
+  for (int fleet : {100, 10000}) {
+    FakeDelegate delegate;
+    FakeWatch watch;
+    for (int i = 0; i < fleet; i++) delegate.add("s" + std::to_string(i), "team-" + std::to_string(i % 5));
+    watch.feed->set_live(true);
+    auto hook = make_hook("quota", "label = \"tenant\"\nmax = 1000000", watch.context(delegate));
+    check_allowed(validate(*hook, "seed", "team-1"));
+    hook->call_finished("seed", false);
+    std::vector<std::shared_ptr<hookpb::HookRequest>> requests;
+    for (int i = 0; i < 1000; i++) {
+      requests.push_back(
+          request_for(HookPhase::kValidate, "CreateSandbox", tenant_sandbox("n" + std::to_string(i), "team-1")));
+    }
+    InvokeOptions options;
+    options.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    int allowed = 0;
+    constexpr int kCalls = 200000;
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < kCalls; i++) {
+      const auto& req = requests[i % requests.size()];
+      hook->invoke(req, options, [&](HookOutcome o) { allowed += o.response.allowed() ? 1 : 0; });
+      hook->call_finished(req->sandbox_id(), false);
+    }
+    double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / kCalls;
+    CHECK(allowed == kCalls);
+    CHECK(delegate.lists() == 1);
+    WARN(fleet << " sandboxes: " << us << " us per validation + call_finished (" << kCalls << " calls)");
+  }
+}
