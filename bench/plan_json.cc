@@ -177,6 +177,12 @@ int main(int argc, char** argv) {
   figures.push_back({"sandbox_json (builtins' view)", [&] { sink = sink + sandbox_json(before).size(); }, {}});
   figures.push_back(
       {"defaults hook: invoke (evaluate)", [&] { sink = sink + invoke(*hook, request).response.patches_size(); }, {}});
+  figures.push_back({"Plan::from + its JSON view",
+                     [&] {
+                       auto p = Plan::from(before);
+                       sink = sink + p->json().size();
+                     },
+                     {}});
   figures.push_back({"defaults hook: prepare as the chain runs it",
                      [&] {
                        auto p = Plan::from(before);
