@@ -1,8 +1,7 @@
 #include "hooks/chain_run.h"
 
 #include "common/log.h"
-
-#include <google/protobuf/util/json_util.h>
+#include "plan/sandbox_json.h"
 
 #include <algorithm>
 
@@ -19,11 +18,7 @@ nlohmann::json patches_to_json(const hookpb::HookResponse& response) {
   for (const auto& p : response.patches()) {
     nlohmann::json op = {{"op", p.op()}, {"path", p.path()}};
     if (!p.from().empty()) op["from"] = p.from();
-    if (p.has_value()) {
-      std::string text;
-      (void)google::protobuf::util::MessageToJsonString(p.value(), &text);
-      op["value"] = nlohmann::json::parse(text, nullptr, false);
-    }
+    if (p.has_value()) op["value"] = value_to_json(p.value());
     ops.push_back(std::move(op));
   }
   return ops;

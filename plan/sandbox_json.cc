@@ -1,6 +1,7 @@
 #include "plan/sandbox_json.h"
 
 #include "plan/paths.h"
+#include "plan/proto_json.h"
 
 #include <google/protobuf/util/json_util.h>
 
@@ -56,6 +57,8 @@ std::string first_foreign_name(const json& doc, const Descriptor& type, PathToke
 
 }  // namespace
 
+namespace protobuf_json {
+
 Result<json> message_to_json(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
@@ -75,6 +78,34 @@ Result<bool> json_to_message(const json& doc, google::protobuf::Message& out) {
   auto status = google::protobuf::util::JsonStringToMessage(doc.dump(), &out);
   if (!status.ok()) return Error{std::string(status.message())};
   return true;
+}
+
+json value_to_json(const google::protobuf::Value& value) {
+  std::string text;
+  (void)google::protobuf::util::MessageToJsonString(value, &text);
+  return json::parse(text, nullptr, false);
+}
+
+}  // namespace protobuf_json
+
+Result<json> message_to_json(const google::protobuf::Message& message) {
+  json out;
+  if (proto_json::write_message(message, out)) return out;
+  return protobuf_json::message_to_json(message);
+}
+
+Result<bool> json_to_message(const json& doc, google::protobuf::Message& out) {
+  out.Clear();
+  // Whatever the walk leaves, protobuf judges: its errors are the ones
+  // callers (and hook authors) see.
+  if (doc.is_object() && proto_json::read_message(doc, out)) return true;
+  return protobuf_json::json_to_message(doc, out);
+}
+
+json value_to_json(const google::protobuf::Value& value) {
+  json out;
+  if (proto_json::write_value(value, out)) return out;
+  return protobuf_json::value_to_json(value);
 }
 
 }  // namespace owrap

@@ -1,6 +1,6 @@
 #include "hooks/builtin/builtin_hook.h"
 
-#include <google/protobuf/util/json_util.h>
+#include "plan/sandbox_json.h"
 
 #include <exception>
 
@@ -42,18 +42,19 @@ hookpb::HookResponse deny_response(std::string_view code, std::string reason) {
 }
 
 nlohmann::json sandbox_json(const computepb::DriverSandbox& sandbox) {
-  google::protobuf::util::JsonPrintOptions opts;
-  opts.preserve_proto_field_names = true;
-  std::string text;
-  if (!google::protobuf::util::MessageToJsonString(sandbox, &text, opts).ok()) return nlohmann::json::object();
-  return nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  auto doc = message_to_json(sandbox);
+  return doc ? std::move(doc.value()) : nlohmann::json::object();
 }
 
-google::protobuf::Value to_proto_value(const nlohmann::json& value) {
-  google::protobuf::Value out;
+namespace {
+
+// Built in place: a Value returned and copied into its parent per level
+// would copy every subtree once per level above it.
+void fill_proto_value(const nlohmann::json& value, google::protobuf::Value& out) {
   switch (value.type()) {
     case nlohmann::json::value_t::null:
     case nlohmann::json::value_t::discarded:
+    case nlohmann::json::value_t::binary:
       out.set_null_value(google::protobuf::NULL_VALUE);
       break;
     case nlohmann::json::value_t::boolean:
@@ -65,22 +66,27 @@ google::protobuf::Value to_proto_value(const nlohmann::json& value) {
       out.set_number_value(value.get<double>());
       break;
     case nlohmann::json::value_t::string:
-      out.set_string_value(value.get<std::string>());
+      out.set_string_value(value.get_ref<const std::string&>());
       break;
     case nlohmann::json::value_t::array: {
       auto* list = out.mutable_list_value();
-      for (const auto& v : value) *list->add_values() = to_proto_value(v);
+      list->mutable_values()->Reserve(static_cast<int>(value.size()));
+      for (const auto& v : value) fill_proto_value(v, *list->add_values());
       break;
     }
     case nlohmann::json::value_t::object: {
       auto* fields = out.mutable_struct_value()->mutable_fields();
-      for (const auto& [k, v] : value.items()) (*fields)[k] = to_proto_value(v);
+      for (const auto& [k, v] : value.get_ref<const nlohmann::json::object_t&>()) fill_proto_value(v, (*fields)[k]);
       break;
     }
-    case nlohmann::json::value_t::binary:
-      out.set_null_value(google::protobuf::NULL_VALUE);
-      break;
   }
+}
+
+}  // namespace
+
+google::protobuf::Value to_proto_value(const nlohmann::json& value) {
+  google::protobuf::Value out;
+  fill_proto_value(value, out);
   return out;
 }
 
