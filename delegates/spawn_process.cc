@@ -97,47 +97,93 @@ class BlockAllSignals {
   sigset_t saved_;
 };
 
-// Shared with the child, which writes `error` and `step` when it cannot
-// execute; the parent reads them once the child exited.
+// Under a sanitizer, whose interceptors (sigaction, dup2, ...) keep state
+// in our memory, the child must not share it: a plain fork, as before.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+constexpr bool kShareMemory = false;
+#else
+constexpr bool kShareMemory = true;
+#endif
+
+// What the child did not manage, written on the status pipe: the parent
+// reads it once the child executed (EOF: the pipe is close-on-exec) or
+// exited.
+struct ChildFailure {
+  int step = -1;
+  int error = 0;
+};
+constexpr const char* kSteps[] = {"prctl", "setpgid", "dup2", "execve"};
+enum Step { kPrctl, kSetpgid, kDup2, kExecve };
+
 struct ChildArgs {
   const ExecImage* image;
   int fds[3];
+  int status_fd;
   pid_t parent;
-  int max_fd;  // for closing without close_range (kernels before 5.9)
-  volatile int error = 0;
-  const char* volatile step = nullptr;
+  int max_fd;  // for closing without close_range (kernels before 5.11)
 };
 
-[[noreturn]] void child_failed(ChildArgs* a, const char* step) {
-  a->error = errno;
-  a->step = step;
+[[noreturn]] void child_failed(const ChildArgs* a, Step step) {
+  ChildFailure failure{step, errno};
+  (void)!::write(a->status_fd, &failure, sizeof failure);
   ::_exit(127);
 }
 
-// In the child, on its own stack in our memory: system calls only (no
-// allocation, no locks), and every signal blocked until the dispositions
-// are the defaults.
+// Everything but 0, 1, 2 closed at exec; the status pipe must stay open
+// until then.
+void close_others_on_exec(const ChildArgs* a) {
+  if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+  for (int fd = 3; fd < a->max_fd; fd++) {
+    if (fd != a->status_fd) ::close(fd);
+  }
+}
+
+// In the child, possibly on its own stack in our memory: system calls only
+// (no allocation, no locks), and every signal blocked until the
+// dispositions are the defaults.
 int child_main(void* arg) {
-  auto* a = static_cast<ChildArgs*>(arg);
+  const auto* a = static_cast<const ChildArgs*>(arg);
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
   for (int sig = 1; sig < NSIG; sig++) {
     if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);  // glibc's own two: EINVAL, harmless
   }
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_failed(a, "prctl");
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_failed(a, kPrctl);
   if (::getppid() != a->parent) ::_exit(127);  // the starting thread is gone already
-  if (::setpgid(0, 0) != 0) child_failed(a, "setpgid");
+  if (::setpgid(0, 0) != 0) child_failed(a, kSetpgid);
   for (int target = 0; target < 3; target++) {
-    if (::dup2(a->fds[target], target) < 0) child_failed(a, "dup2");
+    if (::dup2(a->fds[target], target) < 0) child_failed(a, kDup2);
   }
-  if (::close_range(3, ~0U, 0) != 0) {
-    for (int fd = 3; fd < a->max_fd; fd++) ::close(fd);
-  }
+  close_others_on_exec(a);
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   ::execve(a->image->program().c_str(), a->image->argv(), a->image->envp());
-  child_failed(a, "execve");
+  child_failed(a, kExecve);
+}
+
+pid_t start_child(ChildArgs& args) {
+  if constexpr (kShareMemory) {
+    thread_local ChildStack stack;
+    if (stack.top() == nullptr) {
+      errno = ENOMEM;
+      return -1;
+    }
+    return ::clone(child_main, stack.top(), CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
+  }
+  pid_t pid = ::fork();
+  if (pid == 0) child_main(&args);
+  return pid;
+}
+
+// The child's failure, or none once it executed.
+ChildFailure read_failure(UniqueFd status) {
+  ChildFailure failure;
+  ssize_t n;
+  while ((n = ::read(status.get(), &failure, sizeof failure)) < 0 && errno == EINTR) {
+  }
+  if (n != static_cast<ssize_t>(sizeof failure) || failure.step < kPrctl || failure.step > kExecve) return {};
+  return failure;
 }
 
 // A copy at 3 or above of `fd`, when it is 0, 1 or 2, so that placing one
@@ -156,28 +202,33 @@ int fd_limit() {
   return static_cast<int>(std::min<rlim_t>(limit.rlim_cur, 1 << 20));
 }
 
-std::string exec_failure(const ExecImage& image, const char* step, int error) {
+std::string exec_failure(const ExecImage& image, ChildFailure failure) {
   std::string message = "cannot execute \"" + image.program() + "\": ";
-  if (std::strcmp(step, "execve") != 0) return message + step + ": " + std::strerror(error);
-  message += std::strerror(error);
+  if (failure.step != kExecve) return message + kSteps[failure.step] + ": " + std::strerror(failure.error);
+  message += std::strerror(failure.error);
   // The file was there when we looked (resolve_program): what is missing is
   // what it names, its #! interpreter or dynamic loader.
-  if (error == ENOENT) message += " (its interpreter?)";
+  if (failure.error == ENOENT) message += " (its interpreter?)";
   return message;
 }
 
 }  // namespace
 
 Result<pid_t> spawn_process(const ExecImage& image, ChildFds fds) {
-  thread_local ChildStack stack;
-  if (stack.top() == nullptr) return Error{std::string("cannot map a stack for the child: ") + std::strerror(ENOMEM)};
   UniqueFd dev_null;
   if (fds.in < 0) {
     dev_null.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     if (!dev_null) return Error{std::string("/dev/null: ") + std::strerror(errno)};
     fds.in = dev_null.get();
   }
-  ChildArgs args{.image = &image, .fds = {fds.in, fds.out, fds.err}, .parent = ::getpid(), .max_fd = fd_limit()};
+  int status[2];
+  if (::pipe2(status, O_CLOEXEC) != 0) return Error{std::string("pipe: ") + std::strerror(errno)};
+  UniqueFd status_read(status[0]), status_write(status[1]);
+  ChildArgs args{.image = &image,
+                 .fds = {fds.in, fds.out, fds.err},
+                 .status_fd = status_write.get(),
+                 .parent = ::getpid(),
+                 .max_fd = fd_limit()};
   UniqueFd moved[3];
   for (int i = 0; i < 3; i++) {
     auto copy = above_stdio(args.fds[i]);
@@ -188,14 +239,15 @@ Result<pid_t> spawn_process(const ExecImage& image, ChildFds fds) {
   pid_t pid;
   {
     BlockAllSignals blocked;
-    pid = ::clone(child_main, stack.top(), CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
+    pid = start_child(args);
   }
-  if (pid < 0) return Error{std::string("clone: ") + std::strerror(errno)};
-  if (args.step != nullptr) {
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  if (pid < 0) return Error{std::string("cannot start a process: ") + std::strerror(errno)};
+  status_write.reset();  // EOF once the child executed or exited
+  if (auto failure = read_failure(std::move(status_read)); failure.step >= 0) {
+    int st = 0;
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
-    return Error{exec_failure(image, args.step, args.error)};
+    return Error{exec_failure(image, failure)};
   }
   return pid;
 }

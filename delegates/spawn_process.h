@@ -7,7 +7,8 @@
 //
 // It is not posix_spawn because the child must also set PR_SET_PDEATHSIG
 // (SIGKILL when the thread that started it ends), which posix_spawn cannot
-// do: hooks and delegates never outlive the wrapper.
+// do: hooks and delegates never outlive the wrapper. Under a sanitizer it
+// is a plain fork (the interceptors keep state in our memory).
 //
 // The child: PR_SET_PDEATHSIG, a process group of its own, every signal at
 // its default action and none blocked, stdin/stdout/stderr from `fds`, no
