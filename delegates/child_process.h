@@ -1,8 +1,9 @@
-// One child process: forked with PR_SET_PDEATHSIG so it never outlives the
-// thread that started it, in its own process group, with stdout and stderr
-// on non-blocking pipes. Reaping is explicit so a pid is never signalled
-// after reuse, and the group can still be killed after the leader exited
-// (its helpers keep running otherwise).
+// One child process, started by spawn_process (no copy of our address
+// space): PR_SET_PDEATHSIG so it never outlives the thread that started it,
+// in its own process group, with stdout and stderr on non-blocking pipes.
+// Reaping is explicit so a pid is never signalled after reuse, and the
+// group can still be killed after the leader exited (its helpers keep
+// running otherwise).
 #pragma once
 
 #include "common/result.h"

@@ -12,12 +12,14 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <future>
@@ -439,14 +441,18 @@ TEST_CASE("a hook that cannot be started is UNAVAILABLE", "[exec]") {
   write_file(not_executable, "#!/bin/sh\necho hi\n");
   std::string bad_interpreter = script(dir, "bad.sh", "");
   write_file(bad_interpreter, "#!/nonexistent/interpreter\n");
-  for (const auto& command : {dir.file("missing"), not_executable, bad_interpreter}) {
+  std::string directory = dir.file("a-directory");  // passes access(X_OK); execve says EACCES
+  ::mkdir(directory.c_str(), 0755);
+  for (const auto& command : {dir.file("missing"), not_executable, bad_interpreter, directory}) {
     ExecHook hook(exec_spec("gone", {command}), io.io);
     auto call = start(hook, io, request("validate"));
     auto outcome = wait(call);
     INFO(command);
     CHECK(outcome.failure.error_code() == grpc::StatusCode::UNAVAILABLE);
     CHECK_THAT(outcome.failure.error_message(), Catch::StartsWith("could not start: "));
+    CHECK_THAT(outcome.failure.error_message(), Catch::Contains("\"" + command + "\""));
   }
+  CHECK(wait_for([] { return zombie_children().empty(); }, 3s));
 }
 
 TEST_CASE("2 MiB on stdout: the hook is killed and fails naming the cap", "[exec]") {
@@ -598,6 +604,111 @@ TEST_CASE("stop() ends running and queued invocations with CANCELLED and kills t
   REQUIRE(late.outcome.wait_for(0s) == std::future_status::ready);
   CHECK(late.outcome.get().failure.error_code() == grpc::StatusCode::CANCELLED);
   hook.stop();  // idempotent
+}
+
+namespace {
+
+// A descriptor of this process that is not close-on-exec, as a library
+// might open one: no hook may inherit it.
+struct LeakyFd {
+  int fd = ::open("/dev/null", O_RDONLY);
+  ~LeakyFd() { ::close(fd); }
+};
+
+// While it lasts, SIGUSR1 is blocked in this thread (and so in the io
+// thread started after it) and SIGHUP ignored (as under nohup); the
+// wrapper's own setup (common/signals.cc) blocks five signals and ignores
+// SIGPIPE the same way.
+struct ChangedSignals {
+  sigset_t saved_mask;
+  struct sigaction saved_hup {};
+  ChangedSignals() {
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    ::pthread_sigmask(SIG_BLOCK, &usr1, &saved_mask);
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    ::sigaction(SIGHUP, &ignore, &saved_hup);
+  }
+  ~ChangedSignals() {
+    ::pthread_sigmask(SIG_SETMASK, &saved_mask, nullptr);
+    ::sigaction(SIGHUP, &saved_hup, nullptr);
+  }
+};
+
+// "Name:\tvalue" lines of /proc/<pid>/status as written by the hook.
+std::map<std::string, std::string> status_fields(const std::string& path) {
+  std::map<std::string, std::string> fields;
+  for (const auto& line : lines_of(path)) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    auto value = line.substr(colon + 1);
+    value.erase(0, value.find_first_not_of(" \t"));
+    fields[line.substr(0, colon)] = value;
+  }
+  return fields;
+}
+
+}  // namespace
+
+TEST_CASE("a hook's process has only file descriptors 0, 1 and 2", "[exec]") {
+  TempDir dir;
+  LeakyFd leaky;
+  REQUIRE(leaky.fd > 2);
+  IoThread io;
+  std::string out = dir.file("fds");
+  // Python, which opens nothing of its own that it keeps (a shell does: dash
+  // a copy of stdin, a script its file); fstat opens nothing either.
+  const char* program =
+      "import os, sys\n"
+      "def is_open(fd):\n"
+      "    try:\n"
+      "        os.fstat(fd)\n"
+      "        return True\n"
+      "    except OSError:\n"
+      "        return False\n"
+      "fds = [str(fd) for fd in range(4096) if is_open(fd)]\n"
+      "open(os.environ['OUT'], 'w').write('\\n'.join(fds) + '\\n')\n"
+      "sys.stdin.read()\n"
+      "print('{\"allowed\": true}')\n";
+  ExecHook hook(exec_spec("fds", {"/usr/bin/python3", "-c", program}, {{"OUT", out}}), io.io);
+  auto call = start(hook, io, request("validate"));
+  auto outcome = wait(call);
+  INFO(outcome.failure.error_message());
+  REQUIRE(outcome.failure.ok());
+  auto fds = lines_of(out);
+  std::sort(fds.begin(), fds.end());
+  CHECK(fds == std::vector<std::string>{"0", "1", "2"});
+}
+
+TEST_CASE("a hook's process leads its own process group, with no signal blocked or ignored", "[exec]") {
+  TempDir dir;
+  ChangedSignals changed;
+  IoThread io;
+  std::string out = dir.file("status");
+  // Builtins only: dash blocks every signal around a fork, so a child
+  // reading /proc/$$/status could see that instead.
+  const char* program =
+      "while read -r name value; do\n"
+      "  case $name in Pid:|SigBlk:|SigIgn:) echo \"$name $value\";; esac\n"
+      "done < /proc/$$/status > \"$OUT\"\n"
+      "read -r pid comm state ppid pgrp rest < /proc/$$/stat\n"
+      "echo \"Pgrp: $pgrp\" >> \"$OUT\"\n"
+      "while read -r line; do :; done\n"
+      "echo '{\"allowed\": true}'\n";
+  ExecHook hook(exec_spec("sig", {"/bin/sh", "-c", program}, {{"OUT", out}}), io.io);
+  auto call = start(hook, io, request("validate"));
+  auto outcome = wait(call);
+  INFO(outcome.failure.error_message());
+  REQUIRE(outcome.failure.ok());
+  auto fields = status_fields(out);
+  INFO(read_file(out));
+  CHECK(fields["SigBlk"] == "0000000000000000");
+  CHECK(fields["SigIgn"] == "0000000000000000");
+  REQUIRE_FALSE(fields["Pid"].empty());
+  CHECK(fields["Pgrp"] == fields["Pid"]);
+  CHECK(fields["Pgrp"] != std::to_string(::getpgrp()));
 }
 
 TEST_CASE("no zombie children remain after the exec tests", "[exec]") {
