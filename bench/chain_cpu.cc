@@ -3,8 +3,8 @@
 // wrapper's own work for builtin hooks. For each configuration it runs, per
 // CreateSandbox, the "hooks" stage, the "hooks.apply" stage and the stages'
 // `finished` step, as the pipeline does, and prints the time per create.
-// quota's ListSandboxes answers at once with 100 sandboxes (5 teams), so its
-// row is the hook's own work, not the list's round trip.
+// quota counts from a live watch feed, seeded by one list of 100 sandboxes
+// (5 teams) that answers at once.
 // Prints figures; asserts nothing (timing is not a test).
 #include "bench/hook_configs.h"
 #include "bench/proc_stats.h"
@@ -13,6 +13,7 @@
 #include "hooks/hook_chain.h"
 #include "hooks/hook_config.h"
 #include "hooks/hook_factory.h"
+#include "hooks/sandbox_feed.h"
 
 #include <toml++/toml.h>
 
@@ -43,8 +44,14 @@ std::unique_ptr<HookChain> make_chain(IoThread& io, const std::string& toml_text
   config.hooks = read_hook_specs(root);
   if (!errors.empty()) throw std::runtime_error("bench config: " + errors.front());
   static const std::vector<v1::DriverSandbox> listed = fleet();
+  // The wrapper's watch is live: quota seeds once, then counts from events.
+  static const auto feed = [] {
+    auto f = std::make_shared<SandboxFeed>();
+    f->set_live(true);
+    return f;
+  }();
   HookEnvironment env{io.io(), "bench",
-                      [](Clock::time_point, HookEnvironment::ListDone done) { done(grpc::Status::OK, listed); }};
+                      [](Clock::time_point, HookEnvironment::ListDone done) { done(grpc::Status::OK, listed); }, feed};
   auto hooks = make_hooks(config.hooks, env);
   if (!hooks) throw std::runtime_error("bench hooks: " + hooks.error());
   auto chain = std::make_unique<HookChain>(HookChainOptions{"bench", "memory", "driver_config.bench", config},
