@@ -404,6 +404,8 @@ void WatchHub::apply_resync(const v1::ListSandboxesResponse& response) {
     published_[sandbox.id()] = fp;
     auto ev = std::make_shared<WatchEvent>();
     *ev->mutable_sandbox()->mutable_sandbox() = sandbox;
+    // The observer (after_ready, quota's index) sees what the watchers see.
+    if (options_.observer) options_.observer(*ev);
     fanout_.publish(std::move(ev));
     changed++;
   }
@@ -414,6 +416,7 @@ void WatchHub::apply_resync(const v1::ListSandboxesResponse& response) {
     }
     auto ev = std::make_shared<WatchEvent>();
     ev->mutable_deleted()->set_sandbox_id(it->first);
+    if (options_.observer) options_.observer(*ev);
     fanout_.publish(std::move(ev));
     vanished++;
     it = published_.erase(it);

@@ -465,3 +465,39 @@ TEST_CASE("quota counts from the wrapper's watch: sandboxes made and deleted str
   // Counted from the watch: no list since the one seed.
   CHECK(lists() == listed);
 }
+
+// The watch's resync publishes what changed while the delegate was down;
+// the chain must see those events too, or a sandbox that became Ready
+// meanwhile never reaches after_ready.
+TEST_CASE("after_ready reaches a sandbox that appeared while the delegate was down", "[e2e][hooks][watch]") {
+  TempDir dir;
+  std::string state = dir.file("memory.state");
+  std::string order = dir.file("order.txt");
+  std::string hook = write_recording_hook(dir);
+  WrapperSpec spec;
+  spec.command = memory_command({}, {"--state-file", state});
+  spec.extra_delegate_toml = "restart_backoff_initial_ms = 300\n" +
+                             exec_hook_toml("ready", hook, "\"after_ready\"", "ORDER_FILE = \"" + order + "\"");
+  WrapperProc wrapper(dir, spec);
+  REQUIRE(wait_for_socket(wrapper.socket));
+  auto stub = stub_for(wrapper.socket);
+  REQUIRE(create(*stub, create_request("seen")).ok());
+  REQUIRE(wait_for([&] { return read_file(order).find("ready:after_ready") != std::string::npos; }, 10s));
+  // The restarted delegate will know a sandbox the wrapper never heard of:
+  // made by another driver, whose state it loads.
+  std::string other_state = dir.file("other.state");
+  {
+    MemoryDriverProc other(dir, "other", {"--state-file", other_state});
+    auto direct = stub_for(other.socket);
+    REQUIRE(create(*direct, create_request("appeared")).ok());
+  }
+  std::filesystem::copy_file(other_state, state, std::filesystem::copy_options::overwrite_existing);
+  auto pids = delegate_pids(wrapper.proc->log());
+  REQUIRE_FALSE(pids.empty());
+  ::kill(pids[0], SIGKILL);
+  REQUIRE(wait_for([&] { return delegate_pids(wrapper.proc->log()).size() >= 2; }, 10s));
+  INFO(read_file(order));
+  CHECK(wait_for([&] { return read_file(order).find("ready:after_ready\nready:after_ready") != std::string::npos; },
+                 15s));
+  CHECK_THAT(wrapper.proc->log(), Contains("watch resynced"));
+}
