@@ -36,6 +36,7 @@ build() {
 # the builtins (quota's concurrent creates), config/plan/log/secrets. Not the
 # binaries that start the wrapper, the memory driver or hook processes: they
 # would need those built here too and take most of the suite's time.
+# tests/run-tests runs the same list (test_unit without its [e2e] cases).
 TSAN_TARGETS=(tests/test_unit tests/test_call tests/test_hooks_chain tests/test_hooks_builtin)
 build_tsan() {
   if [ ! -f build-tsan/build.ninja ]; then
