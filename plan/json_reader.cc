@@ -25,10 +25,6 @@ using nlohmann::json;
 
 namespace {
 
-// Nesting levels read here (each message, Struct, Value and ListValue counts
-// one); protobuf's parser stops documents nested deeper than this.
-constexpr int kMaxDepth = 32;
-
 // A decimal integer written the one way: no sign but a leading '-', no
 // leading zero, no blanks.
 template <class T>

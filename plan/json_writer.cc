@@ -25,11 +25,6 @@ using nlohmann::json;
 
 namespace {
 
-// Nesting levels (messages, Struct, Value and ListValue each count one) the
-// walk renders itself. protobuf's converter refuses messages nested much
-// deeper than this; past it, its util decides.
-constexpr int kMaxDepth = 32;
-
 // nlohmann's parser reads "5" as unsigned and "-5" as signed.
 json integer(int64_t v) {
   return v < 0 ? json(v) : json(static_cast<uint64_t>(v));

@@ -16,6 +16,11 @@
 
 namespace owrap::proto_json {
 
+// Nesting levels the walks handle themselves (each message, Struct, Value
+// and ListValue counts one); protobuf's converter stops documents nested
+// deeper than this, so past it its util decides.
+inline constexpr int kMaxDepth = 32;
+
 // false: `out` is unspecified and protobuf's util must render `message`.
 bool write_message(const google::protobuf::Message& message, nlohmann::json& out);
 bool write_value(const google::protobuf::Value& value, nlohmann::json& out);

@@ -17,20 +17,8 @@ using google::protobuf::util::MessageDifferencer;
 
 namespace {
 
-// Equal bytes under deterministic serialization (map entries sorted) mean
-// equal messages here: both sides are plan views, which carry no unknown
-// fields. Several times cheaper than MessageDifferencer, which walks maps
-// through reflection.
-std::string canonical_bytes(const Message& m) {
-  std::string out;
-  google::protobuf::io::StringOutputStream stream(&out);
-  google::protobuf::io::CodedOutputStream coded(&stream);
-  coded.SetSerializationDeterministic(true);
-  m.SerializePartialToCodedStream(&coded);
-  coded.Trim();
-  return out;
-}
-
+// Both sides are plan views, which carry no unknown fields. Several times
+// cheaper than MessageDifferencer, which walks maps through reflection.
 bool same_message(const Message& a, const Message& b) {
   return canonical_bytes(a) == canonical_bytes(b);
 }
@@ -143,6 +131,16 @@ void write_map(const Message& before, Message& after, Message& target, const Fie
 }
 
 }  // namespace
+
+std::string canonical_bytes(const Message& m) {
+  std::string out;
+  google::protobuf::io::StringOutputStream stream(&out);
+  google::protobuf::io::CodedOutputStream coded(&stream);
+  coded.SetSerializationDeterministic(true);
+  m.SerializePartialToCodedStream(&coded);
+  coded.Trim();
+  return out;
+}
 
 void write_changes(const Message& before, Message& after, Message& target) {
   const google::protobuf::Descriptor* type = after.GetDescriptor();

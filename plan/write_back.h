@@ -6,7 +6,14 @@
 
 #include <google/protobuf/message.h>
 
+#include <string>
+
 namespace owrap {
+
+// `m` serialized deterministically (map entries in key order): equal bytes
+// mean equal messages for messages without unknown fields (NaN payloads and
+// -0.0 told apart, which MessageDifferencer would blur).
+std::string canonical_bytes(const google::protobuf::Message& m);
 
 // `before`, `after` and `target` have one type. Message fields are descended;
 // map fields (a google.protobuf.Struct's too) are written per key; repeated

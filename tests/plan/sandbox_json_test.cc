@@ -4,6 +4,7 @@
 // that the reflection walks (plan/proto_json.h) answered themselves where
 // they should, so a test cannot pass only because everything fell back.
 #include "plan/sandbox_json.h"
+#include "plan/write_back.h"
 
 #include "compute_driver.pb.h"
 #include "future.pb.h"
@@ -33,17 +34,8 @@ using google::protobuf::Value;
 
 namespace {
 
-// Maps in key order, so equal messages give equal bytes (NaN payloads and
-// -0.0 included, which MessageDifferencer would blur).
 std::string bytes_of(const Message& m) {
-  std::string out;
-  {
-    google::protobuf::io::StringOutputStream stream(&out);
-    google::protobuf::io::CodedOutputStream coded(&stream);
-    coded.SetSerializationDeterministic(true);
-    m.SerializeWithCachedSizes(&coded);
-  }
-  return out;
+  return canonical_bytes(m);
 }
 
 std::string dump_of(const Result<json>& r) {
