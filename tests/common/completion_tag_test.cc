@@ -44,7 +44,8 @@ class StepTag final : public CompletionTag {
 
 }  // namespace
 
-TEST_CASE("a tag deferred on its queue's thread runs right after the current tag, on that thread", "[completion_tag]") {
+TEST_CASE("a tag deferred on its queue's thread runs right after the current tag, on that thread",
+          "[completion_tag][grpc-queue]") {
   grpc::CompletionQueue cq;
   Recorder rec;
   StepTag second(rec, "second"), third(rec, "third");
@@ -85,7 +86,7 @@ TEST_CASE("a tag deferred on its queue's thread runs right after the current tag
   CHECK(third.thread == first.thread);
 }
 
-TEST_CASE("a tag deferred for another queue is not taken", "[completion_tag]") {
+TEST_CASE("a tag deferred for another queue is not taken", "[completion_tag][grpc-queue]") {
   grpc::CompletionQueue cq, other;
   Recorder rec;
   StepTag never(rec, "never");
