@@ -65,4 +65,13 @@ std::vector<DescribeAnswer> describe_grpc_hooks_now(const std::vector<Configured
   return answers;
 }
 
+std::optional<std::string> first_misfit(const std::vector<ConfiguredHook>& hooks,
+                                        const std::vector<DescribeAnswer>& answers) {
+  for (const DescribeAnswer& a : answers) {
+    if (!a.misfit) continue;
+    return "hooks[" + std::to_string(a.hook) + "] (\"" + hooks[a.hook].spec.name + "\"): " + a.status.error_message();
+  }
+  return std::nullopt;
+}
+
 }  // namespace owrap

@@ -11,6 +11,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <functional>
+#include <optional>
 #include <vector>
 
 namespace owrap {
@@ -40,5 +41,10 @@ struct DescribeAnswer {
 // plus `slack` (start-up, check-config and plan all ask this way).
 std::vector<DescribeAnswer> describe_grpc_hooks_now(const std::vector<ConfiguredHook>& hooks,
                                                     std::chrono::milliseconds slack);
+// The first answer whose manifest this configuration cannot use, as the
+// error start-up and check-config both refuse with:
+// `hooks[2] ("py"): does not implement the configured phases ...`.
+std::optional<std::string> first_misfit(const std::vector<ConfiguredHook>& hooks,
+                                        const std::vector<DescribeAnswer>& answers);
 
 }  // namespace owrap

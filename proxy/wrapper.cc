@@ -39,9 +39,10 @@ namespace {
 // configuration cannot use is a configuration error, fatal like any other;
 // one that does not answer yet is not (its calls follow its policy).
 Result<bool> check_grpc_manifests(const std::vector<ConfiguredHook>& hooks) {
-  for (const DescribeAnswer& a : describe_grpc_hooks_now(hooks, std::chrono::milliseconds(0))) {
+  auto answers = describe_grpc_hooks_now(hooks, std::chrono::milliseconds(0));
+  if (auto misfit = first_misfit(hooks, answers)) return Error{*misfit};
+  for (const DescribeAnswer& a : answers) {
     const std::string& name = hooks[a.hook].spec.name;
-    if (a.misfit) return Error{"hooks[" + std::to_string(a.hook) + "] (\"" + name + "\"): " + a.status.error_message()};
     if (!a.status.ok()) {
       log_warn("grpc hook does not answer Describe at start; serving anyway, its calls follow its failure policy",
                {{"hook", name}, {"error", a.status.error_message()}});

@@ -371,6 +371,9 @@ TEST_CASE("a grpc hook whose manifest lacks a configured phase stops start-up", 
   CHECK_THAT(err, Contains("before_delete"));
   // Nothing was launched: the memory driver never started.
   CHECK_THAT(err, !Contains("delegate started"));
+  // check-config refuses what run refuses, with the same words.
+  CHECK(run_command({wrapper_bin(), "check-config", dir.file("w.toml")}, &out, &err) == 1);
+  CHECK_THAT(err, Contains("hooks[0] (\"py\"): does not implement the configured phases before_delete"));
 }
 
 TEST_CASE("a hook's mistake in the base block is refused by the base on Validate and Create alike",

@@ -35,13 +35,17 @@ std::string read_input(const std::string& path) {
 
 // Asks each grpc hook for its manifest, so the plan uses what it declares;
 // `out` (check-config's hooks) gets each answer.
-void describe_grpc_hooks(const std::vector<ConfiguredHook>& hooks, nlohmann::json* out) {
-  for (const DescribeAnswer& a : describe_grpc_hooks_now(hooks, std::chrono::milliseconds(1000))) {
+// What each grpc hook said, into `out` when given; the error `run` would
+// refuse to start with, if a manifest does not fit.
+std::optional<std::string> describe_grpc_hooks(const std::vector<ConfiguredHook>& hooks, nlohmann::json* out) {
+  auto answers = describe_grpc_hooks_now(hooks, std::chrono::milliseconds(1000));
+  for (const DescribeAnswer& a : answers) {
     if (!out) continue;
     nlohmann::json d = hooks[a.hook].hook->describe();
     if (!a.status.ok()) d["error"] = a.status.error_message();
     (*out)[a.hook]["describe"] = d;
   }
+  return first_misfit(hooks, answers);
 }
 
 grpc::Status validate_at_delegate(const WrapperConfig& config, const v1::DriverSandbox& sandbox) {
@@ -71,12 +75,17 @@ bool check_hooks(const WrapperConfig& config, nlohmann::json& config_json, std::
     error = hooks.error();
     return false;
   }
-  describe_grpc_hooks(hooks.value(), &config_json["hooks"]);
+  auto misfit = describe_grpc_hooks(hooks.value(), &config_json["hooks"]);
   // A builtin configured without `phases` runs all of its own.
   for (size_t i = 0; i < hooks->size(); i++) {
     config_json["hooks"][i]["phases"] = hook_spec_json(hooks.value()[i].spec)["phases"];
   }
   for (auto& h : hooks.value()) h.hook->stop();
+  // `run` refuses to start with it: so does check-config.
+  if (misfit) {
+    error = *misfit;
+    return false;
+  }
   return true;
 }
 
@@ -120,7 +129,8 @@ int run_plan(const std::vector<std::string>& args) {
     std::cerr << hooks.error() << "\n";
     return 2;
   }
-  describe_grpc_hooks(hooks.value(), nullptr);
+  // A misfit hook fails each of its invocations; the plan shows that.
+  (void)describe_grpc_hooks(hooks.value(), nullptr);
   HookChain chain(
       HookChainOptions{config->name, config->delegate.name, request_config_path(config.value()), config->hooks},
       std::move(hooks.value()));
