@@ -4,6 +4,9 @@
 #include "hooks/exec_hook.h"
 #include "hooks/grpc_hook.h"
 
+#include <future>
+#include <utility>
+
 namespace owrap {
 
 namespace {
@@ -54,14 +57,21 @@ Result<std::vector<ConfiguredHook>> make_hooks(const std::vector<HookSpec>& spec
 
 std::vector<DescribeAnswer> describe_grpc_hooks_now(const std::vector<ConfiguredHook>& hooks,
                                                     std::chrono::milliseconds slack) {
-  std::vector<DescribeAnswer> answers;
+  // All at once: hooks that hang would otherwise delay start-up by one
+  // connect timeout each.
+  std::vector<std::pair<size_t, std::future<DescribeAnswer>>> asked;
   for (size_t i = 0; i < hooks.size(); i++) {
     auto* hook = dynamic_cast<GrpcHook*>(hooks[i].hook.get());
     if (hook == nullptr) continue;
-    grpc::Status s = hook->describe_now(hooks[i].spec.connect_timeout + slack);
-    auto problem = hook->describe_problem();
-    answers.push_back(DescribeAnswer{i, problem ? *problem : s, problem.has_value()});
+    auto timeout = hooks[i].spec.connect_timeout + slack;
+    asked.emplace_back(i, std::async(std::launch::async, [hook, i, timeout] {
+                         grpc::Status s = hook->describe_now(timeout);
+                         auto problem = hook->describe_problem();
+                         return DescribeAnswer{i, problem ? *problem : s, problem.has_value()};
+                       }));
   }
+  std::vector<DescribeAnswer> answers;
+  for (auto& [i, answer] : asked) answers.push_back(answer.get());
   return answers;
 }
 

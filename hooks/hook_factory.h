@@ -37,8 +37,9 @@ struct DescribeAnswer {
   grpc::Status status;  // OK, why it did not answer, or why its manifest does not fit
   bool misfit;          // it answered with a manifest this configuration cannot use
 };
-// Asks every grpc hook for its manifest, each within its connect timeout
-// plus `slack` (start-up, check-config and plan all ask this way).
+// Asks every grpc hook for its manifest, all at once, each within its
+// connect timeout plus `slack` (start-up, check-config and plan all ask
+// this way).
 std::vector<DescribeAnswer> describe_grpc_hooks_now(const std::vector<ConfiguredHook>& hooks,
                                                     std::chrono::milliseconds slack);
 // The first answer whose manifest this configuration cannot use, as the

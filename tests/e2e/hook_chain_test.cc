@@ -7,10 +7,14 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
+#include <cstring>
 
 #include <atomic>
 #include <filesystem>
@@ -503,4 +507,42 @@ TEST_CASE("after_ready reaches a sandbox that appeared while the delegate was do
   CHECK(wait_for([&] { return read_file(order).find("ready:after_ready\nready:after_ready") != std::string::npos; },
                  15s));
   CHECK_THAT(wrapper.proc->log(), Contains("watch resynced"));
+}
+
+// A socket that accepts connections into its backlog and never speaks: a
+// hook server that hangs.
+struct SilentSocket {
+  explicit SilentSocket(const std::string& path) {
+    fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    REQUIRE(::listen(fd, 16) == 0);
+  }
+  ~SilentSocket() { ::close(fd); }
+  int fd = -1;
+};
+
+TEST_CASE("grpc hooks that hang are asked for their manifests at once, not one after another", "[e2e][hooks][grpc]") {
+  TempDir dir;
+  std::vector<std::unique_ptr<SilentSocket>> silent;
+  WrapperSpec spec;
+  spec.command = memory_command();
+  for (int i = 0; i < 3; i++) {
+    std::string socket = dir.file("hung-" + std::to_string(i) + ".sock");
+    silent.push_back(std::make_unique<SilentSocket>(socket));
+    spec.extra_delegate_toml += "\n[[hooks]]\nname = \"hung-" + std::to_string(i) + "\"\ntype = \"grpc\"\nsocket = \"" +
+                                socket + "\"\nphases = [\"validate\"]\nconnect_timeout_ms = 1000\n";
+  }
+  write_file(dir.file("w.toml"), wrapper_toml(spec, dir.file("run/w.sock")));
+  std::string out, err;
+  auto start = std::chrono::steady_clock::now();
+  // A hook that never completes the HTTP/2 handshake fails at its connect
+  // timeout: about 1 s for all three at once, 3 s one after another.
+  CHECK(run_command({wrapper_bin(), "check-config", dir.file("w.toml")}, &out, &err) == 0);
+  auto took = std::chrono::steady_clock::now() - start;
+  CHECK(took < 2500ms);
+  auto config = nlohmann::json::parse(out);
+  for (int i = 0; i < 3; i++) CHECK(config["hooks"][i]["describe"].contains("error"));
 }
