@@ -546,3 +546,28 @@ TEST_CASE("grpc hooks that hang are asked for their manifests at once, not one a
   auto config = nlohmann::json::parse(out);
   for (int i = 0; i < 3; i++) CHECK(config["hooks"][i]["describe"].contains("error"));
 }
+
+// quota's list is read by the wrapper's own lister: a reply that does not
+// parse must fail the count, never read as "no sandboxes".
+TEST_CASE("quota: a ListSandboxes reply that does not parse refuses the create, naming it", "[e2e][hooks][quota]") {
+  TempDir dir;
+  WrapperSpec spec;
+  spec.command = memory_command({}, {"--reply-garbage", "ListSandboxes"});
+  spec.extra_delegate_toml =
+      "\n[[hooks]]\nname = \"quota\"\nbuiltin = \"quota\"\n[hooks.config]\nlabel = \"tenant\"\nmax = 10\n";
+  WrapperProc wrapper(dir, spec);
+  REQUIRE(wait_for_socket(wrapper.socket));
+  auto stub = stub_for(wrapper.socket);
+  auto req = create_request("garbled-1");
+  (*req.mutable_sandbox()->mutable_spec()->mutable_template_()->mutable_labels())["tenant"] = "acme";
+  grpc::Status s = create(*stub, req);
+  CHECK(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK_THAT(s.error_message(), Contains("hook \"quota\""));
+  CHECK_THAT(s.error_message(), Contains("does not parse"));
+  // Refused before the delegate: nothing was created.
+  grpc::ClientContext ctx;
+  v1::GetSandboxRequest get;
+  get.set_sandbox_id("garbled-1");
+  v1::GetSandboxResponse resp;
+  CHECK(stub->GetSandbox(&ctx, get, &resp).error_code() == grpc::StatusCode::NOT_FOUND);
+}
