@@ -9,6 +9,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <random>
@@ -701,14 +702,18 @@ TEST_CASE("quota: the limit reached denies with RESOURCE_EXHAUSTED and numbers",
   CHECK(refused.response.reason() == "quota tenant: the sandbox has no label \"tenant\"");
 }
 
-TEST_CASE("quota: 50 concurrent creates for one tenant, max 10: exactly 10 allowed", "[builtin][quota]") {
-  FakeDelegate delegate;
-  delegate.set_max_delay_ms(5);
-  delegate.add("other-1", "other");
-  auto hook = make_hook("quota", R"(label = "tenant"
-    max = 10)",
-                        delegate.context());
-  // Catch2 assertions are for the test thread: workers only count.
+namespace {
+
+// 50 CreateSandbox validations for tenant "acme" from 5 threads, as calls
+// would run them: an allowed one reaches the delegate (`before_finish`, for
+// the i-th create of a thread), the call ends with call_finished, then
+// `after_finish`. Catch2 assertions are for the test thread: workers only
+// count.
+struct CreateBurst {
+  int allowed = 0, denied = 0, wrong_code = 0;
+};
+using Committed = std::function<void(const std::string& id, int i)>;
+CreateBurst concurrent_creates(Hook& hook, const Committed& before_finish, const Committed& after_finish) {
   std::atomic<int> allowed{0}, denied{0}, finished{0}, wrong_code{0};
   std::mutex mu;
   std::condition_variable cv;
@@ -719,35 +724,47 @@ TEST_CASE("quota: 50 concurrent creates for one tenant, max 10: exactly 10 allow
         std::string id = "sb-" + std::to_string(t) + "-" + std::to_string(i);
         InvokeOptions options;
         options.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        // As a call would: an allowed create reaches the delegate (which
-        // commits it) and the call ends with call_finished.
-        hook->invoke(request_for(HookPhase::kValidate, "CreateSandbox", tenant_sandbox(id, "acme")), options,
-                     [&, id](HookOutcome o) {
-                       bool ok = o.failure.ok() && o.response.allowed();
-                       if (ok) {
-                         allowed++;
-                         delegate.add(id, "acme");
-                       } else {
-                         if (o.response.status_code() != "RESOURCE_EXHAUSTED") wrong_code++;
-                         denied++;
-                       }
-                       hook->call_finished(id, ok);
-                       std::lock_guard lock(mu);
-                       finished++;
-                       cv.notify_all();
-                     });
+        hook.invoke(request_for(HookPhase::kValidate, "CreateSandbox", tenant_sandbox(id, "acme")), options,
+                    [&, id, i](HookOutcome o) {
+                      bool ok = o.failure.ok() && o.response.allowed();
+                      if (ok) {
+                        allowed++;
+                        before_finish(id, i);
+                      } else {
+                        if (o.response.status_code() != "RESOURCE_EXHAUSTED") wrong_code++;
+                        denied++;
+                      }
+                      hook.call_finished(id, ok);
+                      if (ok) after_finish(id, i);
+                      std::lock_guard lock(mu);
+                      finished++;
+                      cv.notify_all();
+                    });
         std::this_thread::sleep_for(std::chrono::microseconds(200 * (i % 3)));
       }
     });
   }
   for (auto& th : threads) th.join();
-  {
-    std::unique_lock lock(mu);
-    REQUIRE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return finished == 50; }));
-  }
-  CHECK(allowed == 10);
-  CHECK(wrong_code == 0);
-  CHECK(denied == 40);
+  std::unique_lock lock(mu);
+  REQUIRE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return finished == 50; }));
+  return CreateBurst{allowed, denied, wrong_code};
+}
+
+}  // namespace
+
+TEST_CASE("quota: 50 concurrent creates for one tenant, max 10: exactly 10 allowed", "[builtin][quota]") {
+  FakeDelegate delegate;
+  delegate.set_max_delay_ms(5);
+  delegate.add("other-1", "other");
+  auto hook = make_hook("quota", R"(label = "tenant"
+    max = 10)",
+                        delegate.context());
+  // An allowed create reaches the delegate, which commits it.
+  auto burst = concurrent_creates(
+      *hook, [&](const std::string& id, int) { delegate.add(id, "acme"); }, [](const std::string&, int) {});
+  CHECK(burst.allowed == 10);
+  CHECK(burst.wrong_code == 0);
+  CHECK(burst.denied == 40);
   CHECK(delegate.lists() == 50);
   // The committed ten are in the delegate's list now: still full.
   check_denied(validate(*hook, "late", "acme"), "quota tenant=acme: 10 of 10 sandboxes in use");
@@ -1109,52 +1126,20 @@ TEST_CASE("quota from the watch: 50 concurrent creates for one tenant, max 10: e
   delegate.add("other-1", "other");
   watch.feed->set_live(true);
   auto hook = make_hook("quota", "label = \"tenant\"\nmax = 10", watch.context(delegate));
-  // Catch2 assertions are for the test thread: workers only count.
-  std::atomic<int> allowed{0}, denied{0}, finished{0}, wrong_code{0};
-  std::mutex mu, watch_mu;
-  std::condition_variable cv;
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 5; t++) {
-    threads.emplace_back([&, t] {
-      for (int i = 0; i < 10; i++) {
-        std::string id = "sb-" + std::to_string(t) + "-" + std::to_string(i);
-        InvokeOptions options;
-        options.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        hook->invoke(request_for(HookPhase::kValidate, "CreateSandbox", tenant_sandbox(id, "acme")), options,
-                     [&, id, i](HookOutcome o) {
-                       bool ok = o.failure.ok() && o.response.allowed();
-                       if (ok) {
-                         allowed++;
-                         // Half reported before the call ends, half after.
-                         if (i % 2 == 0) {
-                           std::lock_guard lock(watch_mu);  // one publisher, as the hub
-                           watch.create_at(delegate, id, "acme");
-                         }
-                       } else {
-                         if (o.response.status_code() != "RESOURCE_EXHAUSTED") wrong_code++;
-                         denied++;
-                       }
-                       hook->call_finished(id, ok);
-                       if (ok && i % 2 == 1) {
-                         std::lock_guard lock(watch_mu);
-                         watch.create_at(delegate, id, "acme");
-                       }
-                       std::lock_guard lock(mu);
-                       finished++;
-                       cv.notify_all();
-                     });
-        std::this_thread::sleep_for(std::chrono::microseconds(200 * (i % 3)));
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  {
-    std::unique_lock lock(mu);
-    REQUIRE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return finished == 50; }));
-  }
-  CHECK(allowed == 10);
-  CHECK(wrong_code == 0);
-  CHECK(denied == 40);
+  // Half the allowed creates are reported by the watch before the call
+  // ends, half after; one publisher at a time, as the hub.
+  std::mutex watch_mu;
+  auto report_if = [&](int parity) {
+    return [&, parity](const std::string& id, int i) {
+      if (i % 2 != parity) return;
+      std::lock_guard lock(watch_mu);
+      watch.create_at(delegate, id, "acme");
+    };
+  };
+  auto burst = concurrent_creates(*hook, report_if(0), report_if(1));
+  CHECK(burst.allowed == 10);
+  CHECK(burst.wrong_code == 0);
+  CHECK(burst.denied == 40);
   CHECK(delegate.lists() == 1);
   check_denied(validate(*hook, "late", "acme"), "quota tenant=acme: 10 of 10 sandboxes in use");
   check_allowed(validate(*hook, "other-2", "other"));
