@@ -142,23 +142,19 @@ struct HookServer {
   std::unique_ptr<grpc::Server> server;
 };
 
-std::string python3() {
-  return ::access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
-}
-
 // The Python example (tests/e2e/hooks_test.cc starts it the same way), or
 // null after saying why not.
 std::unique_ptr<Process> start_python_hook(const TempDir& dir, const std::string& socket) {
   std::string out, err;
-  if (run_command({python3(), "-c", "import grpc, google.protobuf"}, &out, &err) != 0) {
-    std::printf("  (f) skipped: python3-grpcio is not importable by %s\n", python3().c_str());
+  if (!python_grpc_available()) {
+    std::printf("  (f) skipped: python3-grpcio is not importable by %s\n", system_python3().c_str());
     return nullptr;
   }
   std::string example = std::string(OWRAP_SOURCE_DIR) + "/examples/hooks/grpc";
   if (run_command({example + "/generate.sh", dir.file("pb2")}, &out, &err) != 0) {
     throw std::runtime_error("examples/hooks/grpc/generate.sh failed: " + err);
   }
-  auto proc = std::make_unique<Process>(std::vector<std::string>{python3(), example + "/quota_label_hook.py",
+  auto proc = std::make_unique<Process>(std::vector<std::string>{system_python3(), example + "/quota_label_hook.py",
                                                                  "--socket", socket, "--pb2-dir", dir.file("pb2")},
                                         dir.file("python-hook.log"));
   if (!wait_for([&] { return std::filesystem::exists(socket); }, 20s)) {

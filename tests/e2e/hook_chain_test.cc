@@ -30,10 +30,6 @@ namespace {
 
 const char* kToken = "eyJhbGciOi.TOKEN-chain-e2e-secret.sig";
 
-std::string python3() {
-  return ::access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "/usr/bin/env";
-}
-
 // An exec hook that appends "<hook>:<phase>" to $ORDER_FILE, records its
 // stdin to $RECORD_FILE, and allows.
 std::string write_recording_hook(const TempDir& dir) {
@@ -354,7 +350,7 @@ TEST_CASE("the Python exec example stamps creates and denies :latest through the
 
 TEST_CASE("a grpc hook whose manifest lacks a configured phase stops start-up", "[e2e][hooks][grpc]") {
   std::string out, err;
-  if (run_command({"/usr/bin/python3", "-c", "import grpc, google.protobuf"}, &out, &err) != 0) {
+  if (!python_grpc_available()) {
     WARN("skipped: python3-grpcio is not importable");
     return;
   }
@@ -362,7 +358,7 @@ TEST_CASE("a grpc hook whose manifest lacks a configured phase stops start-up", 
   std::string example = std::string(OWRAP_SOURCE_DIR) + "/examples/hooks/grpc";
   REQUIRE(run_command({example + "/generate.sh", dir.file("pb2")}, &out, &err) == 0);
   std::string socket = dir.file("hook.sock");
-  Process hook({"/usr/bin/python3", example + "/quota_label_hook.py", "--socket", socket, "--pb2-dir", dir.file("pb2")},
+  Process hook({system_python3(), example + "/quota_label_hook.py", "--socket", socket, "--pb2-dir", dir.file("pb2")},
                dir.file("hook.log"));
   REQUIRE(wait_for([&] { return std::filesystem::exists(socket); }, 20s));
   WrapperSpec spec;

@@ -17,15 +17,6 @@ namespace {
 
 const char* kToken = "eyJhbGciOi.TOKEN-e2e-hooks-secret.sig";
 
-std::string python3() {
-  return ::access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
-}
-
-bool python_grpc_available() {
-  std::string out, err;
-  return run_command({python3(), "-c", "import grpc, google.protobuf"}, &out, &err) == 0;
-}
-
 // The Python LifecycleHook example on `socket`, recording what it is sent.
 std::unique_ptr<Process> start_python_hook(const TempDir& dir, const std::string& socket, const std::string& record) {
   std::string example = std::string(OWRAP_SOURCE_DIR) + "/examples/hooks/grpc";
@@ -34,7 +25,7 @@ std::unique_ptr<Process> start_python_hook(const TempDir& dir, const std::string
     REQUIRE(run_command({example + "/generate.sh", dir.file("pb2")}, &out, &err) == 0);
   }
   auto proc =
-      std::make_unique<Process>(std::vector<std::string>{python3(), example + "/quota_label_hook.py", "--socket",
+      std::make_unique<Process>(std::vector<std::string>{system_python3(), example + "/quota_label_hook.py", "--socket",
                                                          socket, "--pb2-dir", dir.file("pb2"), "--record", record},
                                 dir.file("python-hook.log"));
   // It serves LifecycleHook, not ComputeDriver: wait for the socket file.

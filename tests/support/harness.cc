@@ -309,4 +309,13 @@ grpc::Status generic_unary(const std::string& socket, const std::string& method,
   return result;
 }
 
+std::string system_python3() {
+  return ::access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+}
+
+bool python_grpc_available() {
+  std::string out, err;
+  return run_command({system_python3(), "-c", "import grpc, google.protobuf"}, &out, &err) == 0;
+}
+
 }  // namespace owrap::test

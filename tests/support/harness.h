@@ -109,4 +109,11 @@ grpc::Status generic_unary(const std::string& socket, const std::string& method,
 
 v1::DriverSandbox make_sandbox(const std::string& id, const std::string& driver_config_json = {});
 
+// Debian's /usr/bin/python3 when there is one (python3-grpcio is installed
+// for it; a python3 earlier in PATH may lack it), else "python3".
+std::string system_python3();
+// True when system_python3() can import grpc and google.protobuf (the
+// Python hook examples need both).
+bool python_grpc_available();
+
 }  // namespace owrap::test
