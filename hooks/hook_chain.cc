@@ -77,7 +77,10 @@ HookChain::HookChain(HookChainOptions options, std::vector<ConfiguredHook> hooks
       hooks_(std::move(hooks)),
       after_(options_.config.after_queue_capacity, options_.config.after_concurrency) {
   for (size_t i = 0; i < hooks_.size(); i++) counters_.push_back(std::make_unique<HookCounters>());
-  for (const auto& h : hooks_) claimed_.insert(h.spec.name);
+  for (const auto& h : hooks_) {
+    claimed_.insert(h.spec.name);
+    after_ready_ = after_ready_ || h.spec.phases.test(static_cast<size_t>(HookPhase::kAfterReady));
+  }
   if (auto p = Protection::make(*v1::DriverSandbox::descriptor(), options_.config.protected_paths)) {
     protection_ = std::make_shared<const Protection>(std::move(p.value()));
   }
@@ -292,7 +295,7 @@ void HookChain::enqueue_after(const ChainRun& run, HookPhase phase, const grpc::
 }
 
 void HookChain::sandbox_reported(const v1::DriverSandbox& sandbox) {
-  if (!ready_now(sandbox)) return;
+  if (!after_ready_ || !ready_now(sandbox)) return;
   {
     std::lock_guard lock(mu_);
     if (!ready_.insert(sandbox.id()).second) return;
@@ -311,6 +314,7 @@ void HookChain::sandbox_reported(const v1::DriverSandbox& sandbox) {
 }
 
 void HookChain::sandbox_deleted(const std::string& sandbox_id) {
+  if (!after_ready_) return;
   std::lock_guard lock(mu_);
   ready_.erase(sandbox_id);
 }

@@ -135,6 +135,7 @@ class HookChain {
   mutable std::mutex mu_;
   std::string delegate_version_;
   std::set<std::string> ready_;    // sandboxes whose after_ready ran
+  bool after_ready_ = false;       // some hook has the phase: else events cost nothing
   std::set<std::string> claimed_;  // the hooks' request-config keys
 };
 
