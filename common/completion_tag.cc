@@ -6,9 +6,13 @@ namespace owrap {
 
 namespace {
 
-// The queue this thread polls (null elsewhere) and what was deferred to it.
-thread_local const grpc::CompletionQueue* polled_queue = nullptr;
-thread_local std::deque<CompletionTag*>* deferred_tags = nullptr;
+// The queue this thread polls and what was deferred to it; null on every
+// thread but a queue's poller.
+struct PollingThread {
+  const grpc::CompletionQueue* cq;
+  std::deque<CompletionTag*> deferred;
+};
+thread_local PollingThread* polling = nullptr;
 
 void run_deferred(std::deque<CompletionTag*>& deferred) {
   while (!deferred.empty()) {
@@ -21,22 +25,20 @@ void run_deferred(std::deque<CompletionTag*>& deferred) {
 }  // namespace
 
 void poll_tags(grpc::CompletionQueue* cq) {
-  std::deque<CompletionTag*> deferred;
-  polled_queue = cq;
-  deferred_tags = &deferred;
+  PollingThread self{cq, {}};
+  polling = &self;
   void* tag = nullptr;
   bool ok = false;
   while (cq->Next(&tag, &ok)) {
     static_cast<CompletionTag*>(tag)->proceed(ok);
-    run_deferred(deferred);
+    run_deferred(self.deferred);
   }
-  polled_queue = nullptr;
-  deferred_tags = nullptr;
+  polling = nullptr;
 }
 
 bool defer_on_queue_thread(const grpc::CompletionQueue* cq, CompletionTag* tag) {
-  if (cq == nullptr || cq != polled_queue || deferred_tags == nullptr) return false;
-  deferred_tags->push_back(tag);
+  if (cq == nullptr || polling == nullptr || polling->cq != cq) return false;
+  polling->deferred.push_back(tag);
   return true;
 }
 
