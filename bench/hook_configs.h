@@ -23,6 +23,32 @@ inline openshell::compute::v1::DriverSandbox bench_sandbox(const std::string& id
   return sb;
 }
 
+// The sandbox of bench_sandbox(id) as kDefaultsHook leaves it, sent by the
+// client itself (the base block nested under the delegate's name
+// `delegate`): what the base driver gets either way, so that a wrapper with
+// no hooks fed this shows what the bigger plan costs the driver, apart from
+// what the hook costs.
+inline openshell::compute::v1::DriverSandbox bench_sandbox_as_defaults_leave_it(const std::string& id,
+                                                                                const std::string& delegate) {
+  openshell::compute::v1::DriverSandbox sb = bench_sandbox(id);
+  auto* tmpl = sb.mutable_spec()->mutable_template_();
+  (*tmpl->mutable_labels())["tenant"] = tmpl->labels().at("team");
+  (*tmpl->mutable_labels())["sandbox-ref"] = sb.namespace_() + "/" + sb.name();
+  auto& env = *sb.mutable_spec()->mutable_environment();
+  env["SANDBOX_IMAGE"] = tmpl->image();
+  env["HTTP_PROXY"] = "http://proxy.internal:3128";
+  auto& pod =
+      *(*(*tmpl->mutable_driver_config()->mutable_fields())[delegate].mutable_struct_value()->mutable_fields())["pod"]
+           .mutable_struct_value()
+           ->mutable_fields();
+  (*pod["node_selector"].mutable_struct_value()->mutable_fields())["pool"].set_string_value("sandboxes");
+  auto& toleration = *pod["tolerations"].mutable_list_value()->add_values()->mutable_struct_value()->mutable_fields();
+  toleration["key"].set_string_value("sandbox");
+  toleration["operator"].set_string_value("Exists");
+  toleration["effect"].set_string_value("NoSchedule");
+  return sb;
+}
+
 inline const char* kDefaultsHook = R"(
 [[hooks]]
 name = "defaults"

@@ -14,6 +14,8 @@
 #include "hooks.grpc.pb.h"
 #include "tests/support/harness.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/server_builder.h>
@@ -27,12 +29,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
 
 using namespace owrap::test;
 using owrap::bench::bench_sandbox;
+using owrap::bench::bench_sandbox_as_defaults_leave_it;
 using owrap::bench::cpu_us;
 using owrap::bench::kDefaultsHook;
 using owrap::bench::kPolicyHook;
@@ -84,6 +88,24 @@ void create_or_throw(v1::ComputeDriver::Stub& stub, const v1::DriverSandbox& san
   auto st = stub.CreateSandbox(&ctx, req, &resp);
   // Thrown, not aborted: main's handler lets destructors stop the processes.
   if (!st.ok()) throw std::runtime_error(what + ": CreateSandbox " + sandbox.id() + ": " + st.error_message());
+}
+
+// The spec the driver stored for `id` (its environment, labels, base block),
+// serialized deterministically; empty if it has none.
+std::string stored_spec(v1::ComputeDriver::Stub& stub, const std::string& id) {
+  v1::GetSandboxRequest req;
+  req.set_sandbox_id(id);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 20s);
+  v1::GetSandboxResponse resp;
+  if (!stub.GetSandbox(&ctx, req, &resp).ok()) return "";
+  std::string out;
+  google::protobuf::io::StringOutputStream stream(&out);
+  google::protobuf::io::CodedOutputStream coded(&stream);
+  coded.SetSerializationDeterministic(true);
+  resp.sandbox().spec().SerializeToCodedStream(&coded);
+  coded.Trim();
+  return out;
 }
 
 void delete_sandbox(v1::ComputeDriver::Stub& stub, const std::string& id) {
@@ -190,6 +212,10 @@ struct Target {
   std::unique_ptr<WrapperProc> wrapper;
   std::unique_ptr<v1::ComputeDriver::Stub> stub;    // where creates go
   std::unique_ptr<v1::ComputeDriver::Stub> driver;  // deletes, straight to the driver
+  // What the client sends for a create with this id.
+  std::function<v1::DriverSandbox(const std::string&)> sandbox = [](const std::string& id) {
+    return bench_sandbox(id);
+  };
   std::vector<double> us;
   double wrapper_cpu = 0;  // microseconds over the measured calls
   long next_id = 0;
@@ -231,7 +257,7 @@ void warm_up(Target& t, int calls) {
       [&] {
         try {
           std::string id = "warm-" + t.tag + "-" + std::to_string(t.next_id++);
-          create_or_throw(*t.stub, bench_sandbox(id), t.label);
+          create_or_throw(*t.stub, t.sandbox(id), t.label);
           delete_sandbox(*t.driver, id);
           return true;
         } catch (const std::exception& e) {
@@ -243,7 +269,7 @@ void warm_up(Target& t, int calls) {
   if (!up) throw std::runtime_error("no create succeeded within 20 s; the last: " + last_error);
   for (int i = 0; i < calls; i++) {
     std::string id = "warm-" + t.tag + "-" + std::to_string(t.next_id++);
-    create_or_throw(*t.stub, bench_sandbox(id), t.label);
+    create_or_throw(*t.stub, t.sandbox(id), t.label);
     delete_sandbox(*t.driver, id);
   }
 }
@@ -258,7 +284,7 @@ void sequential_creates(std::vector<Target*>& targets, int rounds, int per_round
       double cpu0 = t->wrapper ? cpu_us(t->wrapper_pid()) : 0;
       for (int i = 0; i < per_round; i++) {
         std::string id = "c-" + t->tag + "-" + std::to_string(t->next_id++);
-        auto sandbox = bench_sandbox(id);
+        auto sandbox = t->sandbox(id);
         auto t0 = Clock::now();
         create_or_throw(*t->stub, sandbox, t->label);
         t->us.push_back(us_since(t0));
@@ -297,6 +323,28 @@ Target* find(const std::vector<Target*>& targets, const std::string& tag) {
     if (t->tag == tag) return t;
   }
   return nullptr;
+}
+
+// (b2) stands for what the defaults hook makes only if its driver stores
+// the same spec as (c1)'s: checked once, so an edit to kDefaultsHook that
+// bench_sandbox_as_defaults_leave_it misses does not go unseen.
+void check_shaped(const std::vector<Target*>& targets) {
+  Target* shaped = find(targets, "shaped");
+  Target* defaults = find(targets, "defaults");
+  if (!shaped || !defaults) return;
+  std::string specs[2];
+  Target* both[2] = {shaped, defaults};
+  for (int i = 0; i < 2; i++) {
+    create_or_throw(*both[i]->stub, both[i]->sandbox("shape-check"), both[i]->label);
+    specs[i] = stored_spec(*both[i]->driver, "shape-check");
+    delete_sandbox(*both[i]->driver, "shape-check");
+  }
+  if (specs[0].empty() || specs[0] != specs[1]) {
+    throw std::runtime_error(
+        "(b2) does not send the plan the defaults hook makes: update "
+        "bench_sandbox_as_defaults_leave_it (bench/hook_configs.h) to match kDefaultsHook");
+  }
+  std::printf("  (b2) checked: its driver stores the same spec as (c1)'s\n");
 }
 
 // What quota pays to seed its count (and per create while the wrapper's
@@ -348,6 +396,19 @@ void print_verdicts(const std::vector<Target*>& targets, const std::vector<doubl
   std::printf("\n");
   std::printf("  per builtin hook: ((c) - (b)) / 3 = %.1f us p50, %.1f us wrapper cpu (target < 20 us: %s)\n",
               per_builtin, per_builtin_cpu, per_builtin < 20 ? "met" : "missed");
+  // The base driver and the relay handle defaults' bigger plan whether a
+  // hook made it or the client sent it: (b2) - (b) is that, not the hook.
+  const Target* shaped = find(targets, "shaped");
+  const Target* defaults = find(targets, "defaults");
+  double plan_cost = shaped->p(0.5) - zero->p(0.5);
+  double per_builtin_own = (builtin->p(0.5) - shaped->p(0.5)) / 3;
+  std::printf(
+      "  the bigger plan alone: (b2) - (b) = %.1f us p50, %.1f us wrapper cpu; the hooks' own cost: defaults (c1) - "
+      "(b2) = %.1f us p50, %.1f us wrapper cpu; per builtin hook ((c) - (b2)) / 3 = %.1f us p50 (target < 20 us: "
+      "%s)\n",
+      plan_cost, (shaped->wrapper_cpu - zero->wrapper_cpu) / shaped->us.size(), defaults->p(0.5) - shaped->p(0.5),
+      (defaults->wrapper_cpu - shaped->wrapper_cpu) / defaults->us.size(), per_builtin_own,
+      per_builtin_own < 20 ? "met" : "missed");
   double grpc_added = cpp->p(0.5) - zero->p(0.5);
   std::printf(
       "  grpc hook (C++): (e) - (b) = %.1f us p50 = %.2f x one Invoke round trip (target: about one round trip: %s)\n",
@@ -527,7 +588,7 @@ Options parse_options(int argc, char** argv) {
     } else {
       throw std::runtime_error(
           "usage: bench_hooks [--only TAG[,TAG...]] [--rounds N] [--no-burst | --bursts N]; tags: direct, "
-          "zero, builtin3, defaults, policy, quota, exec, grpc-cpp, grpc-py");
+          "zero, shaped, builtin3, defaults, policy, quota, exec, grpc-cpp, grpc-py");
     }
   }
   return o;
@@ -546,6 +607,8 @@ int run(const Options& options) {
   std::vector<std::unique_ptr<Target>> owned;
   owned.push_back(make_target(dir, "direct", "(a) direct to the memory driver", 0, "", true));
   owned.push_back(make_target(dir, "zero", "(b) wrapper, 0 hooks", 0, ""));
+  owned.push_back(make_target(dir, "shaped", "(b2) wrapper, 0 hooks, sent (c1)'s plan", 0, ""));
+  owned.back()->sandbox = [](const std::string& id) { return bench_sandbox_as_defaults_leave_it(id, "memory"); };
   owned.push_back(make_target(dir, "builtin3", "(c) 3 builtin: defaults, policy, quota", 3,
                               std::string(kDefaultsHook) + kPolicyHook + kQuotaHook));
   owned.push_back(make_target(dir, "defaults", "(c1) builtin defaults alone", 1, kDefaultsHook));
@@ -559,7 +622,7 @@ int run(const Options& options) {
   }
   std::vector<Target*> targets;
   for (auto& t : owned) {
-    bool wanted = options.only.empty() || t->tag == "zero" ||
+    bool wanted = options.only.empty() || t->tag == "zero" || t->tag == "shaped" ||
                   std::find(options.only.begin(), options.only.end(), t->tag) != options.only.end();
     if (!wanted) continue;
     targets.push_back(t.get());
@@ -568,6 +631,7 @@ int run(const Options& options) {
   std::fflush(stdout);
 
   const int rounds = options.rounds, per_round = 100;
+  check_shaped(targets);
   sequential_creates(targets, rounds, per_round);
   auto cpp_rt = invoke_round_trips(cpp_hook.socket, 2000);
   std::vector<double> py_rt;

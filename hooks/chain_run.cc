@@ -276,11 +276,18 @@ bool ChainRun::apply_patches(const ChainStep& step, const hookpb::HookResponse& 
     return false;
   }
   const auto& changes = plan_->changes();
+  // The fields are built only for lines that are written.
+  const bool info = Logger::instance().enabled(LogLevel::kInfo);
+  const bool debug = Logger::instance().enabled(LogLevel::kDebug);
   for (size_t i = before; i < changes.size(); i++) {
-    log_info(
-        "hook patched the plan",
-        {{"hook", changes[i].hook}, {"op", changes[i].op}, {"path", changes[i].path}, {"sandbox_id", sandbox_id_}});
-    log_debug("patch value", {{"hook", changes[i].hook}, {"path", changes[i].path}, {"value", changes[i].value}});
+    if (info) {
+      log_info(
+          "hook patched the plan",
+          {{"hook", changes[i].hook}, {"op", changes[i].op}, {"path", changes[i].path}, {"sandbox_id", sandbox_id_}});
+    }
+    if (debug) {
+      log_debug("patch value", {{"hook", changes[i].hook}, {"path", changes[i].path}, {"value", changes[i].value}});
+    }
     verdict.changed_paths.push_back(changes[i].path);
   }
   return true;

@@ -50,16 +50,23 @@ void PathOwners::erase_at_and_below(const std::string& pointer) {
 }
 
 void PathOwners::claim_set(const PathTokens& path, const json& value, const std::string& hook) {
-  erase_at_and_below(to_pointer(path));
+  std::string pointer = to_pointer(path);
+  erase_at_and_below(pointer);
+  claim_leaves(pointer, value, hook);
+}
+
+// `pointer` has nothing owned at or below it.
+void PathOwners::claim_leaves(std::string& pointer, const json& value, const std::string& hook) {
   if (!value.is_object() || value.empty()) {
-    owners_[to_pointer(path)] = hook;
+    owners_.emplace(pointer, hook);
     return;
   }
-  PathTokens child = path;
-  child.emplace_back();
-  for (const auto& [key, item] : value.items()) {
-    child.back() = key;
-    claim_set(child, item, hook);
+  const size_t length = pointer.size();
+  for (const auto& [key, item] : value.get_ref<const json::object_t&>()) {
+    pointer += '/';
+    pointer += escape_token(key);
+    claim_leaves(pointer, item, hook);
+    pointer.resize(length);
   }
 }
 

@@ -42,6 +42,7 @@ class PathOwners {
 
  private:
   void erase_at_and_below(const std::string& pointer);
+  void claim_leaves(std::string& pointer, const nlohmann::json& value, const std::string& hook);
   std::map<std::string, std::string> owners_;
 };
 

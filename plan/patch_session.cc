@@ -55,6 +55,18 @@ std::string without_tag(const std::string& what) {
   return what.rfind("[json.exception.", 0) == 0 && end != std::string::npos ? what.substr(end + 2) : what;
 }
 
+// nlohmann's patch_inplace aborts the process (an assert) when the parent
+// of an add's target is a string, number or boolean, and silently does
+// nothing for such a remove: a hook's reply must never reach either.
+std::string scalar_parent(const json& doc, const PathTokens& path) {
+  if (path.empty()) return "";
+  PathTokens parent_path = parent_of(path);
+  const json* parent = find_at(doc, parent_path);
+  if (!parent || parent->is_structured() || parent->is_null()) return "";
+  return to_pointer(parent_path) + " is a " + parent->type_name() + ", not an object or array: it has no member \"" +
+         path.back() + "\"";
+}
+
 }  // namespace
 
 std::string patch_label(const json& raw, size_t index) {
@@ -184,7 +196,64 @@ std::string PatchSession::check_owner(const PathTokens& path) const {
          "\" may not override it (may_override = false)";
 }
 
+// add, remove and replace where the path plainly exists (or, for add, its
+// parent): done here, without nlohmann's patch_inplace, which copies the
+// operation and parses its pointer again. Anything else (a missing parent,
+// a bad index, the whole document) is left to patch_inplace, so errors keep
+// its wording.
+bool PatchSession::run_directly(const Op& op) {
+  if (op.path.empty() || !is_one_of(op.op, {"add", "remove", "replace"})) return false;
+  json* parent = const_cast<json*>(find_at(doc_, parent_of(op.path)));
+  if (!parent) return false;
+  const std::string& token = op.path.back();
+  if (parent->is_object()) {
+    auto it = parent->find(token);
+    if (op.op == "add") {
+      (*parent)[token] = op.value;
+    } else if (it == parent->end()) {
+      return false;
+    } else if (op.op == "replace") {
+      *it = op.value;
+    } else {
+      parent->erase(it);
+    }
+    return true;
+  }
+  if (!parent->is_array()) return false;
+  auto& items = parent->get_ref<json::array_t&>();
+  if (op.op == "add" && token == "-") {
+    items.push_back(op.value);
+    return true;
+  }
+  auto index = array_index(token);
+  if (!index || *index > items.size() || (op.op != "add" && *index == items.size())) return false;
+  if (op.op == "add") {
+    items.insert(items.begin() + static_cast<std::ptrdiff_t>(*index), op.value);
+  } else if (op.op == "replace") {
+    items[*index] = op.value;
+  } else {
+    items.erase(items.begin() + static_cast<std::ptrdiff_t>(*index));
+  }
+  return true;
+}
+
+std::string PatchSession::refuse_scalar_parent(const Op& op) const {
+  if (op.op == "test" || op.op == "replace") return "";
+  if (op.op != "move") return scalar_parent(doc_, op.path);
+  if (std::string why = scalar_parent(doc_, op.from); !why.empty()) return why;
+  // The add lands in the document without `from`, where indices may have moved.
+  json without = doc_;
+  try {
+    without.patch_inplace(json::array({{{"op", "remove"}, {"path", op.raw->at("from")}}}));
+  } catch (const json::exception&) {
+    return "";  // the move fails as patch_inplace says
+  }
+  return scalar_parent(without, op.path);
+}
+
 std::string PatchSession::run(const Op& op) {
+  if (run_directly(op)) return "";
+  if (std::string why = refuse_scalar_parent(op); !why.empty()) return why;
   try {
     doc_.patch_inplace(json::array({*op.raw}));
   } catch (const json::exception& e) {
@@ -203,8 +272,11 @@ void PatchSession::record(const Op& op) {
   } else {
     record_add(op.path, op.value);
   }
-  std::string from = is_one_of(op.op, {"move", "copy"}) ? to_pointer(op.from) : "";
-  changes_.push_back({hook_, op.op, to_pointer(op.path), from, op.op == "remove" ? json() : op.value});
+  // The operation's own pointers: parsed, they were valid, so they are
+  // already in the form to_pointer() would give.
+  std::string from = is_one_of(op.op, {"move", "copy"}) ? op.raw->at("from").get<std::string>() : "";
+  changes_.push_back(
+      {hook_, op.op, op.raw->at("path").get<std::string>(), from, op.op == "remove" ? json() : op.value});
 }
 
 void PatchSession::record_removal(const PathTokens& path) {

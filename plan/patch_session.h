@@ -55,6 +55,8 @@ class PatchSession {
   std::string check_owners(const Op& op) const;
   std::string check_owner(const PathTokens& path) const;
   std::string run(const Op& op);
+  bool run_directly(const Op& op);
+  std::string refuse_scalar_parent(const Op& op) const;
   void record(const Op& op);
   void record_removal(const PathTokens& path);
   void record_add(const PathTokens& path, const nlohmann::json& value);

@@ -25,6 +25,28 @@ std::string hook_prefix(const std::string& hook) {
   return "hook \"" + hook + "\": ";
 }
 
+// At least dump().size(): a string's character escapes as at most six
+// ("\u001f"), a number prints in at most 32. Most patch sets are far below
+// the limit, and this walk allocates nothing.
+size_t dump_size_bound(const json& value) {
+  switch (value.type()) {
+    case json::value_t::string:
+      return 2 + 6 * value.get_ref<const std::string&>().size();
+    case json::value_t::array: {
+      size_t n = 2 + value.size();
+      for (const auto& item : value) n += dump_size_bound(item);
+      return n;
+    }
+    case json::value_t::object: {
+      size_t n = 2 + value.size();
+      for (const auto& [key, item] : value.items()) n += 3 + 6 * key.size() + dump_size_bound(item);
+      return n;
+    }
+    default:
+      return 32;
+  }
+}
+
 // A reply beyond the limits is malformed: refused before any operation runs.
 std::string check_limits(const json& patches, const PatchRules& rules) {
   if (!patches.is_array()) return "the patches must be a JSON array of operations";
@@ -32,6 +54,7 @@ std::string check_limits(const json& patches, const PatchRules& rules) {
     return std::to_string(patches.size()) + " patch operations, more than the limit of " +
            std::to_string(rules.max_patches) + " (max_patches)";
   }
+  if (dump_size_bound(patches) <= rules.max_bytes) return "";
   size_t bytes = patches.dump().size();
   if (bytes > rules.max_bytes) {
     return "the patch set is " + std::to_string(bytes) + " bytes, more than the limit of " +
@@ -75,8 +98,22 @@ const nlohmann::json& Plan::json() const {
   return doc ? *doc.value() : kNone;
 }
 
+Result<nlohmann::json> Plan::copy_document() const {
+  auto doc = document();
+  if (!doc) return Error{doc.error()};
+  return *doc.value();
+}
+
+Result<nlohmann::json> Plan::take_document() {
+  auto doc = document();
+  if (!doc) return Error{doc.error()};
+  nlohmann::json out = std::move(*json_);
+  json_.reset();  // made again from current_ if this apply is refused
+  return out;
+}
+
 Result<Plan::Staged> Plan::stage(const std::string& hook, const nlohmann::json& patches, bool may_override,
-                                 const PatchRules& rules) const {
+                                 const PatchRules& rules, Result<nlohmann::json> doc) const {
   if (std::string why = check_limits(patches, rules); !why.empty()) return Error{hook_prefix(hook) + why};
   std::optional<Protection> made;
   if (!rules.protection) {
@@ -84,9 +121,8 @@ Result<Plan::Staged> Plan::stage(const std::string& hook, const nlohmann::json& 
     if (!protection) return Error{hook_prefix(hook) + protection.error()};
     made = std::move(protection.value());
   }
-  auto doc = document();
   if (!doc) return Error{hook_prefix(hook) + doc.error()};
-  PatchSession session(made ? *made : *rules.protection, hook, may_override, *doc.value(), owners_);
+  PatchSession session(made ? *made : *rules.protection, hook, may_override, std::move(doc.value()), owners_);
   for (size_t i = 0; i < patches.size(); i++) {
     if (std::string why = session.apply(patches[i], i); !why.empty()) return Error{hook_prefix(hook) + why};
   }
@@ -120,7 +156,7 @@ std::string Plan::find_type_error(const nlohmann::json& patches) const {
 }
 
 Status Plan::apply(const std::string& hook, const nlohmann::json& patches, bool may_override, const PatchRules& rules) {
-  auto staged = stage(hook, patches, may_override, rules);
+  auto staged = stage(hook, patches, may_override, rules, take_document());
   if (!staged) return Status(StatusCode::INVALID_ARGUMENT, staged.error());
   json_ = std::move(staged->doc);
   owners_ = std::move(staged->owners);
@@ -131,14 +167,23 @@ Status Plan::apply(const std::string& hook, const nlohmann::json& patches, bool 
 
 Result<std::vector<PlanChange>> Plan::preview(const std::string& hook, const nlohmann::json& patches, bool may_override,
                                               const PatchRules& rules) const {
-  auto staged = stage(hook, patches, may_override, rules);
+  auto staged = stage(hook, patches, may_override, rules, copy_document());
   if (!staged) return Error{staged.error()};
   return std::move(staged->changes);
 }
 
 Status Plan::write_back(DriverSandbox& target) const {
-  DriverSandbox after = *current_;
-  write_changes(*base_, after, target);
+  if (changes_.empty()) return Status::OK;
+  ChangedPaths changed;
+  for (const auto& change : changes_) {
+    for (const std::string* pointer : {&change.path, &change.from}) {
+      if (pointer == &change.from && change.from.empty()) continue;
+      auto tokens = parse_pointer(*pointer);
+      if (!tokens) return Status(StatusCode::INTERNAL, "plan: a recorded change has a bad path: " + tokens.error());
+      changed.add(tokens.value());
+    }
+  }
+  write_changes_at(*base_, *current_, target, changed);
   return Status::OK;
 }
 

@@ -86,8 +86,12 @@ class Plan {
     std::vector<PlanChange> changes;
     openshell::compute::v1::DriverSandbox sandbox;
   };
+  // Patches `doc`: the plan's own JSON form, taken (apply: a refusal drops
+  // it, to be made again from the view), or a copy of it (preview).
   Result<Staged> stage(const std::string& hook, const nlohmann::json& patches, bool may_override,
-                       const PatchRules& rules) const;
+                       const PatchRules& rules, Result<nlohmann::json> doc) const;
+  Result<nlohmann::json> copy_document() const;
+  Result<nlohmann::json> take_document();
   std::string find_type_error(const nlohmann::json& patches) const;
   // The JSON form of current_, made once; an error if it has none.
   Result<const nlohmann::json*> document() const;

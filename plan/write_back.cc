@@ -4,8 +4,12 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/message_differencer.h>
 
+#include <algorithm>
 #include <map>
+#include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace owrap {
 
@@ -130,7 +134,134 @@ void write_map(const Message& before, Message& after, Message& target, const Fie
   }
 }
 
+int find_entry(const Message& message, const FieldDescriptor* map, const std::string& key) {
+  const Reflection* r = message.GetReflection();
+  const FieldDescriptor* key_field = map->message_type()->map_key();
+  for (int i = 0, n = r->FieldSize(message, map); i < n; i++) {
+    const Message& entry = r->GetRepeatedMessage(message, map, i);
+    if (entry.GetReflection()->GetString(entry, key_field) == key) return i;
+  }
+  return -1;
+}
+
+// `message`'s own copy, made on first use: the write-back by changed paths
+// copies only the levels where it has to hand write_changes() a value to
+// move from, never the whole plan.
+class CopyOnUse {
+ public:
+  explicit CopyOnUse(const Message& message) : message_(message) {}
+  Message& get() {
+    if (!copy_) {
+      copy_.reset(message_.New());
+      copy_->CopyFrom(message_);
+    }
+    return *copy_;
+  }
+
+ private:
+  const Message& message_;
+  std::unique_ptr<Message> copy_;
+};
+
+// One key of a string-keyed map, as write_map() treats each key.
+void write_entry(const Message& before, const Message& after, Message& target, const FieldDescriptor* map,
+                 const std::string& key) {
+  const Reflection* r = after.GetReflection();
+  int was = find_entry(before, map, key);
+  int now = find_entry(after, map, key);
+  if (now < 0) {
+    if (was >= 0) erase_entry(target, map, key);
+    return;
+  }
+  const Message& entry = r->GetRepeatedMessage(after, map, now);
+  if (was >= 0 && same_message(r->GetRepeatedMessage(before, map, was), entry)) return;
+  int there = find_entry(target, map, key);
+  if (there < 0) {
+    r->AddMessage(&target, map)->CopyFrom(entry);
+  } else if (was >= 0) {
+    CopyOnUse copy(entry);
+    write_changes(r->GetRepeatedMessage(before, map, was), copy.get(), *r->MutableRepeatedMessage(&target, map, there));
+  } else {
+    r->MutableRepeatedMessage(&target, map, there)->CopyFrom(entry);
+  }
+}
+
+bool is_struct(const google::protobuf::Descriptor* type) {
+  return type->full_name() == "google.protobuf.Struct";
+}
+
+// A map field whose changed keys are known: only those keys are written.
+void write_map_at(const Message& before, CopyOnUse& after_copy, const Message& after, Message& target,
+                  const FieldDescriptor* map, const ChangedPaths& changed) {
+  if (changed.whole || map->message_type()->map_key()->cpp_type() != FieldDescriptor::CPPTYPE_STRING) {
+    write_map(before, after_copy.get(), target, map);
+    return;
+  }
+  for (const auto& [key, below] : changed.children) write_entry(before, after, target, map, key);
+}
+
+void write_field_at(const Message& before, CopyOnUse& after_copy, const Message& after, Message& target,
+                    const FieldDescriptor* field, const ChangedPaths& changed) {
+  const Reflection* r = after.GetReflection();
+  if (const OneofDescriptor* oneof = field->real_containing_oneof()) {
+    write_oneof(before, after_copy.get(), target, oneof);
+  } else if (field->is_map()) {
+    write_map_at(before, after_copy, after, target, field, changed);
+  } else if (field->is_repeated() || field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) {
+    if (!same_field(before, after, field)) take_field(after_copy.get(), target, field);
+  } else if (!r->HasField(after, field)) {
+    if (r->HasField(before, field)) r->ClearField(&target, field);
+  } else if (changed.whole) {
+    if (same_field(before, after, field)) return;
+    CopyOnUse copy(r->GetMessage(after, field));
+    write_changes(r->GetMessage(before, field), copy.get(), *r->MutableMessage(&target, field));
+  } else {
+    write_changes_at(r->GetMessage(before, field), r->GetMessage(after, field), *r->MutableMessage(&target, field),
+                     changed);
+  }
+}
+
 }  // namespace
+
+void ChangedPaths::add(const PathTokens& path) {
+  ChangedPaths* node = this;
+  for (const auto& token : path) {
+    if (node->whole) return;
+    node = &node->children[token];
+  }
+  node->whole = true;
+  node->children.clear();
+}
+
+void write_changes_at(const Message& before, const Message& after, Message& target, const ChangedPaths& changed) {
+  CopyOnUse after_copy(after);
+  if (changed.whole) {
+    write_changes(before, after_copy.get(), target);
+    return;
+  }
+  const google::protobuf::Descriptor* type = after.GetDescriptor();
+  if (is_struct(type)) {  // the JSON view names a Struct's keys right after it
+    write_map_at(before, after_copy, after, target, type->field(0), changed);
+    return;
+  }
+  std::vector<std::pair<const FieldDescriptor*, const ChangedPaths*>> fields;
+  for (const auto& [token, below] : changed.children) {
+    const FieldDescriptor* field = type->FindFieldByName(token);
+    if (!field) {  // not a path of this schema: judge the whole message
+      write_changes(before, after_copy.get(), target);
+      return;
+    }
+    fields.emplace_back(field, &below);
+  }
+  std::vector<const OneofDescriptor*> oneofs_done;  // a oneof is written once, as a unit
+  for (const auto& [field, below] : fields) {
+    if (const OneofDescriptor* oneof = field->real_containing_oneof()) {
+      if (std::find(oneofs_done.begin(), oneofs_done.end(), oneof) != oneofs_done.end()) continue;
+      oneofs_done.push_back(oneof);
+    }
+    write_field_at(before, after_copy, after, target, field, *below);
+  }
+}
 
 std::string canonical_bytes(const Message& m) {
   std::string out;
