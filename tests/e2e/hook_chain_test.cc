@@ -567,3 +567,33 @@ TEST_CASE("quota: a ListSandboxes reply that does not parse refuses the create, 
   v1::GetSandboxResponse resp;
   CHECK(stub->GetSandbox(&ctx, get, &resp).error_code() == grpc::StatusCode::NOT_FOUND);
 }
+
+// nlohmann's patch asserts when an add's parent is a scalar: such a reply
+// aborted the wrapper (every call in flight lost, a restart loop on each
+// create). It is a malformed reply now, judged by the hook's failure policy.
+TEST_CASE("a hook patching beneath a string is refused naming the path; the wrapper stays up", "[e2e][hooks]") {
+  TempDir dir;
+  std::string hook = dir.file("beneath.sh");
+  write_file(hook,
+             "#!/bin/sh\ncat >/dev/null\n"
+             "echo '{\"allowed\": true, \"patches\": [{\"op\": \"add\", \"path\": \"/spec/template/image/0\", "
+             "\"value\": \"x\"}]}'\n");
+  ::chmod(hook.c_str(), 0755);
+  WrapperSpec spec;
+  spec.command = memory_command();
+  spec.extra_delegate_toml = exec_hook_toml("beneath", hook, "\"prepare\"", "");
+  WrapperProc wrapper(dir, spec);
+  REQUIRE(wait_for_socket(wrapper.socket));
+  auto stub = stub_for(wrapper.socket);
+  grpc::Status s = create(*stub, create_request("beneath-1"));
+  CHECK(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK_THAT(s.error_message(), Contains("hook \"beneath\""));
+  CHECK_THAT(s.error_message(), Contains("/spec/template/image is a string, not an object or array"));
+  // Still serving, and nothing reached the base.
+  CHECK(wrapper.proc->running());
+  grpc::ClientContext ctx;
+  v1::GetSandboxRequest get_req;
+  get_req.set_sandbox_id("beneath-1");
+  v1::GetSandboxResponse resp;
+  CHECK(stub->GetSandbox(&ctx, get_req, &resp).error_code() == grpc::StatusCode::NOT_FOUND);
+}
