@@ -212,6 +212,11 @@ void write_field_at(const Message& before, CopyOnUse& after_copy, const Message&
   } else if (!r->HasField(after, field)) {
     if (r->HasField(before, field)) r->ClearField(&target, field);
   } else if (changed.whole) {
+    if (!r->HasField(before, field) && !r->HasField(target, field)) {
+      // New here and nothing hidden beneath it: write_changes() would copy it key by key.
+      r->MutableMessage(&target, field)->CopyFrom(r->GetMessage(after, field));
+      return;
+    }
     if (same_field(before, after, field)) return;
     CopyOnUse copy(r->GetMessage(after, field));
     write_changes(r->GetMessage(before, field), copy.get(), *r->MutableMessage(&target, field));
