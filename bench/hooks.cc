@@ -225,7 +225,8 @@ struct Target {
 };
 
 std::unique_ptr<Target> make_target(const TempDir& dir, std::string tag, std::string label, int hooks,
-                                    const std::string& hooks_toml, bool direct = false) {
+                                    const std::string& hooks_toml, bool direct = false,
+                                    const std::string& binary = {}) {
   auto t = std::make_unique<Target>();
   t->tag = std::move(tag);
   t->label = std::move(label);
@@ -245,6 +246,7 @@ std::unique_ptr<Target> make_target(const TempDir& dir, std::string tag, std::st
   spec.endpoint_socket = t->memory->socket;
   spec.extra_toml = "log_level = \"warn\"\n";
   spec.extra_delegate_toml = hooks_toml;
+  spec.binary = binary;
   t->wrapper = std::make_unique<WrapperProc>(dir, spec);
   t->stub = stub_for(t->wrapper->socket);
   return t;
@@ -612,6 +614,12 @@ int run(const Options& options) {
   owned.push_back(make_target(dir, "builtin3", "(c) 3 builtin: defaults, policy, quota", 3,
                               std::string(kDefaultsHook) + kPolicyHook + kQuotaHook));
   owned.push_back(make_target(dir, "defaults", "(c1) builtin defaults alone", 1, kDefaultsHook));
+  // OWRAP_BENCH_WRAPPER: another build's wrapper, run with the defaults hook
+  // in the same rounds, to compare builds on a shared machine.
+  if (const char* other = std::getenv("OWRAP_BENCH_WRAPPER")) {
+    owned.push_back(make_target(dir, "defaults-other", std::string("(c1') defaults alone, ") + other, 1, kDefaultsHook,
+                                false, other));
+  }
   owned.push_back(make_target(dir, "policy", "(c2) builtin policy alone", 1, kPolicyHook));
   owned.push_back(make_target(dir, "quota", "(c3) builtin quota alone", 1, kQuotaHook));
   owned.push_back(make_target(dir, "exec", "(d) 1 exec hook (/bin/sh script)", 1, exec_hook("allow-sh", allow_sh)));
@@ -622,7 +630,7 @@ int run(const Options& options) {
   }
   std::vector<Target*> targets;
   for (auto& t : owned) {
-    bool wanted = options.only.empty() || t->tag == "zero" || t->tag == "shaped" ||
+    bool wanted = options.only.empty() || t->tag == "zero" || t->tag == "shaped" || t->tag == "defaults-other" ||
                   std::find(options.only.begin(), options.only.end(), t->tag) != options.only.end();
     if (!wanted) continue;
     targets.push_back(t.get());

@@ -218,7 +218,8 @@ std::string wrapper_toml(const WrapperSpec& spec, const std::string& socket) {
 WrapperProc::WrapperProc(const TempDir& dir, const WrapperSpec& spec)
     : socket(dir.file("run-" + spec.name + "/" + spec.name + ".sock")), config(dir.file(spec.name + ".toml")) {
   write_file(config, wrapper_toml(spec, socket));
-  proc = std::make_unique<Process>(std::vector<std::string>{wrapper_bin(), "run", "--config", config},
+  proc = std::make_unique<Process>(
+      std::vector<std::string>{spec.binary.empty() ? wrapper_bin() : spec.binary, "run", "--config", config},
                                    dir.file(spec.name + ".log"));
   if (!wait_for_socket(socket, std::chrono::seconds(15))) {
     throw std::runtime_error("wrapper " + spec.name + " did not come up: " + proc->log());

@@ -76,6 +76,7 @@ struct WrapperSpec {
   std::string extra_toml;  // appended to [wrapper]
   std::string extra_delegate_toml;
   int ready_timeout_ms = 10000;
+  std::string binary;  // the wrapper to run; this build's when empty (benches compare builds)
 };
 
 std::string wrapper_toml(const WrapperSpec& spec, const std::string& socket);
