@@ -5,7 +5,10 @@
 // `finished` step, as the pipeline does, and prints the time per create.
 // quota counts from a live watch feed, seeded by one list of 100 sandboxes
 // (5 teams) that answers at once.
-// Prints figures; asserts nothing (timing is not a test).
+// Prints figures; asserts nothing (timing is not a test). Run with a
+// malloc-counting library preloaded that exports `owrap_malloc_count`
+// (docs/performance.md shows a ten-line one) and it also prints the heap
+// allocations per create, which decide how the chain fares on a cold cache.
 #include "bench/hook_configs.h"
 #include "bench/proc_stats.h"
 #include "common/io_thread.h"
@@ -16,6 +19,8 @@
 #include "hooks/sandbox_feed.h"
 
 #include <toml++/toml.h>
+
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <chrono>
@@ -60,14 +65,22 @@ std::unique_ptr<HookChain> make_chain(IoThread& io, const std::string& toml_text
   return chain;
 }
 
+// The preloaded counter, if any.
+unsigned long (*malloc_count())() {
+  static auto* fn = reinterpret_cast<unsigned long (*)()>(dlsym(RTLD_DEFAULT, "owrap_malloc_count"));
+  return fn;
+}
+
 // One create through the chain's stages; the request is built outside the
 // timed part, as the relay has it before the stages run.
-double one_create(std::vector<Stage>& stages, const std::string& id) {
+double one_create(std::vector<Stage>& stages, const std::string& id, unsigned long& allocations) {
   v1::CreateSandboxRequest request;
   *request.mutable_sandbox() = bench::bench_sandbox(id);
   CallState state;
   state.rpc = Rpc::kCreateSandbox;
   state.sandbox_id = id;
+  auto* count = malloc_count();
+  unsigned long allocations0 = count ? count() : 0;
   auto t0 = Clock::now();
   for (auto& stage : stages) {
     if (!stage.before) continue;
@@ -79,7 +92,9 @@ double one_create(std::vector<Stage>& stages, const std::string& id) {
     if (stage.finished) stage.finished(state, grpc::Status::OK, DelegateOutcome::kCommitted);
   }
   state.hook_run.reset();
-  return std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+  double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+  if (count) allocations += count() - allocations0;
+  return us;
 }
 
 }  // namespace
@@ -107,15 +122,19 @@ int main(int argc, char** argv) {
       if (std::string(row.label).rfind(only, 0) != 0) continue;
       auto chain = make_chain(io, row.toml);
       auto stages = chain->stages();
-      for (int i = 0; i < calls / 10; i++) one_create(stages, "warm-" + std::to_string(i));
+      unsigned long allocations = 0;
+      for (int i = 0; i < calls / 10; i++) one_create(stages, "warm-" + std::to_string(i), allocations);
+      allocations = 0;
       std::vector<double> us;
       us.reserve(calls);
-      for (int i = 0; i < calls; i++) us.push_back(one_create(stages, "c-" + std::to_string(i)));
+      for (int i = 0; i < calls; i++) us.push_back(one_create(stages, "c-" + std::to_string(i), allocations));
       double sum = 0;
       for (double u : us) sum += u;
       std::sort(us.begin(), us.end());
-      std::printf("  %-28s %9.1f %9.1f %9.1f\n", row.label, bench::quantile(us, 0.5), bench::quantile(us, 0.99),
+      std::printf("  %-28s %9.1f %9.1f %9.1f", row.label, bench::quantile(us, 0.5), bench::quantile(us, 0.99),
                   sum / calls);
+      if (malloc_count()) std::printf("  %7.0f allocations", static_cast<double>(allocations) / calls);
+      std::printf("\n");
       chain->stop();
     }
   } catch (const std::exception& e) {
