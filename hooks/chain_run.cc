@@ -25,17 +25,18 @@ nlohmann::json patches_to_json(const hookpb::HookResponse& response) {
 }
 
 // A reply the protocol does not allow, before its content is judged.
-grpc::Status check_reply(const HookSpec& spec, HookPhase phase, const hookpb::HookResponse& response) {
+grpc::Status check_reply(const HookSpec& spec, HookPhase phase, const HookOutcome& outcome) {
+  const hookpb::HookResponse& response = outcome.response;
   if (!response.status_code().empty() && !status_code_from_name(response.status_code())) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "answered an unknown status_code \"" + response.status_code() + "\"");
   }
-  if (phase != HookPhase::kPrepare && response.patches_size() > 0) {
+  if (phase != HookPhase::kPrepare && outcome.patch_count() > 0) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "answered patches in phase " + std::string(phase_name(phase)) + " (only prepare may patch)");
   }
-  if (static_cast<size_t>(response.patches_size()) > spec.max_patches) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "answered " + std::to_string(response.patches_size()) +
+  if (outcome.patch_count() > spec.max_patches) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "answered " + std::to_string(outcome.patch_count()) +
                                                                 " patch operations; the limit is " +
                                                                 std::to_string(spec.max_patches));
   }
@@ -209,7 +210,7 @@ bool ChainRun::judge(const ChainStep& step, HookOutcome outcome) {
   HookVerdict verdict{h.hook->name(), std::string(phase_name(step.phase)), "allowed", "", {}};
   const hookpb::HookResponse& response = outcome.response;
   grpc::Status failure = outcome.failure;
-  if (failure.ok()) failure = check_reply(h.spec, step.phase, response);
+  if (failure.ok()) failure = check_reply(h.spec, step.phase, outcome);
   // Built only for a line that is written: most invocations allow quietly.
   auto fields = [&] {
     nlohmann::json f = {{"hook", h.hook->name()},
@@ -237,8 +238,9 @@ bool ChainRun::judge(const ChainStep& step, HookOutcome outcome) {
                      "hook \"" + h.hook->name() + "\" denied " + std::string(rpc_name(rpc_)) + ": " + verdict.reason));
     return false;
   }
-  if (failure.ok() && step.phase == HookPhase::kPrepare && response.patches_size() > 0) {
-    if (!apply_patches(step, response, verdict, failure)) {
+  if (failure.ok() && step.phase == HookPhase::kPrepare && outcome.patch_count() > 0) {
+    nlohmann::json patches = outcome.patch_json ? std::move(*outcome.patch_json) : patches_to_json(response);
+    if (!apply_patches(step, patches, verdict, failure)) {
       // failure says why; judged below
     }
   }
@@ -249,11 +251,10 @@ bool ChainRun::judge(const ChainStep& step, HookOutcome outcome) {
   return true;
 }
 
-bool ChainRun::apply_patches(const ChainStep& step, const hookpb::HookResponse& response, HookVerdict& verdict,
+bool ChainRun::apply_patches(const ChainStep& step, const nlohmann::json& patches, HookVerdict& verdict,
                              grpc::Status& failure) {
   const ConfiguredHook& h = chain_.hooks_[step.hook];
   if (!plan_) return true;
-  nlohmann::json patches = patches_to_json(response);
   PatchRules rules = chain_.rules_for(h.spec);
   if (h.spec.mode == HookMode::kAudit) {
     auto preview = plan_->preview(h.hook->name(), patches, h.spec.may_override, rules);

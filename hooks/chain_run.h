@@ -63,8 +63,7 @@ class ChainRun : public std::enable_shared_from_this<ChainRun> {
   // Judges the answer of the current step; false when the run ends here.
   bool judge(const ChainStep& step, HookOutcome outcome);
   bool fail_step(const ChainStep& step, const grpc::Status& failure, HookVerdict& verdict);
-  bool apply_patches(const ChainStep& step, const hookpb::HookResponse& response, HookVerdict& verdict,
-                     grpc::Status& failure);
+  bool apply_patches(const ChainStep& step, const nlohmann::json& patches, HookVerdict& verdict, grpc::Status& failure);
   std::shared_ptr<hookpb::HookRequest> request_for(const ChainStep& step,
                                                    std::chrono::steady_clock::time_point deadline) const;
   std::chrono::steady_clock::time_point deadline_for(const ChainStep& step) const;

@@ -87,11 +87,16 @@ struct InvokeOptions {
 struct HookOutcome {
   grpc::Status failure;
   hookpb::HookResponse response;
+  // An in-process hook may answer its patches here, as the RFC 6902 array
+  // the plan applies, instead of in `response.patches`: the same operations
+  // without a round trip through protobuf Values. Never both.
+  std::optional<nlohmann::json> patch_json;
 
-  static HookOutcome answered(hookpb::HookResponse response) { return {grpc::Status::OK, std::move(response)}; }
+  static HookOutcome answered(hookpb::HookResponse response) { return {grpc::Status::OK, std::move(response), {}}; }
   static HookOutcome failed(grpc::StatusCode code, std::string message) {
-    return {grpc::Status(code, std::move(message)), {}};
+    return {grpc::Status(code, std::move(message)), {}, {}};
   }
+  size_t patch_count() const { return patch_json ? patch_json->size() : static_cast<size_t>(response.patches_size()); }
 };
 using HookDone = std::function<void(HookOutcome)>;
 

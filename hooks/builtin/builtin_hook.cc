@@ -46,50 +46,6 @@ nlohmann::json sandbox_json(const computepb::DriverSandbox& sandbox) {
   return doc ? std::move(doc.value()) : nlohmann::json::object();
 }
 
-namespace {
-
-// Built in place: a Value returned and copied into its parent per level
-// would copy every subtree once per level above it.
-void fill_proto_value(const nlohmann::json& value, google::protobuf::Value& out) {
-  switch (value.type()) {
-    case nlohmann::json::value_t::null:
-    case nlohmann::json::value_t::discarded:
-    case nlohmann::json::value_t::binary:
-      out.set_null_value(google::protobuf::NULL_VALUE);
-      break;
-    case nlohmann::json::value_t::boolean:
-      out.set_bool_value(value.get<bool>());
-      break;
-    case nlohmann::json::value_t::number_integer:
-    case nlohmann::json::value_t::number_unsigned:
-    case nlohmann::json::value_t::number_float:
-      out.set_number_value(value.get<double>());
-      break;
-    case nlohmann::json::value_t::string:
-      out.set_string_value(value.get_ref<const std::string&>());
-      break;
-    case nlohmann::json::value_t::array: {
-      auto* list = out.mutable_list_value();
-      list->mutable_values()->Reserve(static_cast<int>(value.size()));
-      for (const auto& v : value) fill_proto_value(v, *list->add_values());
-      break;
-    }
-    case nlohmann::json::value_t::object: {
-      auto* fields = out.mutable_struct_value()->mutable_fields();
-      for (const auto& [k, v] : value.get_ref<const nlohmann::json::object_t&>()) fill_proto_value(v, (*fields)[k]);
-      break;
-    }
-  }
-}
-
-}  // namespace
-
-google::protobuf::Value to_proto_value(const nlohmann::json& value) {
-  google::protobuf::Value out;
-  fill_proto_value(value, out);
-  return out;
-}
-
 const toml::table& config_table(const HookSpec& spec) {
   static const toml::table empty;
   return spec.config_toml ? *spec.config_toml : empty;

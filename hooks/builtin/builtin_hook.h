@@ -48,7 +48,6 @@ hookpb::HookResponse deny_response(std::string_view code, std::string reason);
 // The sandbox as the hook protocol's JSON view: protobuf JSON with proto
 // field names (default values left out, as the plan's view does).
 nlohmann::json sandbox_json(const computepb::DriverSandbox& sandbox);
-google::protobuf::Value to_proto_value(const nlohmann::json& value);
 // The hook's config table, or an empty one.
 const toml::table& config_table(const HookSpec& spec);
 // Joins configuration errors into the factory's Error, one per line.

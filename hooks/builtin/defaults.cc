@@ -22,12 +22,27 @@ struct Section {
   nlohmann::json values;             // an object; strings are templates
 };
 
+// Where a default sits in the hook's config ("hooks[0].config.labels.tenant"),
+// spelled out only for an error: most values never fail.
+struct ConfigKey {
+  const ConfigKey* parent = nullptr;
+  const std::string* root = nullptr;  // set on the root only
+  std::string_view member;            // ".member" below the parent, or
+  size_t index = 0;                   // "[index]" when `member` is empty
+
+  std::string str() const {
+    if (root) return *root;
+    return parent->str() + (member.empty() ? "[" + std::to_string(index) + "]" : "." + std::string(member));
+  }
+};
+
 class Patcher {
  public:
   explicit Patcher(const computepb::DriverSandbox& sandbox) : sandbox_(sandbox), view_(sandbox_json(sandbox)) {}
 
   // Adds `section`'s missing values; an error names the config key.
   std::optional<std::string> merge(const Section& section) {
+    const ConfigKey key{nullptr, &section.config_key, {}, 0};
     nlohmann::json* node = &view_;
     std::string path;
     for (size_t i = 0; i < section.pointer.size(); i++) {
@@ -36,53 +51,56 @@ class Patcher {
       auto it = node->find(token);
       if (it == node->end()) {
         // Create the missing parents with one add of the whole subtree.
-        auto value = expand(section.values, section.config_key);
+        auto value = expand(section.values, key);
         if (!value) return error_;
         if (value->empty()) return std::nullopt;
         for (size_t j = section.pointer.size(); j-- > i + 1;) *value = nlohmann::json{{section.pointer[j], *value}};
-        add(path + "/" + escape_token(token), node, token, *value);
+        add(path + "/" + escape_token(token), node, token, std::move(*value));
         return std::nullopt;
       }
       path += "/" + escape_token(token);
       node = &*it;
     }
-    return merge_into(*node, path, section.values, section.config_key);
+    return merge_into(*node, path, section.values, key);
   }
 
-  std::vector<hookpb::PatchOperation> take_patches() { return std::move(patches_); }
+  nlohmann::json take_patches() { return std::move(patches_); }
 
  private:
   std::optional<std::string> merge_into(nlohmann::json& node, const std::string& path, const nlohmann::json& values,
-                                        const std::string& key) {
+                                        const ConfigKey& key) {
     if (!node.is_object()) return std::nullopt;
-    for (const auto& [k, v] : values.items()) {
+    for (const auto& [k, v] : values.get_ref<const nlohmann::json::object_t&>()) {
+      const ConfigKey child{&key, nullptr, k, 0};
       auto it = node.find(k);
       if (it != node.end()) {
         if (!it->is_object() || !v.is_object()) continue;  // the plan's value wins
-        if (auto err = merge_into(*it, path + "/" + escape_token(k), v, key + "." + k)) return err;
+        if (auto err = merge_into(*it, path + "/" + escape_token(k), v, child)) return err;
         continue;
       }
-      auto value = expand(v, key + "." + k);
+      auto value = expand(v, child);
       if (!value) return error_;
-      add(path + "/" + escape_token(k), &node, k, *value);
+      add(path + "/" + escape_token(k), &node, k, std::move(*value));
     }
     return std::nullopt;
   }
 
   // `value` with templates expanded; nullopt (and error_) on a missing variable.
-  std::optional<nlohmann::json> expand(const nlohmann::json& value, const std::string& key) {
+  std::optional<nlohmann::json> expand(const nlohmann::json& value, const ConfigKey& key) {
     if (value.is_string()) {
-      auto s = expand_template(value.get<std::string>(), sandbox_);
+      const std::string& text = value.get_ref<const std::string&>();
+      if (text.find_first_of("{}") == std::string::npos) return value;  // no variable, no "{{" or "}}"
+      auto s = expand_template(text, sandbox_);
       if (!s) {
-        error_ = key + ": " + s.error();
+        error_ = key.str() + ": " + s.error();
         return std::nullopt;
       }
-      return nlohmann::json(s.value());
+      return nlohmann::json(std::move(s.value()));
     }
     if (value.is_object()) {
       nlohmann::json out = nlohmann::json::object();
-      for (const auto& [k, v] : value.items()) {
-        auto e = expand(v, key + "." + k);
+      for (const auto& [k, v] : value.get_ref<const nlohmann::json::object_t&>()) {
+        auto e = expand(v, ConfigKey{&key, nullptr, k, 0});
         if (!e) return std::nullopt;
         out[k] = std::move(*e);
       }
@@ -91,7 +109,7 @@ class Patcher {
     if (value.is_array()) {
       nlohmann::json out = nlohmann::json::array();
       for (size_t i = 0; i < value.size(); i++) {
-        auto e = expand(value[i], key + "[" + std::to_string(i) + "]");
+        auto e = expand(value[i], ConfigKey{&key, nullptr, {}, i});
         if (!e) return std::nullopt;
         out.push_back(std::move(*e));
       }
@@ -102,18 +120,14 @@ class Patcher {
 
   // Records the add and applies it to the view, so later sections see the
   // parents it created.
-  void add(const std::string& path, nlohmann::json* parent, const std::string& key, const nlohmann::json& value) {
-    hookpb::PatchOperation op;
-    op.set_op("add");
-    op.set_path(path);
-    *op.mutable_value() = to_proto_value(value);
-    patches_.push_back(std::move(op));
+  void add(std::string path, nlohmann::json* parent, const std::string& key, nlohmann::json value) {
     (*parent)[key] = value;
+    patches_.push_back({{"op", "add"}, {"path", std::move(path)}, {"value", std::move(value)}});
   }
 
   const computepb::DriverSandbox& sandbox_;
   nlohmann::json view_;
-  std::vector<hookpb::PatchOperation> patches_;
+  nlohmann::json patches_ = nlohmann::json::array();  // answered as HookOutcome::patch_json
   std::string error_;
 };
 
@@ -138,9 +152,9 @@ class DefaultsHook : public SyncBuiltinHook {
         return HookOutcome::failed(grpc::StatusCode::INVALID_ARGUMENT, *err);
       }
     }
-    auto response = allow_response();
-    for (auto& op : patcher.take_patches()) *response.add_patches() = std::move(op);
-    return HookOutcome::answered(std::move(response));
+    HookOutcome outcome = HookOutcome::answered(allow_response());
+    if (nlohmann::json patches = patcher.take_patches(); !patches.empty()) outcome.patch_json = std::move(patches);
+    return outcome;
   }
 
  private:

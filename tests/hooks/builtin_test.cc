@@ -78,9 +78,15 @@ json value_json(const google::protobuf::Value& v) {
   return json::parse(text);
 }
 
-json patches_json(const hookpb::HookResponse& response) {
+// The patches as the chain gets them: in-process hooks answer JSON
+// (HookOutcome::patch_json), others protobuf Values.
+json patches_json(const HookOutcome& outcome) {
+  if (outcome.patch_json) {
+    CHECK(outcome.response.patches_size() == 0);  // never both
+    return *outcome.patch_json;
+  }
   json out = json::array();
-  for (const auto& op : response.patches()) {
+  for (const auto& op : outcome.response.patches()) {
     out.push_back({{"op", op.op()}, {"path", op.path()}, {"value", value_json(op.value())}});
   }
   return out;
@@ -88,8 +94,8 @@ json patches_json(const hookpb::HookResponse& response) {
 
 // The patches applied as the plan component will: to the JSON view, then
 // back to a DriverSandbox (which must still parse).
-cpb::DriverSandbox apply(const cpb::DriverSandbox& sandbox, const hookpb::HookResponse& response) {
-  json patched = sandbox_json(sandbox).patch(patches_json(response));
+cpb::DriverSandbox apply(const cpb::DriverSandbox& sandbox, const HookOutcome& outcome) {
+  json patched = sandbox_json(sandbox).patch(patches_json(outcome));
   return sandbox_from(patched.dump());
 }
 
@@ -123,7 +129,7 @@ TEST_CASE("builtin registry: kinds, phases, unknown kinds and phases", "[builtin
 
 TEST_CASE("defaults: adds only missing values, with templates, creating parents", "[builtin][defaults]") {
   auto hook = make_hook("defaults", R"(
-    labels = { owner = "{labels.team}", keep = "default", ref = "{sandbox.id}-{{lit}}", "app.kubernetes.io/part-of" = "openshell" }
+    labels = { owner = "{labels.team}", keep = "default", ref = "{sandbox.id}-{{lit}}", "app.kubernetes.io/part-of" = "openshell", brace = "a}}b" }
     environment = { FOO = "{sandbox.name}@{sandbox.namespace}", BAR = "default", IMG = "{template.image}" }
     driver_config = { pod = { node_selector = { pool = "sandboxes" }, runtime_class_name = "gvisor" } }
   )");
@@ -133,15 +139,16 @@ TEST_CASE("defaults: adds only missing values, with templates, creating parents"
   auto outcome = invoke_sync(*hook, HookPhase::kPrepare, sb);
   REQUIRE(outcome.failure.ok());
   CHECK(outcome.response.allowed());
-  CHECK(patches_json(outcome.response) == json::parse(R"([
+  CHECK(patches_json(outcome) == json::parse(R"([
     {"op": "add", "path": "/spec/template/labels/app.kubernetes.io~1part-of", "value": "openshell"},
+    {"op": "add", "path": "/spec/template/labels/brace", "value": "a}b"},
     {"op": "add", "path": "/spec/template/labels/owner", "value": "blue"},
     {"op": "add", "path": "/spec/template/labels/ref", "value": "sb-1-{lit}"},
     {"op": "add", "path": "/spec/template/driver_config",
      "value": {"pod": {"node_selector": {"pool": "sandboxes"}, "runtime_class_name": "gvisor"}}},
     {"op": "add", "path": "/spec/environment", "value": {"FOO": "n1@ns", "IMG": "ghcr.io/acme/img:1"}}
   ])"));
-  auto result = apply(sb, outcome.response);
+  auto result = apply(sb, outcome);
   CHECK(result.spec().template_().labels().at("keep") == "caller");
   CHECK(result.spec().template_().labels().at("owner") == "blue");
   CHECK(result.spec().environment().at("FOO") == "n1@ns");
@@ -161,7 +168,7 @@ TEST_CASE("defaults: the worked example of docs/hooks.md", "[builtin][defaults]"
       "driver_config": {"pod": {"node_selector": {"pool": "gpu"}}}}}})");
   auto outcome = invoke_sync(*hook, HookPhase::kPrepare, sb);
   REQUIRE(outcome.failure.ok());
-  CHECK(patches_json(outcome.response) == json::parse(R"([
+  CHECK(patches_json(outcome) == json::parse(R"([
     {"op": "add", "path": "/spec/template/labels/sandbox-ref", "value": "team-a/dev"},
     {"op": "add", "path": "/spec/template/labels/tenant", "value": "blue"},
     {"op": "add", "path": "/spec/template/driver_config/pod/tolerations",
@@ -182,11 +189,11 @@ TEST_CASE("defaults: deep-merges driver_config without overwriting the caller", 
       {"pod": {"node_selector": {"pool": "gpu"}, "priority_class_name": "high"}}}}})");
   auto outcome = invoke_sync(*hook, HookPhase::kPrepare, sb);
   REQUIRE(outcome.failure.ok());
-  CHECK(patches_json(outcome.response) == json::parse(R"([
+  CHECK(patches_json(outcome) == json::parse(R"([
     {"op": "add", "path": "/spec/template/driver_config/pod/node_selector/zone", "value": "a"},
     {"op": "add", "path": "/spec/template/driver_config/pod/tolerations", "value": [{"key": "sandbox", "operator": "Exists"}]}
   ])"));
-  auto result = apply(sb, outcome.response);
+  auto result = apply(sb, outcome);
   json dc = sandbox_json(result)["spec"]["template"]["driver_config"];
   CHECK(dc["pod"]["node_selector"] == json({{"pool", "gpu"}, {"zone", "a"}}));
   CHECK(dc["pod"]["priority_class_name"] == "high");
@@ -200,18 +207,18 @@ TEST_CASE("defaults: a sandbox without spec gets one add per section, parents cr
   auto sb = sandbox_from(R"({"id": "sb-3"})");
   auto outcome = invoke_sync(*hook, HookPhase::kPrepare, sb);
   REQUIRE(outcome.failure.ok());
-  CHECK(patches_json(outcome.response) == json::parse(R"([
+  CHECK(patches_json(outcome) == json::parse(R"([
     {"op": "add", "path": "/spec", "value": {"template": {"labels": {"sandbox": "sb-3"}}}},
     {"op": "add", "path": "/spec/template/driver_config", "value": {"pod": {"runtime_class_name": "gvisor"}}}
   ])"));
-  auto result = apply(sb, outcome.response);
+  auto result = apply(sb, outcome);
   CHECK(result.spec().template_().labels().at("sandbox") == "sb-3");
 
   // Nothing missing: nothing to add; other phases are not its business.
-  CHECK(invoke_sync(*hook, HookPhase::kPrepare, result).response.patches_size() == 0);
+  CHECK(invoke_sync(*hook, HookPhase::kPrepare, result).patch_count() == 0);
   auto other = invoke_sync(*hook, HookPhase::kValidate, sb);
   CHECK(other.response.allowed());
-  CHECK(other.response.patches_size() == 0);
+  CHECK(other.patch_count() == 0);
 }
 
 TEST_CASE("defaults: a missing template variable fails the call naming variable and key", "[builtin][defaults]") {
@@ -238,7 +245,7 @@ TEST_CASE("defaults: a missing template variable fails the call naming variable 
       R"({"id": "sb-4", "spec": {"template": {"labels": {"tenant": "t", "pool": "p"}, "driver_config": {}}}})");
   outcome = invoke_sync(*hook, HookPhase::kPrepare, has_tenant);
   REQUIRE(outcome.failure.ok());
-  CHECK(patches_json(outcome.response) == json::parse(R"([
+  CHECK(patches_json(outcome) == json::parse(R"([
     {"op": "add", "path": "/spec/template/driver_config/pod", "value": {"node_selector": {"pool": "p"}}}
   ])"));
 }

@@ -626,42 +626,6 @@ void mutate(json& doc, std::mt19937& rng) {
   }
 }
 
-// The to_proto_value builtins used before it was rewritten in place.
-Value old_to_proto_value(const json& value) {
-  Value out;
-  switch (value.type()) {
-    case json::value_t::null:
-    case json::value_t::discarded:
-      out.set_null_value(google::protobuf::NULL_VALUE);
-      break;
-    case json::value_t::boolean:
-      out.set_bool_value(value.get<bool>());
-      break;
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned:
-    case json::value_t::number_float:
-      out.set_number_value(value.get<double>());
-      break;
-    case json::value_t::string:
-      out.set_string_value(value.get<std::string>());
-      break;
-    case json::value_t::array: {
-      auto* list = out.mutable_list_value();
-      for (const auto& v : value) *list->add_values() = old_to_proto_value(v);
-      break;
-    }
-    case json::value_t::object: {
-      auto* fields = out.mutable_struct_value()->mutable_fields();
-      for (const auto& [k, v] : value.items()) (*fields)[k] = old_to_proto_value(v);
-      break;
-    }
-    case json::value_t::binary:
-      out.set_null_value(google::protobuf::NULL_VALUE);
-      break;
-  }
-  return out;
-}
-
 }  // namespace
 
 // ------------------------------------------------------------ message -> JSON
@@ -1163,20 +1127,4 @@ TEST_CASE("sandbox json: patch values are written as protobuf writes them", "[sa
   int walked = 0;
   for (int i = 0; i < 2000; i++) walked += same_value_json(gen.value(0));
   CHECK(walked > 1500);
-}
-
-TEST_CASE("sandbox json: to_proto_value builds what it built before", "[sandbox_json]") {
-  QuietProtobuf quiet;
-  Gen gen(5);
-  std::mt19937 rng(5);
-  for (int i = 0; i < 2000; i++) {
-    Value v = gen.value(0);
-    json doc = protobuf_json::value_to_json(v);
-    if (rng() % 4 == 0) doc = {{"x", random_json(rng)}, {"y", json::array({random_json(rng), random_json(rng)})}};
-    if (doc.is_discarded()) continue;
-    CHECK(bytes_of(to_proto_value(doc)) == bytes_of(old_to_proto_value(doc)));
-  }
-  for (const json& odd : {json(json::value_t::discarded), json::binary({1}), json(std::nan("")), json(-0.0)}) {
-    CHECK(bytes_of(to_proto_value(odd)) == bytes_of(old_to_proto_value(odd)));
-  }
 }
