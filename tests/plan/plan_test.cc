@@ -484,8 +484,16 @@ TEST_CASE("a type error after an earlier hook's null is refused, never blamed on
           "[plan][!mayfail]") {
   Plan plan = plan_of(parse(kSandbox));
   applied(plan, "first", {op("add", "/spec/resource_requirements", {{"gpu", nullptr}})});
-  CHECK_THAT(refused(plan, "second", {op_from("copy", "/spec/resource_requirements", "/spec/template/resources")}),
-             Catch::Contains("/spec/template/resources/gpu: no such field"));
+  const std::string view = text_of(plan.view());
+  // Not refused(): a refusal leaves the plan's JSON in protobuf's form.
+  auto status = plan.apply(
+      "second", Patches{op_from("copy", "/spec/resource_requirements", "/spec/template/resources")}.value, false, {});
+  REQUIRE_FALSE(status.ok());
+  CHECK(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(status.error_message(),
+             Catch::StartsWith("hook \"second\": ") && Catch::Contains("/spec/template/resources/gpu: no such field"));
+  CHECK(text_of(plan.view()) == view);
+  CHECK(plan.changes().size() == 1);
 }
 
 // A move onto an ancestor of its source: after it, the source's parent is
