@@ -497,7 +497,10 @@ TEST_CASE("a type error after an earlier hook's null is refused, never blamed on
 }
 
 // A move onto an ancestor of its source: after it, the source's parent is
-// the moved array, and the source's last token is no index of it.
+// the moved array, and the source's last token is no index of it. The
+// removal's bookkeeping dereferenced array_index("x") (an empty optional):
+// undefined behaviour, an abort with -D_GLIBCXX_ASSERTIONS; nothing this
+// build can see, so this test passes either way.
 TEST_CASE("a move onto its source's parent leaves ownership as a replace of that parent would", "[plan]") {
   Plan plan = plan_of(parse(kSandbox));
   applied(plan, "first", {op("add", "/spec/template/driver_config/list", {{"x", json::array({1, 2})}})});
