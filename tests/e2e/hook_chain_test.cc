@@ -5,6 +5,10 @@
 // tools (plan, check-config).
 #include "support/harness.h"
 
+#include "hooks.grpc.pb.h"
+
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -594,6 +598,105 @@ TEST_CASE("a hook patching beneath a string is refused naming the path; the wrap
   grpc::ClientContext ctx;
   v1::GetSandboxRequest get_req;
   get_req.set_sandbox_id("beneath-1");
+  v1::GetSandboxResponse resp;
+  CHECK(stub->GetSandbox(&ctx, get_req, &resp).error_code() == grpc::StatusCode::NOT_FOUND);
+}
+
+// What the operator tools print quotes hooks: an exec hook's stderr and a
+// grpc hook's status message are bytes, not necessarily UTF-8, and the JSON
+// printer refuses invalid UTF-8 (nlohmann's type_error 316) unless told how
+// to write it.
+TEST_CASE("plan prints a hook's failure whose stderr is not UTF-8; it does not abort", "[e2e][hooks][tools]") {
+  TempDir dir;
+  std::string hook = dir.file("garbled.sh");
+  write_file(hook, "#!/bin/sh\ncat >/dev/null\nprintf 'broken \\377\\376 bytes\\n' >&2\nexit 1\n");
+  ::chmod(hook.c_str(), 0755);
+  WrapperSpec spec;
+  spec.command = {"/bin/true"};
+  spec.extra_delegate_toml = exec_hook_toml("garbled", hook, "\"prepare\"", "");
+  write_file(dir.file("w.toml"), wrapper_toml(spec, dir.file("run/w.sock")));
+  write_file(dir.file("sb.json"), R"({"id": "g-1", "spec": {"template": {"image": "busybox"}}})");
+  std::string out, err;
+  CHECK(run_command({wrapper_bin(), "plan", "--config", dir.file("w.toml"), "--sandbox", dir.file("sb.json")}, &out,
+                    &err) == 1);
+  INFO(err);
+  auto printed = nlohmann::json::parse(out, nullptr, false);
+  REQUIRE_FALSE(printed.is_discarded());
+  CHECK(printed["result"] == "refused");
+  CHECK(printed["hooks"][0]["verdict"] == "failed");
+  // The bytes that are not UTF-8 are printed as U+FFFD.
+  CHECK_THAT(printed["hooks"][0]["reason"].get<std::string>(), Contains("broken \xEF\xBF\xBD\xEF\xBF\xBD bytes"));
+}
+
+namespace {
+namespace hookpb = openshell::driver_wrapper::hooks::v1;
+class DescribeFails final : public hookpb::LifecycleHook::Service {
+  grpc::Status Describe(grpc::ServerContext*, const hookpb::DescribeRequest*, hookpb::HookManifest*) override {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "manifest \xff\xfe unavailable");
+  }
+};
+}  // namespace
+
+TEST_CASE("check-config prints a grpc hook's Describe error that is not UTF-8; it does not abort",
+          "[e2e][hooks][tools][grpc]") {
+  TempDir dir;
+  std::string socket = dir.file("hook.sock");
+  DescribeFails service;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + socket, grpc::InsecureServerCredentials());
+  builder.RegisterService(&service);
+  auto server = builder.BuildAndStart();
+  REQUIRE(server != nullptr);
+  WrapperSpec spec;
+  spec.command = memory_command();
+  spec.extra_delegate_toml = "\n[[hooks]]\nname = \"garbled\"\ntype = \"grpc\"\nsocket = \"" + socket +
+                             "\"\nphases = [\"validate\"]\nconnect_timeout_ms = 1000\n";
+  write_file(dir.file("w.toml"), wrapper_toml(spec, dir.file("run/w.sock")));
+  std::string out, err;
+  CHECK(run_command({wrapper_bin(), "check-config", dir.file("w.toml")}, &out, &err) == 0);
+  INFO(err);
+  auto printed = nlohmann::json::parse(out, nullptr, false);
+  REQUIRE_FALSE(printed.is_discarded());
+  CHECK_THAT(printed["hooks"][0]["describe"]["error"].get<std::string>(),
+             Contains("manifest \xEF\xBF\xBD\xEF\xBF\xBD unavailable"));
+  server->Shutdown(std::chrono::system_clock::now() + 1s);
+}
+
+// The wrapper side of plan_test's "a type error after an earlier hook's
+// null": the search for the operation to blame read past the patch set and
+// threw out of the hook's thread (std::terminate). The fix is in
+// plan/plan.cc; [!mayfail] until it lands.
+TEST_CASE("a second hook's type error after a first hook's null is refused; the wrapper stays up",
+          "[e2e][hooks][!mayfail]") {
+  TempDir dir;
+  auto patching_hook = [&](const std::string& name, const std::string& patch) {
+    std::string path = dir.file(name + ".sh");
+    write_file(path, "#!/bin/sh\ncat >/dev/null\necho '{\"allowed\": true, \"patches\": [" + patch + "]}'\n");
+    ::chmod(path.c_str(), 0755);
+    return path;
+  };
+  WrapperSpec spec;
+  spec.command = memory_command();
+  spec.extra_delegate_toml =
+      exec_hook_toml("first",
+                     patching_hook("first", R"({"op": "add", "path": "/spec/resource_requirements", )"
+                                            R"("value": {"gpu": null}})"),
+                     "\"prepare\"", "") +
+      exec_hook_toml("second",
+                     patching_hook("second", R"({"op": "copy", "from": "/spec/resource_requirements", )"
+                                             R"("path": "/spec/template/resources"})"),
+                     "\"prepare\"", "");
+  WrapperProc wrapper(dir, spec);
+  REQUIRE(wait_for_socket(wrapper.socket));
+  auto stub = stub_for(wrapper.socket);
+  grpc::Status s = create(*stub, create_request("null-1"));
+  CHECK(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK_THAT(s.error_message(), Contains("hook \"second\""));
+  CHECK_THAT(s.error_message(), Contains("/spec/template/resources/gpu: no such field"));
+  // Still serving, and nothing reached the base.
+  grpc::ClientContext ctx;
+  v1::GetSandboxRequest get_req;
+  get_req.set_sandbox_id("null-1");
   v1::GetSandboxResponse resp;
   CHECK(stub->GetSandbox(&ctx, get_req, &resp).error_code() == grpc::StatusCode::NOT_FOUND);
 }

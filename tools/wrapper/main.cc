@@ -85,7 +85,7 @@ int check_config(const std::vector<std::string>& args) {
     std::cerr << error << "\n";
     return 1;
   }
-  std::cout << out.dump(2) << "\n";
+  std::cout << owrap::printable_json(out) << "\n";
   return 0;
 }
 

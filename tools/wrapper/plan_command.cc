@@ -89,6 +89,10 @@ bool check_hooks(const WrapperConfig& config, nlohmann::json& config_json, std::
   return true;
 }
 
+std::string printable_json(const nlohmann::json& doc) {
+  return doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 int run_plan(const std::vector<std::string>& args) {
   std::string config_path, sandbox_path;
   bool validate_delegate = false;
@@ -140,7 +144,7 @@ int run_plan(const std::vector<std::string>& args) {
       ConfigSplitOptions{config->name, config->delegate.name, config->config_mode, chain.claimed_keys()});
   google::protobuf::Struct wrapper_block;
   if (grpc::Status s = splitter.split(*sandbox.mutable_spec()->mutable_template_(), wrapper_block); !s.ok()) {
-    std::cout << nlohmann::json{{"result", "refused"}, {"error", s.error_message()}}.dump(2) << "\n";
+    std::cout << printable_json({{"result", "refused"}, {"error", s.error_message()}}) << "\n";
     return 1;
   }
   std::promise<PlanReport> promise;
@@ -164,7 +168,7 @@ int run_plan(const std::vector<std::string>& args) {
                              : nlohmann::json{{"verdict", "invalid"}, {"error", s.error_message()}};
     if (!s.ok()) out["result"] = "refused";
   }
-  std::cout << out.dump(2) << "\n";
+  std::cout << printable_json(out) << "\n";
   return out["result"] == "allowed" ? 0 : 1;
 }
 
