@@ -280,8 +280,12 @@ void PatchSession::record(const Op& op) {
 }
 
 void PatchSession::record_removal(const PathTokens& path) {
-  if (parent_array(path)) {
-    owners_.shift(parent_of(path), *array_index(path.back()), -1);
+  // Looked at after the operation: a move onto an ancestor of its source
+  // leaves another value at the source's parent, maybe an array the
+  // source's last token does not index.
+  auto index = parent_array(path) ? array_index(path.back()) : std::nullopt;
+  if (index) {
+    owners_.shift(parent_of(path), *index, -1);
     return;
   }
   owners_.claim_removal(path, hook_);

@@ -127,13 +127,15 @@ Result<Plan::Staged> Plan::stage(const std::string& hook, const nlohmann::json& 
     if (std::string why = session.apply(patches[i], i); !why.empty()) return Error{hook_prefix(hook) + why};
   }
   Staged out{std::move(session.doc()), std::move(session.owners()), std::move(session.changes()), {}};
-  if (!json_to_message(out.doc, out.sandbox)) return Error{hook_prefix(hook) + find_type_error(patches)};
+  if (auto parsed = json_to_message(out.doc, out.sandbox); !parsed) {
+    return Error{hook_prefix(hook) + find_type_error(patches, parsed.error())};
+  }
   return out;
 }
 
 // The operation after the last prefix of the patch set whose result is still
 // a DriverSandbox: the one that broke it for good.
-std::string Plan::find_type_error(const nlohmann::json& patches) const {
+std::string Plan::find_type_error(const nlohmann::json& patches, const std::string& whole) const {
   nlohmann::json doc = json();
   DriverSandbox scratch;
   size_t culprit = 0;
@@ -151,6 +153,10 @@ std::string Plan::find_type_error(const nlohmann::json& patches) const {
       why = parsed.error();
     }
   }
+  // The replay starts from the document the patch set ran on (the plan's
+  // JSON is always protobuf's form of the view), so some prefix failed; if
+  // that ever stops holding, no operation is named rather than one past the last.
+  if (culprit >= patches.size()) return "the result is not a DriverSandbox: " + whole;
   const nlohmann::json& op = patches[culprit];
   return patch_label(op, culprit) + ": " + op.value("path", "") + ": the result is not a DriverSandbox: " + why;
 }
@@ -158,7 +164,10 @@ std::string Plan::find_type_error(const nlohmann::json& patches) const {
 Status Plan::apply(const std::string& hook, const nlohmann::json& patches, bool may_override, const PatchRules& rules) {
   auto staged = stage(hook, patches, may_override, rules, take_document());
   if (!staged) return Status(StatusCode::INVALID_ARGUMENT, staged.error());
-  json_ = std::move(staged->doc);
+  // Not the patched document: it keeps what the hook wrote ({"gpu": null})
+  // where the view has protobuf's form ({}); the next hook is shown the view,
+  // so its patches, and a refusal's replay, must run on the same form.
+  json_.reset();
   owners_ = std::move(staged->owners);
   current_ = std::make_shared<const DriverSandbox>(std::move(staged->sandbox));
   for (auto& change : staged->changes) changes_.push_back(std::move(change));

@@ -54,8 +54,9 @@ class Plan {
   std::shared_ptr<const openshell::compute::v1::DriverSandbox> shared_view() const { return current_; }
   // The view before any hook changed it (what activation is judged on).
   const openshell::compute::v1::DriverSandbox& original() const { return *base_; }
-  // The same as protobuf JSON (proto field names, no defaults). Made on
-  // first use: a call whose hooks only judge never pays for it.
+  // The same as protobuf JSON (proto field names, no defaults): always
+  // protobuf's form of view(), never the text a hook wrote. Made on first
+  // use: a call whose hooks only judge never pays for it.
   const nlohmann::json& json() const;
 
   // Applies one hook's RFC 6902 patch array, atomically. On a refusal the
@@ -92,7 +93,7 @@ class Plan {
                        const PatchRules& rules, Result<nlohmann::json> doc) const;
   Result<nlohmann::json> copy_document() const;
   Result<nlohmann::json> take_document();
-  std::string find_type_error(const nlohmann::json& patches) const;
+  std::string find_type_error(const nlohmann::json& patches, const std::string& whole) const;
   // The JSON form of current_, made once; an error if it has none.
   Result<const nlohmann::json*> document() const;
 
