@@ -6,9 +6,9 @@
 // quota counts from a live watch feed, seeded by one list of 100 sandboxes
 // (5 teams) that answers at once.
 // Prints figures; asserts nothing (timing is not a test). Run with a
-// malloc-counting library preloaded that exports `owrap_malloc_count`
-// (docs/performance.md shows a ten-line one) and it also prints the heap
-// allocations per create, which decide how the chain fares on a cold cache.
+// malloc counter preloaded (`LD_PRELOAD=build/bench/malloc_count.so`) and
+// it also prints the heap allocations per create, which decide how the
+// chain fares on a cold cache.
 #include "bench/hook_configs.h"
 #include "bench/proc_stats.h"
 #include "common/io_thread.h"
