@@ -128,7 +128,7 @@ Result<PatchSession::Op> PatchSession::parse(const json& raw) const {
   } else if (out.op != "remove") {
     auto value = raw.find("value");
     if (value == raw.end()) return Error{"\"" + out.op + "\" needs a \"value\""};
-    out.value = *value;
+    out.value = &*value;
   }
   return out;
 }
@@ -151,10 +151,11 @@ std::string PatchSession::guard(Op& op) const {
     if (std::string why = whole(op.from); !why.empty()) return why;
     const json* source = find_at(doc_, op.from);
     if (!source) return to_pointer(op.from) + " does not exist";
-    op.value = *source;
+    op.source = *source;
+    op.value = &op.source;
   }
   if (is_one_of(op.op, {"remove", "replace"})) return whole(op.path);
-  return guard_add(op.path, op.value);
+  return guard_add(op.path, *op.value);
 }
 
 // `add` writes a new member, inserts into an array, or replaces an existing
@@ -209,11 +210,11 @@ bool PatchSession::run_directly(const Op& op) {
   if (parent->is_object()) {
     auto it = parent->find(token);
     if (op.op == "add") {
-      (*parent)[token] = op.value;
+      (*parent)[token] = *op.value;
     } else if (it == parent->end()) {
       return false;
     } else if (op.op == "replace") {
-      *it = op.value;
+      *it = *op.value;
     } else {
       parent->erase(it);
     }
@@ -222,15 +223,15 @@ bool PatchSession::run_directly(const Op& op) {
   if (!parent->is_array()) return false;
   auto& items = parent->get_ref<json::array_t&>();
   if (op.op == "add" && token == "-") {
-    items.push_back(op.value);
+    items.push_back(*op.value);
     return true;
   }
   auto index = array_index(token);
   if (!index || *index > items.size() || (op.op != "add" && *index == items.size())) return false;
   if (op.op == "add") {
-    items.insert(items.begin() + static_cast<std::ptrdiff_t>(*index), op.value);
+    items.insert(items.begin() + static_cast<std::ptrdiff_t>(*index), *op.value);
   } else if (op.op == "replace") {
-    items[*index] = op.value;
+    items[*index] = *op.value;
   } else {
     items.erase(items.begin() + static_cast<std::ptrdiff_t>(*index));
   }
@@ -268,15 +269,15 @@ void PatchSession::record(const Op& op) {
   if (op.op == "remove") {
     record_removal(op.path);
   } else if (op.op == "replace") {
-    owners_.claim_set(op.path, op.value, hook_);
+    owners_.claim_set(op.path, *op.value, hook_);
   } else {
-    record_add(op.path, op.value);
+    record_add(op.path, *op.value);
   }
   // The operation's own pointers: parsed, they were valid, so they are
   // already in the form to_pointer() would give.
   std::string from = is_one_of(op.op, {"move", "copy"}) ? op.raw->at("from").get<std::string>() : "";
   changes_.push_back(
-      {hook_, op.op, op.raw->at("path").get<std::string>(), from, op.op == "remove" ? json() : op.value});
+      {hook_, op.op, op.raw->at("path").get<std::string>(), from, op.op == "remove" ? json() : *op.value});
 }
 
 void PatchSession::record_removal(const PathTokens& path) {

@@ -46,7 +46,8 @@ class PatchSession {
     std::string op;
     PathTokens path;
     PathTokens from;
-    nlohmann::json value;  // what lands at `path` (move, copy: the source's value)
+    nlohmann::json source;                 // move, copy: the source's value, taken before the operation
+    const nlohmann::json* value = nullptr;  // what lands at `path`: the operation's own "value", or `source`
   };
   Result<Op> parse(const nlohmann::json& raw) const;
   std::string step(Op& op);
