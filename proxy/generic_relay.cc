@@ -64,6 +64,7 @@ class GenericRelay::Call {
   }
   void on_downstream_read(bool ok) {
     if (upstream_finishing_) return;
+    upstream_writing_ = true;
     if (ok) {
       start(upstream_write_tag_, [&](void* tag) { upstream_->Write(request_, tag); });
     } else {
@@ -72,6 +73,8 @@ class GenericRelay::Call {
     }
   }
   void on_upstream_write(bool ok) {
+    upstream_writing_ = false;
+    if (upstream_done_) return release_upstream();
     if (ok && !half_closed_ && !downstream_closed_ && !upstream_finishing_) read_downstream();
     // WritesDone completing, or a failed write: the delegate's status tells.
   }
@@ -86,7 +89,7 @@ class GenericRelay::Call {
   }
   void on_downstream_write(bool ok) {
     downstream_writing_ = false;
-    if (!ok) client_ctx_->TryCancel();  // the caller went away
+    if (!ok && client_ctx_) client_ctx_->TryCancel();  // the caller went away
     if (!upstream_finishing_) return read_upstream();
     maybe_finish_downstream();
   }
@@ -100,7 +103,16 @@ class GenericRelay::Call {
     upstream_done_ = true;
     copy_trailing_metadata(*client_ctx_, ctx_);
     status_ = name_unavailable_delegate(status_, relay_.delegate_);
+    if (!upstream_writing_) release_upstream();
     maybe_finish_downstream();
+  }
+  // As in UnaryCall: a delegate call still linked to the server call when
+  // that completes is cancelled by gRPC, finished or not, at some cost.
+  // Released once its status is in and no operation of it is in flight
+  // (its operations live in the stream object).
+  void release_upstream() {
+    upstream_.reset();  // arena-allocated in the call: before the context
+    client_ctx_.reset();
   }
 
   void maybe_finish_downstream() {
@@ -140,6 +152,7 @@ class GenericRelay::Call {
   int in_flight_ = 0;
   bool half_closed_ = false;  // the caller is done sending
   bool upstream_finishing_ = false;
+  bool upstream_writing_ = false;  // a Write or WritesDone in flight
   bool upstream_done_ = false;
   bool downstream_writing_ = false;
   bool downstream_finishing_ = false;
