@@ -281,9 +281,10 @@ int run() {
   TempDir dir;
   MemoryDriverProc memory(dir, "memory", {"--log-level", "warn"});
   auto endpoint_wrapper = [&](const std::string& name, const std::string& delegate, const std::string& socket,
-                              bool tuned = true) {
+                              bool tuned = true, const std::string& binary = {}) {
     WrapperSpec spec{name, delegate, "nested", {}};
     spec.endpoint_socket = socket;
+    spec.binary = binary;
     if (tuned) spec.extra_toml = "log_level = \"warn\"\nwatch_queue_capacity = 4096\n";
     return std::make_unique<WrapperProc>(dir, spec);
   };
@@ -292,6 +293,10 @@ int run() {
   auto c2 = endpoint_wrapper("c2", "c1", c1->socket);
   auto c3 = endpoint_wrapper("c3", "c2", c2->socket);
   auto plain = endpoint_wrapper("plain", "memory", memory.socket, false);
+  // OWRAP_BENCH_WRAPPER: another build's wrapper as (b'), in the same
+  // rounds as (b), to compare builds on a shared machine.
+  const char* other_binary = std::getenv("OWRAP_BENCH_WRAPPER");
+  auto other = other_binary ? endpoint_wrapper("other", "memory", memory.socket, true, other_binary) : nullptr;
   auto haproxy = owrap::bench::start_haproxy(dir, memory.socket);
   auto nginx = owrap::bench::start_nginx(dir, memory.socket);
 
@@ -311,6 +316,8 @@ int run() {
   std::vector<Target> targets;
   targets.push_back({"(a) direct", memory.socket, {{driver}}});
   targets.push_back({"(b) one wrapper", one->socket, {{driver}, {one->proc->pid()}}});
+  if (other)
+    targets.push_back({"(b') one wrapper, OWRAP_BENCH_WRAPPER", other->socket, {{driver}, {other->proc->pid()}}});
   targets.push_back(
       {"(c) chain of three", c3->socket, {{driver}, {c1->proc->pid()}, {c2->proc->pid()}, {c3->proc->pid()}}});
   targets.push_back({"(d) one wrapper, defaults", plain->socket, {{driver}, {plain->proc->pid()}}});
