@@ -14,6 +14,7 @@ namespace {
 
 constexpr std::string_view kKind = "defaults";
 const PhaseSet kPhases = phases_of({HookPhase::kPrepare});
+const std::vector<std::string> kEnvironment = {"spec", "environment"};
 
 // One group of defaults merged at one place in the plan.
 struct Section {
@@ -38,7 +39,7 @@ struct ConfigKey {
 
 class Patcher {
  public:
-  explicit Patcher(const computepb::DriverSandbox& sandbox) : sandbox_(sandbox), view_(sandbox_json(sandbox)) {}
+  Patcher(const computepb::DriverSandbox& sandbox, nlohmann::json view) : sandbox_(sandbox), view_(std::move(view)) {}
 
   // Adds `section`'s missing values; an error names the config key.
   std::optional<std::string> merge(const Section& section) {
@@ -121,7 +122,9 @@ class Patcher {
   // Records the add and applies it to the view, so later sections see the
   // parents it created.
   void add(std::string path, nlohmann::json* parent, const std::string& key, nlohmann::json value) {
-    (*parent)[key] = value;
+    // Later sections may descend into an object this creates; a leaf they
+    // only see as taken (null is, to merge_into, as any non-object).
+    (*parent)[key] = value.is_object() ? value : nlohmann::json();
     patches_.push_back({{"op", "add"}, {"path", std::move(path)}, {"value", std::move(value)}});
   }
 
@@ -137,18 +140,21 @@ class DefaultsHook : public SyncBuiltinHook {
       : SyncBuiltinHook(std::move(name), kKind, kPhases),
         sections_(std::move(sections)),
         environment_(std::move(environment)),
-        env_key_(std::move(env_key)) {}
+        env_key_(std::move(env_key)) {
+    for (const auto& section : sections_) reached_.push_back(section.pointer);
+    reached_.push_back(kEnvironment);
+  }
 
  protected:
   HookOutcome evaluate(const hookpb::HookRequest& request) override {
     if (!is_phase(request, HookPhase::kPrepare)) return HookOutcome::answered(allow_response());
     const auto& sandbox = request.sandbox();
-    Patcher patcher(sandbox);
+    Patcher patcher(sandbox, sandbox_json_along(sandbox, reached_));
     for (const auto& section : sections_) {
       if (auto err = patcher.merge(section)) return HookOutcome::failed(grpc::StatusCode::INVALID_ARGUMENT, *err);
     }
     if (auto env = missing_environment(sandbox); !env.empty()) {
-      if (auto err = patcher.merge({{"spec", "environment"}, env_key_, std::move(env)})) {
+      if (auto err = patcher.merge({kEnvironment, env_key_, std::move(env)})) {
         return HookOutcome::failed(grpc::StatusCode::INVALID_ARGUMENT, *err);
       }
     }
@@ -172,6 +178,7 @@ class DefaultsHook : public SyncBuiltinHook {
   }
 
   std::vector<Section> sections_;
+  std::vector<std::vector<std::string>> reached_;  // every section's pointer: what the hook reads of the plan
   nlohmann::json environment_;
   std::string env_key_;
 };

@@ -127,6 +127,51 @@ TEST_CASE("builtin registry: kinds, phases, unknown kinds and phases", "[builtin
 
 // ---------------------------------------------------------------- defaults
 
+// The view builtins read along a few pointers is the whole view there:
+// the same value (or absence) at each pointer, the same parents above it.
+TEST_CASE("sandbox_json_along shows what sandbox_json shows along its pointers", "[builtin][defaults]") {
+  const std::vector<std::vector<std::string>> pointers = {{"spec", "template", "labels"},
+                                                          {"spec", "template", "driver_config"},
+                                                          {"spec", "environment"},
+                                                          {"spec", "template", "resources"}};
+  std::mt19937 rng(31);
+  for (int round = 0; round < 500; round++) {
+    cpb::DriverSandbox sb;
+    sb.set_id("sb-" + std::to_string(round));
+    if (rng() % 5) {
+      auto* spec = sb.mutable_spec();
+      if (rng() % 2) (*spec->mutable_environment())["A"] = "1";
+      if (rng() % 3) {
+        auto* tmpl = spec->mutable_template_();
+        if (rng() % 2) (*tmpl->mutable_labels())["team"] = "blue";
+        if (rng() % 2) (*tmpl->mutable_labels())["a/b"] = "~";
+        if (rng() % 3 == 0) tmpl->mutable_driver_config();  // present, empty
+        if (rng() % 3 == 0) (*tmpl->mutable_driver_config()->mutable_fields())["pod"].set_bool_value(true);
+        if (rng() % 2) tmpl->mutable_resources()->set_cpu_limit("1");
+        if (rng() % 2) tmpl->set_image("busybox");
+      }
+    }
+    const json whole = sandbox_json(sb);
+    const json along = sandbox_json_along(sb, pointers);
+    INFO("whole " << whole.dump() << " along " << along.dump());
+    for (const auto& pointer : pointers) {
+      std::string at;
+      for (const auto& token : pointer) {
+        at += "/" + token;
+        const json::json_pointer p(at);
+        REQUIRE(whole.contains(p) == along.contains(p));
+      }
+      if (whole.contains(json::json_pointer(at)))
+        CHECK(whole.at(json::json_pointer(at)) == along.at(json::json_pointer(at)));
+    }
+  }
+  // What the walk cannot follow gives the whole view.
+  cpb::DriverSandbox sb = sandbox_from(R"({"id": "x", "spec": {"command": ["a"], "template": {"image": "i"}}})");
+  CHECK(sandbox_json_along(sb, {{"spec", "command"}}) == sandbox_json(sb));
+  CHECK(sandbox_json_along(sb, {{"spec", "template", "image"}}) == sandbox_json(sb));
+  CHECK(sandbox_json_along(sb, {{"nope"}}) == sandbox_json(sb));
+}
+
 TEST_CASE("defaults: adds only missing values, with templates, creating parents", "[builtin][defaults]") {
   auto hook = make_hook("defaults", R"(
     labels = { owner = "{labels.team}", keep = "default", ref = "{sandbox.id}-{{lit}}", "app.kubernetes.io/part-of" = "openshell", brace = "a}}b" }
