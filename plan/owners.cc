@@ -24,13 +24,13 @@ std::optional<size_t> index_of(std::string_view token) {
 
 std::optional<OwnerConflict> PathOwners::conflict(const PathTokens& path, const std::string& hook) const {
   // Above: a hook that set a whole array or an empty object owns what is put inside it.
-  PathTokens prefix;
+  std::string pointer;  // grows from "" (the whole plan) to `path`
   for (size_t i = 0; i < path.size(); i++) {
-    auto it = owners_.find(to_pointer(prefix));
+    auto it = owners_.find(pointer);
     if (it != owners_.end() && it->second != hook) return OwnerConflict{it->first, it->second};
-    prefix.push_back(path[i]);
+    pointer += '/';
+    pointer += escape_token(path[i]);
   }
-  const std::string pointer = to_pointer(path);
   if (auto it = owners_.find(pointer); it != owners_.end() && it->second != hook) {
     return OwnerConflict{it->first, it->second};
   }

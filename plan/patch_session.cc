@@ -264,7 +264,7 @@ std::string PatchSession::run(const Op& op) {
   return "";
 }
 
-void PatchSession::record(const Op& op) {
+void PatchSession::record(Op& op) {
   if (op.op == "move") record_removal(op.from);
   if (op.op == "remove") {
     record_removal(op.path);
@@ -276,8 +276,8 @@ void PatchSession::record(const Op& op) {
   // The operation's own pointers: parsed, they were valid, so they are
   // already in the form to_pointer() would give.
   std::string from = is_one_of(op.op, {"move", "copy"}) ? op.raw->at("from").get<std::string>() : "";
-  changes_.push_back(
-      {hook_, op.op, op.raw->at("path").get<std::string>(), from, op.op == "remove" ? json() : *op.value});
+  changes_.push_back({hook_, op.op, op.raw->at("path").get<std::string>(), from, op.op == "remove" ? json() : *op.value,
+                      std::move(op.path), std::move(op.from)});
 }
 
 void PatchSession::record_removal(const PathTokens& path) {

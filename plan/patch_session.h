@@ -17,10 +17,12 @@ namespace owrap {
 // One applied operation: an audit log line.
 struct PlanChange {
   std::string hook;
-  std::string op;        // add, remove, replace, move, copy
-  std::string path;      // JSON pointer
-  std::string from;      // move and copy
-  nlohmann::json value;  // what was written (null for remove)
+  std::string op;          // add, remove, replace, move, copy
+  std::string path;        // JSON pointer
+  std::string from;        // move and copy
+  nlohmann::json value;    // what was written (null for remove)
+  PathTokens path_tokens;  // `path` and `from` parsed (write-back places changes by them)
+  PathTokens from_tokens;
 };
 
 class PatchSession {
@@ -46,7 +48,7 @@ class PatchSession {
     std::string op;
     PathTokens path;
     PathTokens from;
-    nlohmann::json source;                 // move, copy: the source's value, taken before the operation
+    nlohmann::json source;                  // move, copy: the source's value, taken before the operation
     const nlohmann::json* value = nullptr;  // what lands at `path`: the operation's own "value", or `source`
   };
   Result<Op> parse(const nlohmann::json& raw) const;
@@ -58,7 +60,7 @@ class PatchSession {
   std::string run(const Op& op);
   bool run_directly(const Op& op);
   std::string refuse_scalar_parent(const Op& op) const;
-  void record(const Op& op);
+  void record(Op& op);
   void record_removal(const PathTokens& path);
   void record_add(const PathTokens& path, const nlohmann::json& value);
   const nlohmann::json* parent_array(const PathTokens& path) const;

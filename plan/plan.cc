@@ -185,12 +185,8 @@ Status Plan::write_back(DriverSandbox& target) const {
   if (changes_.empty()) return Status::OK;
   ChangedPaths changed;
   for (const auto& change : changes_) {
-    for (const std::string* pointer : {&change.path, &change.from}) {
-      if (pointer == &change.from && change.from.empty()) continue;
-      auto tokens = parse_pointer(*pointer);
-      if (!tokens) return Status(StatusCode::INTERNAL, "plan: a recorded change has a bad path: " + tokens.error());
-      changed.add(tokens.value());
-    }
+    changed.add(change.path_tokens);
+    if (change.op == "move") changed.add(change.from_tokens);  // a copy's source is unchanged
   }
   write_changes_at(*base_, *current_, target, changed);
   return Status::OK;
