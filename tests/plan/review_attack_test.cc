@@ -153,7 +153,14 @@ TEST_CASE("review: hostile patch sets write back what the whole comparison write
     for (int hook = 0; hook < 3; hook++) {
       json patches = json::array();
       for (unsigned n = 1 + rng() % 3; n > 0; n--) patches.push_back(random_op(rng));
-      if (plan->apply("h" + std::to_string(hook), patches, /*may_override=*/true, PatchRules{}).ok()) {
+      // Half the rounds judge ownership too; a preview first (audit mode) must change nothing.
+      const bool may_override = round % 2 == 0;
+      const std::string before = plan->json().dump();
+      auto preview = plan->preview("h" + std::to_string(hook), patches, may_override, PatchRules{});
+      REQUIRE(plan->json().dump() == before);
+      auto applied = plan->apply("h" + std::to_string(hook), patches, may_override, PatchRules{});
+      REQUIRE(applied.ok() == preview.ok());
+      if (applied.ok()) {
         all.push_back(patches);
       }
     }
