@@ -31,6 +31,12 @@ grpc::Status check_reply(const HookSpec& spec, HookPhase phase, const HookOutcom
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "answered an unknown status_code \"" + response.status_code() + "\"");
   }
+  // patch_count() and the apply read patch_json alone: the response's
+  // patches would be dropped without a word.
+  if (outcome.patch_json && response.patches_size() > 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "answered patches both as JSON and in the response (a hook's bug: never both)");
+  }
   if (phase != HookPhase::kPrepare && outcome.patch_count() > 0) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "answered patches in phase " + std::string(phase_name(phase)) + " (only prepare may patch)");

@@ -742,3 +742,61 @@ TEST_CASE("a relayed call that completes sends no cancel down the delegate call"
   INFO("cancels logged after the first call: " << before << ", after nine more: " << after);
   CHECK(after == before);
 }
+
+TEST_CASE("review: streams whose delegate ends while the caller still writes, or that the caller cancels at once",
+          "[e2e][passthrough][review]") {
+  TempDir dir;
+  WrapperProc one(dir, WrapperSpec{"acme", "memory", "nested", memory_command()});
+  auto channel = grpc::CreateChannel("unix:" + one.socket, grpc::InsecureChannelCredentials());
+  grpc::GenericStub generic(channel);
+  int unimplemented = 0;
+  for (int i = 0; i < 150; i++) {
+    grpc::ClientContext ctx;
+    grpc::CompletionQueue cq;
+    // The memory driver finishes an unknown method before reading anything:
+    // the relay's Write to it may still be in flight when its status comes in.
+    const bool echo = i % 3 == 2;
+    auto stream =
+        generic.PrepareCall(&ctx, echo ? "/openshell.compute.test.Echo/S" : "/openshell.compute.test.Nope/S", &cq);
+    stream->StartCall(reinterpret_cast<void*>(1));
+    void* tag;
+    bool ok;
+    REQUIRE(cq.Next(&tag, &ok));
+    std::string msg(1000 + i * 97, 'm');
+    grpc::Slice slice(msg);
+    grpc::ByteBuffer bb(&slice, 1);
+    int pending = 0;
+    for (int n = 0; n < 4 && ok; n++) {
+      stream->Write(bb, reinterpret_cast<void*>(2));
+      REQUIRE(cq.Next(&tag, &ok));
+      if (echo && i % 2 == 0 && n == 1) {
+        grpc::ByteBuffer back;
+        stream->Read(&back, reinterpret_cast<void*>(3));
+        pending++;
+        ctx.TryCancel();  // the caller goes as the delegate answers
+        break;
+      }
+    }
+    if (echo && pending == 0) {  // the echo ends once the caller is done sending
+      stream->WritesDone(reinterpret_cast<void*>(4));
+      REQUIRE(cq.Next(&tag, &ok));
+      for (ok = true; ok;) {  // the status comes after every message is read
+        grpc::ByteBuffer back;
+        stream->Read(&back, reinterpret_cast<void*>(3));
+        REQUIRE(cq.Next(&tag, &ok));
+      }
+    }
+    grpc::Status fs;
+    stream->Finish(&fs, reinterpret_cast<void*>(5));
+    for (int k = 0; k < 1 + pending; k++) REQUIRE(cq.Next(&tag, &ok));
+    if (fs.error_code() == grpc::StatusCode::UNIMPLEMENTED) unimplemented++;
+    cq.Shutdown();
+    while (cq.Next(&tag, &ok)) {
+    }
+    REQUIRE(one.proc->running());
+  }
+  CHECK(unimplemented >= 90);
+  // Still serving.
+  CHECK(generic_unary(one.socket, "/openshell.compute.test.Echo/Frobnicate", "x").ok());
+  REQUIRE(one.proc->running());
+}

@@ -42,6 +42,7 @@ struct Script {
   bool hang = false;                                  // never answer; only the deadline or a cancel ends it
   grpc::Status failure;
   hookpb::HookResponse response;
+  std::optional<nlohmann::json> patch_json;  // an in-process hook's patches as JSON
 };
 
 Script allow() {
@@ -131,8 +132,10 @@ class ScriptedHook final : public Hook {
 
  private:
   static HookOutcome answer(const Script& s) {
-    if (!s.failure.ok()) return HookOutcome{s.failure, {}};
-    return HookOutcome::answered(s.response);
+    if (!s.failure.ok()) return HookOutcome{s.failure, {}, {}};
+    HookOutcome out = HookOutcome::answered(s.response);
+    out.patch_json = s.patch_json;
+    return out;
   }
   Journal& journal_;
 };
@@ -805,4 +808,37 @@ TEST_CASE("a request a hook keeps shows what it was shown, after later patches a
   CHECK(second_prepare.config().fields().at("pool").string_value() == "pool-of-second");
   CHECK(second[2]->phase() == "after_create");
   CHECK(labels(*second[2]).count("second") == 1);
+}
+
+TEST_CASE("review: a hook's patches as JSON: both forms at once, or not an array of operations, fail the hook",
+          "[chain][review]") {
+  ChainFixture f;
+  Script both = patch_label("from_response", "r");
+  both.patch_json =
+      nlohmann::json::array({{{"op", "add"}, {"path", "/spec/template/labels/from_json"}, {"value", "j"}}});
+  Script empty_json = patch_label("from_response", "r");
+  empty_json.patch_json = nlohmann::json::array();
+  Script object = allow();
+  object.patch_json = nlohmann::json{{"op", "add"}, {"path", "/spec/template/labels/x"}, {"value", "y"}};
+  Script numbers = allow();
+  numbers.patch_json = nlohmann::json::array({1, 2});
+  Script text = allow();
+  text.patch_json = "add";
+  Script json_only = allow();
+  json_only.patch_json =
+      nlohmann::json::array({{{"op", "add"}, {"path", "/spec/template/labels/from_json"}, {"value", "j"}}});
+  auto [script, refused] = GENERATE_COPY(table<Script, bool>(
+      {{both, true}, {empty_json, true}, {object, true}, {numbers, true}, {text, true}, {json_only, false}}));
+  f.add(spec("builtin", kCreatePhases)).scripts["prepare"] = script;
+  f.build();
+  Call call;
+  grpc::Status s = call.run(f);
+  if (refused) {
+    CHECK(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+    CHECK_THAT(s.error_message(), Contains("hook \"builtin\""));
+    CHECK(call.host.delegate_calls == 0);
+  } else {
+    REQUIRE(s.ok());
+    CHECK(call.host.delegate_request.sandbox().spec().template_().labels().at("from_json") == "j");
+  }
 }
