@@ -743,7 +743,7 @@ TEST_CASE("a relayed call that completes sends no cancel down the delegate call"
   CHECK(after == before);
 }
 
-TEST_CASE("review: streams whose delegate ends while the caller still writes, or that the caller cancels at once",
+TEST_CASE("streams whose delegate ends while the caller still writes, or that the caller cancels at once",
           "[e2e][passthrough][review]") {
   TempDir dir;
   WrapperProc one(dir, WrapperSpec{"acme", "memory", "nested", memory_command()});

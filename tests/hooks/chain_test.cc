@@ -810,7 +810,7 @@ TEST_CASE("a request a hook keeps shows what it was shown, after later patches a
   CHECK(labels(*second[2]).count("second") == 1);
 }
 
-TEST_CASE("review: a hook's patches as JSON: both forms at once, or not an array of operations, fail the hook",
+TEST_CASE("a hook's patches as JSON: both forms at once, or not an array of operations, fail the hook",
           "[chain][review]") {
   ChainFixture f;
   Script both = patch_label("from_response", "r");

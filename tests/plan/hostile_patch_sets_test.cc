@@ -136,7 +136,7 @@ json random_op(std::mt19937& rng) {
 
 }  // namespace
 
-TEST_CASE("review: hostile patch sets write back what the whole comparison writes, secrets and unknown fields kept",
+TEST_CASE("hostile patch sets write back what the whole comparison writes, secrets and unknown fields kept",
           "[plan][review]") {
   std::mt19937 rng(31);
   std::vector<v1::DriverSandbox> requests(4, attack_request());
@@ -145,7 +145,7 @@ TEST_CASE("review: hostile patch sets write back what the whole comparison write
   requests[2].mutable_spec()->mutable_template_()->clear_labels();
   requests[3].mutable_spec()->clear_template_();
   int compared = 0;
-  for (int round = 0; round < 20000; round++) {
+  for (int round = 0; round < 5000; round++) {
     const v1::DriverSandbox& request = requests[round % requests.size()];
     auto plan = Plan::from(request);
     REQUIRE(plan.ok());
