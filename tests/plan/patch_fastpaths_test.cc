@@ -2,10 +2,10 @@
 // applied straight to the document against nlohmann's patch_inplace, the
 // write-back by changed paths against the whole comparison, and the patch
 // set's byte limit against the dump it bounds. Random cases, fixed seeds.
-#include "future.pb.h"
 #include "plan/patch_session.h"
 #include "plan/plan.h"
 #include "plan/write_back.h"
+#include "tests/plan/random_plans.h"
 
 #include <google/protobuf/util/json_util.h>
 #include <catch2/catch.hpp>
@@ -15,13 +15,10 @@
 using namespace owrap;
 using nlohmann::json;
 namespace v1 = openshell::compute::v1;
+using owrap::test::pick;
+using owrap::test::with_unknown_fields;
 
 namespace {
-
-template <typename T>
-const T& pick(std::mt19937& rng, const std::vector<T>& from) {
-  return from[rng() % from.size()];
-}
 
 // ------------------------------------------------ operations on the document
 
@@ -120,16 +117,7 @@ const char* kSandbox = R"({
 })";
 
 v1::DriverSandbox sandbox_with_unknown_fields() {
-  v1::DriverSandbox known;
-  REQUIRE(google::protobuf::util::JsonStringToMessage(kSandbox, &known).ok());
-  openshell::compute::future::FutureSandbox future;
-  REQUIRE(future.ParseFromString(known.SerializeAsString()));
-  future.set_future_note("from a newer gateway");
-  future.mutable_spec()->set_future_spec_field("spec-level");
-  future.mutable_spec()->mutable_template_()->set_future_template_field(4242);
-  v1::DriverSandbox out;
-  REQUIRE(out.ParseFromString(future.SerializeAsString()));
-  return out;
+  return with_unknown_fields(kSandbox);
 }
 
 // Operations a prepare hook could send, most of them allowed.
