@@ -96,13 +96,22 @@ EntryIndex index_entries(const Message& message, const FieldDescriptor* map) {
   return out;
 }
 
+int find_entry(const Message& message, const FieldDescriptor* map, const std::string& key) {
+  const Reflection* r = message.GetReflection();
+  const FieldDescriptor* key_field = map->message_type()->map_key();
+  for (int i = 0, n = r->FieldSize(message, map); i < n; i++) {
+    const Message& entry = r->GetRepeatedMessage(message, map, i);
+    if (entry.GetReflection()->GetString(entry, key_field) == key) return i;
+  }
+  return -1;
+}
+
 void erase_entry(Message& target, const FieldDescriptor* map, const std::string& key) {
   const Reflection* r = target.GetReflection();
-  EntryIndex there = index_entries(target, map);
-  auto at = there.find(key);
-  if (at == there.end()) return;
+  int at = find_entry(target, map, key);
+  if (at < 0) return;
   int last = r->FieldSize(target, map) - 1;
-  if (at->second != last) r->SwapElements(&target, map, at->second, last);
+  if (at != last) r->SwapElements(&target, map, at, last);
   r->RemoveLast(&target, map);
 }
 
@@ -132,16 +141,6 @@ void write_map(const Message& before, Message& after, Message& target, const Fie
   for (const auto& [key, i] : was) {
     if (!now.count(key)) erase_entry(target, map, key);
   }
-}
-
-int find_entry(const Message& message, const FieldDescriptor* map, const std::string& key) {
-  const Reflection* r = message.GetReflection();
-  const FieldDescriptor* key_field = map->message_type()->map_key();
-  for (int i = 0, n = r->FieldSize(message, map); i < n; i++) {
-    const Message& entry = r->GetRepeatedMessage(message, map, i);
-    if (entry.GetReflection()->GetString(entry, key_field) == key) return i;
-  }
-  return -1;
 }
 
 // `message`'s own copy, made on first use: the write-back by changed paths

@@ -2,9 +2,8 @@
 
 #include "common/grpc_util.h"
 #include "common/log.h"
+#include "plan/write_back.h"
 
-#include <google/protobuf/io/coded_stream.h>
-#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <grpcpp/support/async_stream.h>
 #include <grpcpp/support/byte_buffer.h>
 #include <boost/asio/bind_executor.hpp>
@@ -35,14 +34,7 @@ const char kWatchMethod[] = "/openshell.compute.v1.ComputeDriver/WatchSandboxes"
 // Deterministic serialization (map fields sorted), so equal states give
 // equal fingerprints whichever call produced them.
 uint64_t fingerprint(const v1::DriverSandbox& sandbox) {
-  std::string bytes;
-  {
-    google::protobuf::io::StringOutputStream out(&bytes);
-    google::protobuf::io::CodedOutputStream coded(&out);
-    coded.SetSerializationDeterministic(true);
-    sandbox.SerializeToCodedStream(&coded);
-  }
-  return std::hash<std::string>{}(bytes);
+  return std::hash<std::string>{}(canonical_bytes(sandbox));
 }
 
 nlohmann::json status_fields(const std::string& delegate, const grpc::Status& s) {
