@@ -12,15 +12,13 @@
 #include "bench/hook_configs.h"
 #include "bench/proc_stats.h"
 #include "hooks.grpc.pb.h"
+#include "plan/write_back.h"
 #include "tests/support/harness.h"
 
-#include <google/protobuf/io/coded_stream.h>
-#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/server_builder.h>
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -99,13 +97,7 @@ std::string stored_spec(v1::ComputeDriver::Stub& stub, const std::string& id) {
   ctx.set_deadline(std::chrono::system_clock::now() + 20s);
   v1::GetSandboxResponse resp;
   if (!stub.GetSandbox(&ctx, req, &resp).ok()) return "";
-  std::string out;
-  google::protobuf::io::StringOutputStream stream(&out);
-  google::protobuf::io::CodedOutputStream coded(&stream);
-  coded.SetSerializationDeterministic(true);
-  resp.sandbox().spec().SerializeToCodedStream(&coded);
-  coded.Trim();
-  return out;
+  return owrap::canonical_bytes(resp.sandbox().spec());
 }
 
 void delete_sandbox(v1::ComputeDriver::Stub& stub, const std::string& id) {
@@ -125,13 +117,6 @@ std::string exec_hook(const std::string& name, const std::string& script, const 
 std::string grpc_hook(const std::string& name, const std::string& socket) {
   return "\n[[hooks]]\nname = \"" + name + "\"\ntype = \"grpc\"\nsocket = \"" + socket +
          "\"\nphases = [\"validate\"]\n";
-}
-
-std::string write_script(const TempDir& dir, const std::string& name, const std::string& body) {
-  std::string path = dir.file(name);
-  write_file(path, body);
-  ::chmod(path.c_str(), 0755);
-  return path;
 }
 
 // ---- A grpc hook inside the bench: C++, so the hook's own speed does not
@@ -505,9 +490,9 @@ void slow_hook_bursts(const TempDir& dir, int bursts, const std::string& binary 
   constexpr int kCalls = 200;
   const int kBursts = bursts;
   const std::string tag = binary.empty() ? "slow" : "slow-other";
-  std::string script = write_script(dir, tag + "-sleep-200ms.sh",
-                                    "#!/bin/sh\n# Reads its request, takes 200 ms, allows.\ncat >/dev/null\n"
-                                    "sleep 0.2\necho '{\"allowed\": true}'\n");
+  std::string script = write_executable(dir, tag + "-sleep-200ms.sh",
+                                        "#!/bin/sh\n# Reads its request, takes 200 ms, allows.\ncat >/dev/null\n"
+                                        "sleep 0.2\necho '{\"allowed\": true}'\n");
   MemoryDriverProc memory(dir, "mem-" + tag, {"--log-level", "warn", "--schema", "kubernetes"});
   auto driver = stub_for(memory.socket);
   create_or_throw(*driver, bench_sandbox("probe"), "slow (probe sandbox)");
@@ -605,7 +590,7 @@ int run(const Options& options) {
   HookServer cpp_hook(dir.file("allow-grpc.sock"));
   std::string py_socket = dir.file("pyhook.sock");
   auto py_hook = start_python_hook(dir, py_socket);
-  std::string allow_sh = write_script(
+  std::string allow_sh = write_executable(
       dir, "allow.sh", "#!/bin/sh\n# Reads its request, allows.\ncat >/dev/null\necho '{\"allowed\": true}'\n");
 
   std::vector<std::unique_ptr<Target>> owned;

@@ -15,7 +15,6 @@
 
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <cstring>
@@ -37,8 +36,7 @@ const char* kToken = "eyJhbGciOi.TOKEN-chain-e2e-secret.sig";
 // An exec hook that appends "<hook>:<phase>" to $ORDER_FILE, records its
 // stdin to $RECORD_FILE, and allows.
 std::string write_recording_hook(const TempDir& dir) {
-  std::string path = dir.file("record_hook.py");
-  write_file(path, R"(#!/usr/bin/python3
+  return write_executable(dir, "record_hook.py", R"(#!/usr/bin/python3
 import json, os, sys
 raw = sys.stdin.read()
 req = json.loads(raw)
@@ -49,8 +47,6 @@ if os.environ.get("RECORD_FILE"):
         f.write(raw.strip() + "\n")
 print(json.dumps({"allowed": True}))
 )");
-  ::chmod(path.c_str(), 0755);
-  return path;
 }
 
 std::string exec_hook_toml(const std::string& name, const std::string& command, const std::string& phases,
@@ -140,10 +136,9 @@ TEST_CASE("a chain of two wrappers: the outer wrapper's hooks run first, each se
 TEST_CASE("a caller that cancels while an exec hook runs: its process group is gone within 100 ms",
           "[e2e][hooks][exec]") {
   TempDir dir;
-  std::string hook = dir.file("slow_hook.sh");
   // The hook and a background child of its own, both in the hook's group.
-  write_file(hook, "#!/bin/sh\nsleep 60 &\necho $$ > " + dir.file("hook.pid") + "\nsleep 60\n");
-  ::chmod(hook.c_str(), 0755);
+  std::string hook = write_executable(dir, "slow_hook.sh",
+                                      "#!/bin/sh\nsleep 60 &\necho $$ > " + dir.file("hook.pid") + "\nsleep 60\n");
   WrapperSpec spec;
   spec.command = memory_command();
   spec.extra_delegate_toml = exec_hook_toml("slow", hook, "\"validate\"", "");
@@ -577,12 +572,11 @@ TEST_CASE("quota: a ListSandboxes reply that does not parse refuses the create, 
 // create). It is a malformed reply now, judged by the hook's failure policy.
 TEST_CASE("a hook patching beneath a string is refused naming the path; the wrapper stays up", "[e2e][hooks]") {
   TempDir dir;
-  std::string hook = dir.file("beneath.sh");
-  write_file(hook,
-             "#!/bin/sh\ncat >/dev/null\n"
-             "echo '{\"allowed\": true, \"patches\": [{\"op\": \"add\", \"path\": \"/spec/template/image/0\", "
-             "\"value\": \"x\"}]}'\n");
-  ::chmod(hook.c_str(), 0755);
+  std::string hook = write_executable(
+      dir, "beneath.sh",
+      "#!/bin/sh\ncat >/dev/null\n"
+      "echo '{\"allowed\": true, \"patches\": [{\"op\": \"add\", \"path\": \"/spec/template/image/0\", "
+      "\"value\": \"x\"}]}'\n");
   WrapperSpec spec;
   spec.command = memory_command();
   spec.extra_delegate_toml = exec_hook_toml("beneath", hook, "\"prepare\"", "");
@@ -608,9 +602,8 @@ TEST_CASE("a hook patching beneath a string is refused naming the path; the wrap
 // to write it.
 TEST_CASE("plan prints a hook's failure whose stderr is not UTF-8; it does not abort", "[e2e][hooks][tools]") {
   TempDir dir;
-  std::string hook = dir.file("garbled.sh");
-  write_file(hook, "#!/bin/sh\ncat >/dev/null\nprintf 'broken \\377\\376 bytes\\n' >&2\nexit 1\n");
-  ::chmod(hook.c_str(), 0755);
+  std::string hook = write_executable(dir, "garbled.sh",
+                                      "#!/bin/sh\ncat >/dev/null\nprintf 'broken \\377\\376 bytes\\n' >&2\nexit 1\n");
   WrapperSpec spec;
   spec.command = {"/bin/true"};
   spec.extra_delegate_toml = exec_hook_toml("garbled", hook, "\"prepare\"", "");
@@ -670,10 +663,8 @@ TEST_CASE("a second hook copying what a first hook set to null: the create goes 
           "[e2e][hooks]") {
   TempDir dir;
   auto patching_hook = [&](const std::string& name, const std::string& patch) {
-    std::string path = dir.file(name + ".sh");
-    write_file(path, "#!/bin/sh\ncat >/dev/null\necho '{\"allowed\": true, \"patches\": [" + patch + "]}'\n");
-    ::chmod(path.c_str(), 0755);
-    return path;
+    return write_executable(dir, name + ".sh",
+                            "#!/bin/sh\ncat >/dev/null\necho '{\"allowed\": true, \"patches\": [" + patch + "]}'\n");
   };
   WrapperSpec spec;
   spec.command = memory_command();

@@ -13,7 +13,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -58,10 +57,7 @@ HookSpec exec_spec(const std::string& name, std::vector<std::string> command,
 
 // An executable /bin/sh script in `dir`.
 std::string script(const TempDir& dir, const std::string& name, const std::string& body) {
-  std::string path = dir.file(name);
-  write_file(path, "#!/bin/sh\n" + body);
-  ::chmod(path.c_str(), 0755);
-  return path;
+  return write_executable(dir, name, "#!/bin/sh\n" + body);
 }
 
 std::shared_ptr<hookpb::HookRequest> request(const std::string& phase, const std::string& image = "busybox:1.36") {

@@ -164,6 +164,13 @@ void write_file(const std::string& path, const std::string& text) {
   out << text;
 }
 
+std::string write_executable(const TempDir& dir, const std::string& name, const std::string& text) {
+  std::string path = dir.file(name);
+  write_file(path, text);
+  ::chmod(path.c_str(), 0755);
+  return path;
+}
+
 std::unique_ptr<v1::ComputeDriver::Stub> stub_for(const std::string& socket) {
   return v1::ComputeDriver::NewStub(grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
 }
@@ -220,7 +227,7 @@ WrapperProc::WrapperProc(const TempDir& dir, const WrapperSpec& spec)
   write_file(config, wrapper_toml(spec, socket));
   proc = std::make_unique<Process>(
       std::vector<std::string>{spec.binary.empty() ? wrapper_bin() : spec.binary, "run", "--config", config},
-                                   dir.file(spec.name + ".log"));
+      dir.file(spec.name + ".log"));
   if (!wait_for_socket(socket, std::chrono::seconds(15))) {
     throw std::runtime_error("wrapper " + spec.name + " did not come up: " + proc->log());
   }

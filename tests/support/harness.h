@@ -55,6 +55,8 @@ bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds timeo
 bool wait_for_socket(const std::string& path, std::chrono::milliseconds timeout = std::chrono::seconds(10));
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& text);
+// `text` (a script with its #! line) as the executable file dir/<name>; its path.
+std::string write_executable(const TempDir& dir, const std::string& name, const std::string& text);
 
 std::unique_ptr<v1::ComputeDriver::Stub> stub_for(const std::string& socket);
 
