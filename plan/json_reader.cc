@@ -134,17 +134,17 @@ std::optional<std::string> base64(const std::string& s) {
 class Reader {
  public:
   bool message(const json& doc, Message& m, int depth);
+  bool field(const json& v, Message& m, const Reflection& r, const FieldDescriptor& f, int depth);
+  bool element(const json& v, Message& m, const Reflection& r, const FieldDescriptor& f, bool add, int depth);
+  bool value(const json& v, Value& out, int depth);
 
  private:
-  bool field(const json& v, Message& m, const Reflection& r, const FieldDescriptor& f, int depth);
   bool map_entry(const std::string& key, const json& v, Message& m, const Reflection& r, const FieldDescriptor& f,
                  int depth);
   bool map_key(const std::string& key, Message& entry, const Reflection& r, const FieldDescriptor& f);
-  bool element(const json& v, Message& m, const Reflection& r, const FieldDescriptor& f, bool add, int depth);
   bool number(const json& v, Message& m, const Reflection& r, const FieldDescriptor& f, bool add);
   bool text(const json& v, Message& m, const Reflection& r, const FieldDescriptor& f, bool add);
   bool well_known(const json& v, Message& m, int depth);
-  bool value(const json& v, Value& out, int depth);
   bool fields(const json& v, google::protobuf::Struct& out, int depth);
   bool list(const json& v, google::protobuf::ListValue& out, int depth);
 };
@@ -351,6 +351,25 @@ bool Reader::list(const json& v, google::protobuf::ListValue& out, int depth) {
 
 bool read_message(const json& doc, Message& out) {
   return Reader().message(doc, out, 0);
+}
+
+// What read_message checks of a member before it reads one.
+bool readable_field(const Message& m, const FieldDescriptor& f) {
+  return m.GetDescriptor()->well_known_type() == Descriptor::WELLKNOWNTYPE_UNSPECIFIED &&
+         m.GetDescriptor()->file()->syntax() == FileDescriptor::SYNTAX_PROTO3 && plain_json_name(f);
+}
+
+bool read_field(const json& v, Message& m, const FieldDescriptor& f, int depth) {
+  return readable_field(m, f) && Reader().field(v, m, *m.GetReflection(), f, depth);
+}
+
+bool read_element(const json& v, Message& m, const FieldDescriptor& f, int depth) {
+  return readable_field(m, f) && !f.is_map() && f.is_repeated() && !v.is_null() &&
+         Reader().element(v, m, *m.GetReflection(), f, true, depth);
+}
+
+bool read_value(const json& v, Value& out, int depth) {
+  return Reader().value(v, out, depth);
 }
 
 }  // namespace owrap::proto_json

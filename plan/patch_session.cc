@@ -1,6 +1,5 @@
 #include "plan/patch_session.h"
 
-#include <charconv>
 #include <functional>
 #include <optional>
 
@@ -15,15 +14,6 @@ bool is_one_of(const std::string& op, std::initializer_list<const char*> ops) {
     if (op == candidate) return true;
   }
   return false;
-}
-
-// RFC 6901 array index: digits without a leading zero.
-std::optional<size_t> array_index(const std::string& token) {
-  if (token.empty() || (token.size() > 1 && token[0] == '0')) return std::nullopt;
-  size_t value = 0;
-  auto [end, ec] = std::from_chars(token.data(), token.data() + token.size(), value);
-  if (ec != std::errc() || end != token.data() + token.size()) return std::nullopt;
-  return value;
 }
 
 PathTokens parent_of(const PathTokens& path) {
@@ -83,8 +73,13 @@ std::string patch_label(const json& raw, size_t index) {
 }
 
 const json* find_at(const json& doc, const PathTokens& path) {
+  return find_at(doc, path, path.size());
+}
+
+const json* find_at(const json& doc, const PathTokens& path, size_t count) {
   const json* at = &doc;
-  for (const auto& token : path) {
+  for (size_t i = 0; i < count; i++) {
+    const std::string& token = path[i];
     if (at->is_object()) {
       auto it = at->find(token);
       if (it == at->end()) return nullptr;
@@ -100,19 +95,43 @@ const json* find_at(const json& doc, const PathTokens& path) {
   return at;
 }
 
+bool is_patch_op(const json& raw, std::initializer_list<const char*> ops) {
+  if (!raw.is_object()) return false;
+  auto op = raw.find("op");
+  auto path = raw.find("path");
+  return op != raw.end() && op->is_string() && is_one_of(op->get_ref<const std::string&>(), ops) && path != raw.end() &&
+         path->is_string() && !path->get_ref<const std::string&>().empty();
+}
+
+std::optional<json> JsonTarget::value_at(const PathTokens& path) const {
+  const json* at = find_at(doc_, path);
+  return at ? std::optional<json>(*at) : std::nullopt;
+}
+
+bool JsonTarget::has_member(const PathTokens& path) const {
+  if (path.empty()) return false;
+  const json* parent = find_at(doc_, path, path.size() - 1);
+  return parent && parent->is_object() && parent->contains(path.back());
+}
+
+std::optional<size_t> JsonTarget::array_size(const PathTokens& path, size_t count) const {
+  const json* at = find_at(doc_, path, count);
+  return at && at->is_array() ? std::optional<size_t>(at->size()) : std::nullopt;
+}
+
 std::string PatchSession::apply(const json& raw, size_t index) {
   auto op = parse(raw);
   std::string why = op ? step(op.value()) : op.error();
   return why.empty() ? "" : patch_label(raw, index) + ": " + why;
 }
 
-Result<PatchSession::Op> PatchSession::parse(const json& raw) const {
+Result<PatchOp> PatchSession::parse(const json& raw) const {
   if (!raw.is_object()) return Error{"an operation must be a JSON object"};
   auto text = [&](const char* key) -> const json* {
     auto it = raw.find(key);
     return it != raw.end() && it->is_string() ? &*it : nullptr;
   };
-  Op out{&raw, text("op") ? text("op")->get<std::string>() : ""};
+  PatchOp out{&raw, text("op") ? text("op")->get<std::string>() : ""};
   if (!is_one_of(out.op, {"add", "remove", "replace", "move", "copy", "test"})) {
     return Error{"\"op\" must be one of add, remove, replace, move, copy, test"};
   }
@@ -133,25 +152,25 @@ Result<PatchSession::Op> PatchSession::parse(const json& raw) const {
   return out;
 }
 
-std::string PatchSession::step(Op& op) {
-  if (op.op == "test") return run(op);
+std::string PatchSession::step(PatchOp& op) {
+  if (op.op == "test") return target_.run(op);
   if (std::string why = guard(op); !why.empty()) return why;
   if (std::string why = check_owners(op); !why.empty()) return why;
-  if (std::string why = run(op); !why.empty()) return why;
+  if (std::string why = target_.run(op); !why.empty()) return why;
   record(op);
   return "";
 }
 
-std::string PatchSession::guard(Op& op) const {
+std::string PatchSession::guard(PatchOp& op) const {
   auto whole = [&](const PathTokens& path) {
     std::string why = protection_.inside(path);
     return why.empty() ? protection_.contains(path) : why;
   };
   if (is_one_of(op.op, {"move", "copy"})) {
     if (std::string why = whole(op.from); !why.empty()) return why;
-    const json* source = find_at(doc_, op.from);
+    auto source = target_.value_at(op.from);
     if (!source) return to_pointer(op.from) + " does not exist";
-    op.source = *source;
+    op.source = std::move(*source);
     op.value = &op.source;
   }
   if (is_one_of(op.op, {"remove", "replace"})) return whole(op.path);
@@ -164,21 +183,20 @@ std::string PatchSession::guard_add(const PathTokens& path, const json& value) c
   if (std::string why = protection_.inside(path); !why.empty()) return why;
   std::string why = protection_.contains(path);
   if (why.empty()) return "";
-  const json* parent = path.empty() ? nullptr : find_at(doc_, parent_of(path));
-  if (path.empty() || (parent && parent->is_object() && parent->contains(path.back()))) {
+  if (path.empty() || target_.has_member(path)) {
     return why + " (adding onto it replaces it)";
   }
   PathTokens at = path;
   return first_leaf(value, at, [&](const PathTokens& leaf) { return protection_.inside(leaf); });
 }
 
-const json* PatchSession::parent_array(const PathTokens& path) const {
-  if (path.empty()) return nullptr;
-  const json* parent = find_at(doc_, parent_of(path));
-  return parent && parent->is_array() ? parent : nullptr;
+// The size of the array `path` lies in, if it lies in one.
+std::optional<size_t> PatchSession::parent_array(const PathTokens& path) const {
+  if (path.empty()) return std::nullopt;
+  return target_.array_size(path, path.size() - 1);
 }
 
-std::string PatchSession::check_owners(const Op& op) const {
+std::string PatchSession::check_owners(const PatchOp& op) const {
   if (may_override_) return "";
   if (op.op == "move") {
     if (std::string why = check_owner(op.from); !why.empty()) return why;
@@ -202,9 +220,9 @@ std::string PatchSession::check_owner(const PathTokens& path) const {
 // operation and parses its pointer again. Anything else (a missing parent,
 // a bad index, the whole document) is left to patch_inplace, so errors keep
 // its wording.
-bool PatchSession::run_directly(const Op& op) {
+bool JsonTarget::run_directly(const PatchOp& op) {
   if (op.path.empty() || !is_one_of(op.op, {"add", "remove", "replace"})) return false;
-  json* parent = const_cast<json*>(find_at(doc_, parent_of(op.path)));
+  json* parent = const_cast<json*>(find_at(doc_, op.path, op.path.size() - 1));
   if (!parent) return false;
   const std::string& token = op.path.back();
   if (parent->is_object()) {
@@ -238,7 +256,7 @@ bool PatchSession::run_directly(const Op& op) {
   return true;
 }
 
-std::string PatchSession::refuse_scalar_parent(const Op& op) const {
+std::string JsonTarget::refuse_scalar_parent(const PatchOp& op) const {
   if (op.op == "test" || op.op == "replace") return "";
   if (op.op != "move") return scalar_parent(doc_, op.path);
   if (std::string why = scalar_parent(doc_, op.from); !why.empty()) return why;
@@ -252,7 +270,7 @@ std::string PatchSession::refuse_scalar_parent(const Op& op) const {
   return scalar_parent(without, op.path);
 }
 
-std::string PatchSession::run(const Op& op) {
+std::string JsonTarget::run(const PatchOp& op) {
   if (run_directly(op)) return "";
   if (std::string why = refuse_scalar_parent(op); !why.empty()) return why;
   try {
@@ -264,7 +282,7 @@ std::string PatchSession::run(const Op& op) {
   return "";
 }
 
-void PatchSession::record(Op& op) {
+void PatchSession::record(PatchOp& op) {
   if (op.op == "move") record_removal(op.from);
   if (op.op == "remove") {
     record_removal(op.path);
@@ -293,12 +311,12 @@ void PatchSession::record_removal(const PathTokens& path) {
 }
 
 void PatchSession::record_add(const PathTokens& path, const json& value) {
-  const json* array = parent_array(path);
-  if (!array) {
+  auto size = parent_array(path);
+  if (!size) {
     owners_.claim_set(path, value, hook_);
     return;
   }
-  size_t index = path.back() == "-" ? array->size() - 1 : *array_index(path.back());
+  size_t index = path.back() == "-" ? *size - 1 : *array_index(path.back());
   owners_.shift(parent_of(path), index, 1);
   owners_.claim_set(child_of(parent_of(path), std::to_string(index)), value, hook_);
 }

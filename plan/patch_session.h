@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <initializer_list>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,58 +27,96 @@ struct PlanChange {
   PathTokens from_tokens;
 };
 
+// One operation of a patch set, parsed.
+struct PatchOp {
+  const nlohmann::json* raw;
+  std::string op;
+  PathTokens path;
+  PathTokens from;
+  nlohmann::json source;                  // move, copy: the source's value, taken before the operation
+  const nlohmann::json* value = nullptr;  // what lands at `path`: the operation's own "value", or `source`
+};
+
+// What a patch set runs on. Every answer is about the plan's JSON form
+// (protobuf JSON, proto field names) as the operations so far left it.
+class PatchTarget {
+ public:
+  virtual ~PatchTarget() = default;
+  // The value at `path` (move and copy read their source); nullopt when none.
+  virtual std::optional<nlohmann::json> value_at(const PathTokens& path) const = 0;
+  // `path` names an existing member of an object.
+  virtual bool has_member(const PathTokens& path) const = 0;
+  // The size of the array the first `count` tokens of `path` name; nullopt
+  // when there is no array there.
+  virtual std::optional<size_t> array_size(const PathTokens& path, size_t count) const = 0;
+  // Runs one operation the safety rules passed: empty, or why it failed.
+  virtual std::string run(const PatchOp& op) = 0;
+};
+
+// The reference target: the plan's JSON form itself, changed as RFC 6902
+// (nlohmann's patch) says.
+class JsonTarget : public PatchTarget {
+ public:
+  explicit JsonTarget(nlohmann::json doc) : doc_(std::move(doc)) {}
+  std::optional<nlohmann::json> value_at(const PathTokens& path) const override;
+  bool has_member(const PathTokens& path) const override;
+  std::optional<size_t> array_size(const PathTokens& path, size_t count) const override;
+  std::string run(const PatchOp& op) override;
+  nlohmann::json& doc() { return doc_; }
+
+ private:
+  bool run_directly(const PatchOp& op);
+  std::string refuse_scalar_parent(const PatchOp& op) const;
+  nlohmann::json doc_;
+};
+
 class PatchSession {
  public:
-  PatchSession(const Protection& protection, std::string hook, bool may_override, nlohmann::json doc, PathOwners owners)
+  PatchSession(const Protection& protection, std::string hook, bool may_override, PatchTarget& target,
+               PathOwners owners)
       : protection_(protection),
         hook_(std::move(hook)),
         may_override_(may_override),
-        doc_(std::move(doc)),
+        target_(target),
         owners_(std::move(owners)) {}
 
   // Applies operation `index`; empty, or why it was refused as
   // `patch 2 (replace /id): /id is driver-owned` (the session is then spoilt).
   std::string apply(const nlohmann::json& op, size_t index);
 
-  nlohmann::json& doc() { return doc_; }
   PathOwners& owners() { return owners_; }
   std::vector<PlanChange>& changes() { return changes_; }
 
  private:
-  struct Op {
-    const nlohmann::json* raw;
-    std::string op;
-    PathTokens path;
-    PathTokens from;
-    nlohmann::json source;                  // move, copy: the source's value, taken before the operation
-    const nlohmann::json* value = nullptr;  // what lands at `path`: the operation's own "value", or `source`
-  };
-  Result<Op> parse(const nlohmann::json& raw) const;
-  std::string step(Op& op);
-  std::string guard(Op& op) const;
+  Result<PatchOp> parse(const nlohmann::json& raw) const;
+  std::string step(PatchOp& op);
+  std::string guard(PatchOp& op) const;
   std::string guard_add(const PathTokens& path, const nlohmann::json& value) const;
-  std::string check_owners(const Op& op) const;
+  std::string check_owners(const PatchOp& op) const;
   std::string check_owner(const PathTokens& path) const;
-  std::string run(const Op& op);
-  bool run_directly(const Op& op);
-  std::string refuse_scalar_parent(const Op& op) const;
-  void record(Op& op);
+  void record(PatchOp& op);
   void record_removal(const PathTokens& path);
   void record_add(const PathTokens& path, const nlohmann::json& value);
-  const nlohmann::json* parent_array(const PathTokens& path) const;
+  std::optional<size_t> parent_array(const PathTokens& path) const;
 
   const Protection& protection_;
   std::string hook_;
   bool may_override_;
-  nlohmann::json doc_;
+  PatchTarget& target_;
   PathOwners owners_;
   std::vector<PlanChange> changes_;
 };
 
+// `raw` is an operation object whose "op" is one of `ops` and whose "path"
+// is a string naming something below the whole document.
+bool is_patch_op(const nlohmann::json& raw, std::initializer_list<const char*> ops);
+
 // "patch 2 (replace /id)", "patch 0 (move from /a to /b)": how refusals name an operation.
 std::string patch_label(const nlohmann::json& op, size_t index);
 
-// The value at `path`, or null when there is none (never throws).
+// The value at `path` (or at its first `count` tokens), or null when there
+// is none (never throws).
 const nlohmann::json* find_at(const nlohmann::json& doc, const PathTokens& path);
+const nlohmann::json* find_at(const nlohmann::json& doc, const PathTokens& path, size_t count);
 
 }  // namespace owrap

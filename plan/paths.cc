@@ -1,5 +1,7 @@
 #include "plan/paths.h"
 
+#include <charconv>
+
 namespace owrap {
 
 namespace {
@@ -22,6 +24,14 @@ Result<std::string> unescape(std::string_view raw, std::string_view pointer) {
 }
 
 }  // namespace
+
+std::optional<size_t> array_index(std::string_view token) {
+  if (token.empty() || (token.size() > 1 && token[0] == '0')) return std::nullopt;
+  size_t value = 0;
+  auto [end, ec] = std::from_chars(token.data(), token.data() + token.size(), value);
+  if (ec != std::errc() || end != token.data() + token.size()) return std::nullopt;
+  return value;
+}
 
 Result<PathTokens> parse_pointer(std::string_view pointer) {
   PathTokens tokens;

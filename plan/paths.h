@@ -6,6 +6,7 @@
 
 #include "common/result.h"
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +21,8 @@ Result<PathTokens> parse_pointer(std::string_view pointer);
 std::string to_pointer(const PathTokens& tokens);
 // One token, escaped: "a/b" -> "a~1b", "~" -> "~0".
 std::string escape_token(std::string_view token);
+// An RFC 6901 array index: digits without a leading zero.
+std::optional<size_t> array_index(std::string_view token);
 // `path` equals `prefix` or lies beneath it.
 bool starts_with(const PathTokens& path, const PathTokens& prefix);
 

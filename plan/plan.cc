@@ -1,6 +1,7 @@
 #include "plan/plan.h"
 
 #include "common/secrets.h"
+#include "plan/message_target.h"
 #include "plan/sandbox_json.h"
 #include "plan/write_back.h"
 
@@ -104,7 +105,7 @@ Result<nlohmann::json> Plan::copy_document() const {
   return *doc.value();
 }
 
-Result<nlohmann::json> Plan::take_document() {
+Result<nlohmann::json> Plan::take_document() const {
   auto doc = document();
   if (!doc) return Error{doc.error()};
   nlohmann::json out = std::move(*json_);
@@ -113,7 +114,7 @@ Result<nlohmann::json> Plan::take_document() {
 }
 
 Result<Plan::Staged> Plan::stage(const std::string& hook, const nlohmann::json& patches, bool may_override,
-                                 const PatchRules& rules, Result<nlohmann::json> doc) const {
+                                 const PatchRules& rules, bool take_json) const {
   if (std::string why = check_limits(patches, rules); !why.empty()) return Error{hook_prefix(hook) + why};
   std::optional<Protection> made;
   if (!rules.protection) {
@@ -121,13 +122,41 @@ Result<Plan::Staged> Plan::stage(const std::string& hook, const nlohmann::json& 
     if (!protection) return Error{hook_prefix(hook) + protection.error()};
     made = std::move(protection.value());
   }
-  if (!doc) return Error{hook_prefix(hook) + doc.error()};
-  PatchSession session(made ? *made : *rules.protection, hook, may_override, std::move(doc.value()), owners_);
+  const Protection& protection = made ? *made : *rules.protection;
+  if (!rules.json_only && MessageTarget::handles(patches)) {
+    try {
+      return stage_on_message(hook, patches, may_override, protection);
+    } catch (const MessageTarget::Unsure&) {
+      // the JSON form decides, from the start
+    }
+  }
+  return stage_on_json(hook, patches, may_override, protection, take_json ? take_document() : copy_document());
+}
+
+Result<Plan::Staged> Plan::stage_on_message(const std::string& hook, const nlohmann::json& patches, bool may_override,
+                                            const Protection& protection) const {
+  Staged out{{}, {}, *current_};
+  MessageTarget target(out.sandbox);
+  PatchSession session(protection, hook, may_override, target, owners_);
   for (size_t i = 0; i < patches.size(); i++) {
     if (std::string why = session.apply(patches[i], i); !why.empty()) return Error{hook_prefix(hook) + why};
   }
-  Staged out{std::move(session.doc()), std::move(session.owners()), std::move(session.changes()), {}};
-  if (auto parsed = json_to_message(out.doc, out.sandbox); !parsed) {
+  out.owners = std::move(session.owners());
+  out.changes = std::move(session.changes());
+  out.on_message = true;
+  return out;
+}
+
+Result<Plan::Staged> Plan::stage_on_json(const std::string& hook, const nlohmann::json& patches, bool may_override,
+                                         const Protection& protection, Result<nlohmann::json> doc) const {
+  if (!doc) return Error{hook_prefix(hook) + doc.error()};
+  JsonTarget target(std::move(doc.value()));
+  PatchSession session(protection, hook, may_override, target, owners_);
+  for (size_t i = 0; i < patches.size(); i++) {
+    if (std::string why = session.apply(patches[i], i); !why.empty()) return Error{hook_prefix(hook) + why};
+  }
+  Staged out{std::move(session.owners()), std::move(session.changes()), {}};
+  if (auto parsed = json_to_message(target.doc(), out.sandbox); !parsed) {
     return Error{hook_prefix(hook) + find_type_error(patches, parsed.error())};
   }
   return out;
@@ -162,8 +191,9 @@ std::string Plan::find_type_error(const nlohmann::json& patches, const std::stri
 }
 
 Status Plan::apply(const std::string& hook, const nlohmann::json& patches, bool may_override, const PatchRules& rules) {
-  auto staged = stage(hook, patches, may_override, rules, take_document());
+  auto staged = stage(hook, patches, may_override, rules, /*take_json=*/true);
   if (!staged) return Status(StatusCode::INVALID_ARGUMENT, staged.error());
+  if (staged->on_message) applied_on_message_++;
   // Not the patched document: it keeps what the hook wrote ({"gpu": null})
   // where the view has protobuf's form ({}); the next hook is shown the view,
   // so its patches, and a refusal's replay, must run on the same form.
@@ -176,7 +206,7 @@ Status Plan::apply(const std::string& hook, const nlohmann::json& patches, bool 
 
 Result<std::vector<PlanChange>> Plan::preview(const std::string& hook, const nlohmann::json& patches, bool may_override,
                                               const PatchRules& rules) const {
-  auto staged = stage(hook, patches, may_override, rules, copy_document());
+  auto staged = stage(hook, patches, may_override, rules, /*take_json=*/false);
   if (!staged) return Error{staged.error()};
   return std::move(staged->changes);
 }

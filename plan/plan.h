@@ -37,6 +37,9 @@ struct PatchRules {
   // extra_protected made into rules once (the chain does, at start); made
   // per apply() when null.
   std::shared_ptr<const Protection> protection;
+  // Patch the plan's JSON form even where the message could be patched
+  // directly (tests hold the two to the same results).
+  bool json_only = false;
 };
 
 class Plan {
@@ -74,6 +77,8 @@ class Plan {
   const std::map<std::string, std::string>& owners() const { return owners_.by_path(); }
   // Every applied operation, in order (one audit log line each).
   const std::vector<PlanChange>& changes() const { return changes_; }
+  // Patch sets applied to the message directly, not through the JSON form.
+  size_t applied_on_message() const { return applied_on_message_; }
 
   // Writes what the plan changed onto `target` (the request's own sandbox)
   // and nothing else: unknown fields, secret values, hidden environment
@@ -82,17 +87,24 @@ class Plan {
 
  private:
   struct Staged {
-    nlohmann::json doc;
     PathOwners owners;
     std::vector<PlanChange> changes;
     openshell::compute::v1::DriverSandbox sandbox;
+    bool on_message = false;
   };
-  // Patches `doc`: the plan's own JSON form, taken (apply: a refusal drops
-  // it, to be made again from the view), or a copy of it (preview).
+  // Add, remove and replace are applied to a copy of the view itself
+  // (plan/message_target.h); other patch sets, and those it is unsure of,
+  // to the plan's JSON form: taken when `take_json` (apply: a refusal drops
+  // it, to be made again from the view), else a copy (preview).
   Result<Staged> stage(const std::string& hook, const nlohmann::json& patches, bool may_override,
-                       const PatchRules& rules, Result<nlohmann::json> doc) const;
+                       const PatchRules& rules, bool take_json) const;
+  Result<Staged> stage_on_message(const std::string& hook, const nlohmann::json& patches, bool may_override,
+                                  const Protection& protection) const;
+  Result<Staged> stage_on_json(const std::string& hook, const nlohmann::json& patches, bool may_override,
+                               const Protection& protection, Result<nlohmann::json> doc) const;
   Result<nlohmann::json> copy_document() const;
-  Result<nlohmann::json> take_document();
+  // Takes the cached form (json_ is a cache; apply() alone takes it).
+  Result<nlohmann::json> take_document() const;
   std::string find_type_error(const nlohmann::json& patches, const std::string& whole) const;
   // The JSON form of current_, made once; an error if it has none.
   Result<const nlohmann::json*> document() const;
@@ -103,6 +115,7 @@ class Plan {
   mutable std::optional<nlohmann::json> json_;
   PathOwners owners_;
   std::vector<PlanChange> changes_;
+  size_t applied_on_message_ = 0;
 };
 
 // A view of `sandbox` fit for hooks: secret fields, unknown fields and

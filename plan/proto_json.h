@@ -8,6 +8,7 @@
 // tests/plan/sandbox_json_test.cc holds the walks to protobuf's answers.
 #pragma once
 
+#include <google/protobuf/descriptor.h>
 #include <google/protobuf/message.h>
 #include <google/protobuf/struct.pb.h>
 #include <nlohmann/json.hpp>
@@ -28,6 +29,14 @@ bool write_value(const google::protobuf::Value& value, nlohmann::json& out);
 // false: `out` is unspecified and protobuf's util must judge `doc` (an
 // object); true: `out` (cleared by the caller) is what protobuf would parse.
 bool read_message(const nlohmann::json& doc, google::protobuf::Message& out);
+// One member of a document as read_message reads it, for a member `depth`
+// levels down: field `f` of `m` (cleared by the caller) from `v`; one
+// element appended to repeated `f`; a Value.
+bool read_field(const nlohmann::json& v, google::protobuf::Message& m, const google::protobuf::FieldDescriptor& f,
+                int depth);
+bool read_element(const nlohmann::json& v, google::protobuf::Message& m, const google::protobuf::FieldDescriptor& f,
+                  int depth);
+bool read_value(const nlohmann::json& v, google::protobuf::Value& out, int depth);
 
 // Well-formed UTF-8 as RFC 3629 defines it (no surrogates, overlongs or
 // code points above U+10FFFF): what nlohmann::json dumps without throwing.

@@ -75,7 +75,13 @@ Result<bool> json_to_message(const json& doc, google::protobuf::Message& out) {
   if (auto bad = first_foreign_name(doc, *out.GetDescriptor(), at); !bad.empty()) {
     return Error{bad + ": no such field (fields go by their proto names)"};
   }
-  auto status = google::protobuf::util::JsonStringToMessage(doc.dump(), &out);
+  std::string text;
+  try {
+    text = doc.dump();
+  } catch (const json::type_error&) {  // nlohmann refuses to write what is not UTF-8
+    return Error{"a string is not valid UTF-8"};
+  }
+  auto status = google::protobuf::util::JsonStringToMessage(text, &out);
   if (!status.ok()) return Error{std::string(status.message())};
   return true;
 }

@@ -1,7 +1,10 @@
 #include "plan/write_back.h"
 
+#include "plan/string_maps.h"
+
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/message_differencer.h>
 
 #include <algorithm>
@@ -185,6 +188,52 @@ void write_entry(const Message& before, const Message& after, Message& target, c
   }
 }
 
+// write_entry() for one of the plan's string maps, by key, without their
+// repeated form: the value is a string, nothing can hide beneath it.
+bool write_string_entry(const Message& before, const Message& after, Message& target, const FieldDescriptor* map,
+                        const std::string& key) {
+  const StringMap* was_map = string_map(before, *map);
+  const StringMap* now_map = string_map(after, *map);
+  StringMap* there = was_map && now_map ? mutable_string_map(target, *map) : nullptr;
+  if (!there) return false;
+  auto was = was_map->find(key);
+  auto now = now_map->find(key);
+  if (now == now_map->end()) {
+    if (was != was_map->end()) there->erase(key);
+  } else if (was == was_map->end() || was->second != now->second) {
+    (*there)[key] = now->second;
+  }
+  return true;
+}
+
+// write_entry() for a Struct's key, through the Struct's own map.
+bool write_struct_entry(const Message& before, const Message& after, Message& target, const std::string& key) {
+  const auto* was_struct = dynamic_cast<const google::protobuf::Struct*>(&before);
+  const auto* now_struct = dynamic_cast<const google::protobuf::Struct*>(&after);
+  auto* there_struct = dynamic_cast<google::protobuf::Struct*>(&target);
+  if (!was_struct || !now_struct || !there_struct) return false;
+  const auto& was_fields = was_struct->fields();
+  const auto& now_fields = now_struct->fields();
+  auto& there_fields = *there_struct->mutable_fields();
+  auto was = was_fields.find(key);
+  auto now = now_fields.find(key);
+  if (now == now_fields.end()) {
+    if (was != was_fields.end()) there_fields.erase(key);
+    return true;
+  }
+  if (was != was_fields.end() && same_message(was->second, now->second)) return true;
+  auto there = there_fields.find(key);
+  if (there == there_fields.end()) {
+    there_fields[key] = now->second;
+  } else if (was != was_fields.end()) {
+    CopyOnUse copy(now->second);
+    write_changes(was->second, copy.get(), there->second);
+  } else {
+    there->second.CopyFrom(now->second);
+  }
+  return true;
+}
+
 bool is_struct(const google::protobuf::Descriptor* type) {
   return type->full_name() == "google.protobuf.Struct";
 }
@@ -196,7 +245,14 @@ void write_map_at(const Message& before, CopyOnUse& after_copy, const Message& a
     write_map(before, after_copy.get(), target, map);
     return;
   }
-  for (const auto& [key, below] : changed.children) write_entry(before, after, target, map, key);
+  const bool of_struct = is_struct(map->containing_type());
+  for (const auto& [key, below] : changed.children) {
+    if (of_struct ? write_struct_entry(before, after, target, key)
+                  : write_string_entry(before, after, target, map, key)) {
+      continue;
+    }
+    write_entry(before, after, target, map, key);
+  }
 }
 
 void write_field_at(const Message& before, CopyOnUse& after_copy, const Message& after, Message& target,
