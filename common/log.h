@@ -17,6 +17,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 namespace owrap {
 
@@ -31,6 +34,11 @@ std::string_view log_level_name(LogLevel level);
 // "log lines dropped" line (at most once per `report_every`, and at stop).
 // After stop() lines are written synchronously by the caller, so the sink
 // stays usable from atexit paths and late threads.
+//
+// While lines keep coming the writer wakes once per `batch_window` on its own
+// timer and writes what gathered; a line wakes it only when it finds it idle
+// (nothing written for a window) or when the lines waiting pass
+// `batch_lines` or `batch_bytes`. flush() and stop() wake it at once.
 class LogSink {
  public:
   struct Options {
@@ -38,6 +46,9 @@ class LogSink {
     size_t max_lines = 8192;
     size_t max_bytes = size_t{4} << 20;
     std::chrono::milliseconds report_every{1000};
+    std::chrono::milliseconds batch_window{5};
+    size_t batch_lines = 512;
+    size_t batch_bytes = size_t{64} << 10;
   };
 
   explicit LogSink(Options options);
@@ -60,6 +71,58 @@ class LogSink {
   std::shared_ptr<State> state_;  // shared with the writer, which may outlive us
 };
 
+// One line built field by field straight into text, without JSON objects:
+// for lines written per call (the access log). The result is the line
+// format_log_line makes of the same fields, byte for byte: keys in byte order
+// (nlohmann's object is a std::map, and consumers see that order today), a
+// later field replacing an earlier one of the same key (time, level and
+// message included), strings escaped as dump() with error_handler_t::replace
+// escapes them (invalid UTF-8 becomes U+FFFD).
+class LogLine {
+ public:
+  LogLine(LogLevel level, std::string_view message);
+  // With a given "time" instead of now, for tests.
+  LogLine(LogLevel level, std::string_view message, std::string_view time);
+
+  LogLine& add(std::string_view key, std::string_view value);
+  LogLine& add(std::string_view key, const std::string& value) { return add(key, std::string_view(value)); }
+  // Not bool: a pointer converts to bool before it converts to string_view.
+  LogLine& add(std::string_view key, const char* value) { return add(key, std::string_view(value)); }
+  LogLine& add(std::string_view key, bool value);
+  LogLine& add(std::string_view key, double value);
+  template <class T>
+  requires(std::is_integral_v<T> && !std::is_same_v<T, bool>) LogLine& add(std::string_view key, T value) {
+    if constexpr (std::is_signed_v<T>) {
+      return add_signed(key, static_cast<int64_t>(value));
+    } else {
+      return add_unsigned(key, static_cast<uint64_t>(value));
+    }
+  }
+  // Any JSON value, dumped as format_log_line dumps it.
+  LogLine& add_json(std::string_view key, const nlohmann::json& value);
+
+  // The line, newline included. The builder is spent.
+  std::string finish();
+
+ private:
+  struct Field {
+    uint32_t key, key_size, value, value_size;  // offsets into text_
+  };
+  std::string_view key_of(const Field& f) const { return std::string_view(text_).substr(f.key, f.key_size); }
+  // The caller appends the value's JSON text to text_ after begin_field.
+  void begin_field(std::string_view key);
+  void end_field();
+  LogLine& add_signed(std::string_view key, int64_t value);
+  LogLine& add_unsigned(std::string_view key, uint64_t value);
+
+  std::string text_;  // raw keys and JSON values, in the order they came
+  std::vector<Field> fields_;
+};
+
+// Appends `s` as the inside of a JSON string (no quotes), as nlohmann's
+// dump(-1, ' ', false, error_handler_t::replace) writes it.
+void append_json_escaped(std::string& out, std::string_view s);
+
 class Logger {
  public:
   static Logger& instance();
@@ -73,6 +136,8 @@ class Logger {
   // Formats one line, {"time":..., "level":..., "message":..., <fields>},
   // and hands it to the sink.
   void write(LogLevel level, std::string_view message, nlohmann::json fields = nlohmann::json::object());
+  // The same without JSON objects, for lines written per call.
+  void write(LogLine&& line);
 
   // Every line logged so far is written (bounded wait).
   bool flush() { return sink_.flush(); }
@@ -107,14 +172,31 @@ void route_library_logs();
 // build leaves on; the wrapper calls it at start.
 void skip_mutex_deadlock_detection();
 
+// The fields of log_info and friends are a braced list built before the
+// call, whatever the level. Where building them costs something and the
+// level is often off (a line per call at debug), pass a callable returning
+// the fields to log_at instead (`log_at(LogLevel::kDebug, "x", [&] { return
+// nlohmann::json{...}; })`): it runs only when the line is written. (Not an
+// overload of log_debug: `cond ? log_info : log_warn` must stay unambiguous.)
+template <class F>
+concept LogFieldsMaker = std::is_invocable_r_v<nlohmann::json, F> && !std::is_convertible_v<F, nlohmann::json>;
+
+inline void log_at(LogLevel level, std::string_view m, nlohmann::json f = nlohmann::json::object()) {
+  if (Logger::instance().enabled(level)) Logger::instance().write(level, m, std::move(f));
+}
+template <LogFieldsMaker F>
+void log_at(LogLevel level, std::string_view m, F&& make_fields) {
+  if (Logger::instance().enabled(level)) Logger::instance().write(level, m, std::forward<F>(make_fields)());
+}
+
 inline void log_debug(std::string_view m, nlohmann::json f = nlohmann::json::object()) {
-  if (Logger::instance().enabled(LogLevel::kDebug)) Logger::instance().write(LogLevel::kDebug, m, std::move(f));
+  log_at(LogLevel::kDebug, m, std::move(f));
 }
 inline void log_info(std::string_view m, nlohmann::json f = nlohmann::json::object()) {
-  if (Logger::instance().enabled(LogLevel::kInfo)) Logger::instance().write(LogLevel::kInfo, m, std::move(f));
+  log_at(LogLevel::kInfo, m, std::move(f));
 }
 inline void log_warn(std::string_view m, nlohmann::json f = nlohmann::json::object()) {
-  if (Logger::instance().enabled(LogLevel::kWarn)) Logger::instance().write(LogLevel::kWarn, m, std::move(f));
+  log_at(LogLevel::kWarn, m, std::move(f));
 }
 inline void log_error(std::string_view m, nlohmann::json f = nlohmann::json::object()) {
   Logger::instance().write(LogLevel::kError, m, std::move(f));

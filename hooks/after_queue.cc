@@ -77,10 +77,12 @@ void AfterQueue::run_step(std::shared_ptr<Running> job) {
                                            {"error", outcome.failure.error_message()}});
     } else {
       completed_.fetch_add(1);
-      nlohmann::json fields = {
-          {"hook", done.hook->name()}, {"phase", done.request->phase()}, {"sandbox_id", done.request->sandbox_id()}};
-      for (const auto& [k, v] : outcome.response.log_annotations()) fields["annotations"][k] = v;
-      log_debug("after-phase hook ran", fields);
+      log_at(LogLevel::kDebug, "after-phase hook ran", [&] {
+        nlohmann::json fields = {
+            {"hook", done.hook->name()}, {"phase", done.request->phase()}, {"sandbox_id", done.request->sandbox_id()}};
+        for (const auto& [k, v] : outcome.response.log_annotations()) fields["annotations"][k] = v;
+        return fields;
+      });
     }
     job->next++;
     run_step(job);

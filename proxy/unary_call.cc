@@ -57,17 +57,24 @@ grpc::Status redact_status(const grpc::Status& s, const std::vector<std::string>
   return grpc::Status(s.error_code(), message, details);
 }
 
+LogLine call_log_line(const CallLogEntry& entry, std::chrono::microseconds latency, const grpc::Status& s,
+                      LogLevel level) {
+  LogLine line(level, "rpc");
+  line.add("rpc", entry.rpc).add("latency_us", latency.count()).add("status", status_code_name(s.error_code()));
+  if (!entry.sandbox_id.empty()) line.add("sandbox_id", entry.sandbox_id);
+  if (entry.passthrough) line.add("passthrough", true);
+  if (!entry.delivered) line.add("delivered", false);
+  if (!s.ok()) {
+    line.add("error", entry.secrets ? redact_secrets(s.error_message(), *entry.secrets) : s.error_message());
+  }
+  return line;
+}
+
 void log_call(const CallLogEntry& entry, std::chrono::steady_clock::time_point start, const grpc::Status& s) {
   const LogLevel level = s.ok() && entry.delivered ? LogLevel::kInfo : LogLevel::kWarn;
   if (!Logger::instance().enabled(level)) return;
   auto latency = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
-  nlohmann::json fields = {
-      {"rpc", entry.rpc}, {"latency_us", latency.count()}, {"status", status_code_name(s.error_code())}};
-  if (!entry.sandbox_id.empty()) fields["sandbox_id"] = entry.sandbox_id;
-  if (entry.passthrough) fields["passthrough"] = true;
-  if (!entry.delivered) fields["delivered"] = false;
-  if (!s.ok()) fields["error"] = entry.secrets ? redact_secrets(s.error_message(), *entry.secrets) : s.error_message();
-  Logger::instance().write(level, "rpc", std::move(fields));
+  Logger::instance().write(call_log_line(entry, latency, s, level));
 }
 
 grpc::Status admit_call(const grpc::ServerContextBase& call, const std::string& wrapper_name,

@@ -110,6 +110,10 @@ struct CallLogEntry {
   const std::vector<std::string>* secrets = nullptr;
 };
 void log_call(const CallLogEntry& entry, std::chrono::steady_clock::time_point start, const grpc::Status& s);
+// The line log_call writes, built without JSON objects (it is written per
+// call at the default level).
+LogLine call_log_line(const CallLogEntry& entry, std::chrono::microseconds latency, const grpc::Status& s,
+                      LogLevel level);
 
 // Whether a call that just arrived may be served, unary or unknown method:
 // not past the hop limit (a loop of wrappers), and the wrapper not draining

@@ -3,6 +3,7 @@
 #include "support/harness.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 #include <catch2/catch.hpp>
 
@@ -46,6 +47,22 @@ struct Pipe {
     return data;
   }
 };
+
+// Whether anything reached the pipe within `ms`, read by no one yet.
+bool readable(int fd, int ms) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, ms) == 1;
+}
+
+LogSink::Options batching(int fd, std::chrono::milliseconds window, size_t lines, size_t bytes) {
+  LogSink::Options o;
+  o.fd = fd;
+  o.max_lines = 100000;
+  o.batch_window = window;
+  o.batch_lines = lines;
+  o.batch_bytes = bytes;
+  return o;
+}
 
 std::vector<nlohmann::json> json_lines(const std::string& text) {
   std::vector<nlohmann::json> out;
@@ -185,4 +202,63 @@ TEST_CASE("a logger that never logged stops at once, also when stopped twice", "
   auto lines = json_lines(pipe.finish());
   REQUIRE(lines.size() == 1);
   CHECK(lines[0]["message"] == "after shutdown");
+}
+
+TEST_CASE("the writer holds lines for its window; flush() and stop() write them at once", "[log]") {
+  Pipe pipe;  // read only at the end: the first lines fit in its buffer
+  Logger logger(batching(pipe.write_fd(), std::chrono::minutes(1), 1000, size_t{1} << 20));
+  logger.write(LogLevel::kInfo, "first");
+  // Woken by the first line, the writer gathers for its window.
+  CHECK_FALSE(readable(pipe.fds[0], 300));
+  auto start = std::chrono::steady_clock::now();
+  CHECK(logger.flush());
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
+  CHECK(readable(pipe.fds[0], 0));
+  logger.write(LogLevel::kInfo, "second");
+  start = std::chrono::steady_clock::now();
+  logger.shutdown();
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
+  pipe.start();
+  auto lines = json_lines(pipe.finish());
+  REQUIRE(lines.size() == 2);
+  CHECK(lines[0]["message"] == "first");
+  CHECK(lines[1]["message"] == "second");
+}
+
+TEST_CASE("lines past the batch thresholds are written without waiting for the window", "[log]") {
+  Pipe pipe;  // read only at the end: 20 KiB fit in its buffer
+  const bool by_bytes = GENERATE(false, true);
+  // Lines of ~1 KiB: a batch is due past 10 lines, or past 8 KiB.
+  Logger logger(batching(pipe.write_fd(), std::chrono::minutes(1), by_bytes ? 1000 : 10, 8 << 10));
+  auto line = [&](int i) { logger.write(LogLevel::kInfo, "line", {{"seq", i}, {"pad", std::string(1000, 'x')}}); };
+  line(0);
+  CHECK_FALSE(readable(pipe.fds[0], 300));  // the writer is gathering now
+  for (int i = 1; i < 20; i++) line(i);
+  // Within test time, not the one-minute window.
+  CHECK(readable(pipe.fds[0], 5000));
+  logger.shutdown();
+  pipe.start();
+  auto lines = json_lines(pipe.finish());
+  REQUIRE(lines.size() == 20);
+  for (int i = 0; i < 20; i++) CHECK(lines[i]["seq"] == i);
+}
+
+TEST_CASE("a burst from several threads with small batches loses and reorders nothing", "[log]") {
+  Pipe pipe;
+  pipe.start();
+  auto logger = std::make_unique<Logger>(batching(pipe.write_fd(), std::chrono::minutes(1), 64, 16 << 10));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; t++) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 5000; i++) logger->write(LogLevel::kInfo, "line", {{"thread", t}, {"seq", i}});
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(logger->flush());
+  CHECK(logger->dropped() == 0);
+  logger.reset();
+  auto lines = json_lines(pipe.finish());
+  REQUIRE(lines.size() == 20000);
+  int next[4] = {0, 0, 0, 0};
+  for (const auto& j : lines) CHECK(j["seq"] == next[j["thread"].get<int>()]++);
 }

@@ -236,7 +236,10 @@ class MemoryDriver::Call : public grpc::ServerUnaryReactor {
     record_["cancelled"] = cancelled_.load() || ctx_->IsCancelled();
     record_["status"] = status_code_name(status.error_code());
     if (driver_.recorder_) driver_.recorder_->write(record_);
-    log_debug("call", {{"rpc", rpc_}, {"sandbox_id", sandbox_id_}, {"status", status_code_name(status.error_code())}});
+    log_at(LogLevel::kDebug, "call", [&] {
+      return nlohmann::json{
+          {"rpc", rpc_}, {"sandbox_id", sandbox_id_}, {"status", status_code_name(status.error_code())}};
+    });
     Finish(status);
   }
 
