@@ -2,6 +2,11 @@
 
 #include "common/secrets.h"
 
+#include <mutex>
+#include <shared_mutex>
+#include <string_view>
+#include <unordered_map>
+
 namespace owrap {
 
 using google::protobuf::Descriptor;
@@ -70,9 +75,46 @@ SchemaSpot schema_spot(const Descriptor& root, const PathTokens& path) {
   return {"", may_hold(container ? element_type(*container) : type)};
 }
 
+namespace {
+
+struct TokensHash {
+  size_t operator()(const PathTokens& path) const {
+    size_t h = path.size();
+    for (const auto& token : path) h = h * 1000003 ^ std::hash<std::string_view>{}(token);
+    return h;
+  }
+};
+
+}  // namespace
+
+struct Protection::Memo {
+  // A hook that sends ever new paths fills it once; past the bound paths
+  // are judged every time, as before there was a memo.
+  static constexpr size_t kMaxPaths = 1024;
+  using Verdicts = std::unordered_map<PathTokens, std::string, TokensHash>;
+
+  template <class Judge>
+  std::string remember(Verdicts& verdicts, const PathTokens& path, Judge judge) {
+    {
+      std::shared_lock lock(mutex);
+      auto it = verdicts.find(path);
+      if (it != verdicts.end()) return it->second;
+    }
+    std::string verdict = judge();
+    std::unique_lock lock(mutex);
+    if (verdicts.size() < kMaxPaths) verdicts.emplace(path, verdict);
+    return verdict;
+  }
+
+  std::shared_mutex mutex;
+  Verdicts inside;
+  Verdicts contains;
+};
+
 Result<Protection> Protection::make(const Descriptor& root, const std::vector<std::string>& extra) {
   Protection out;
   out.root_ = &root;
+  out.memo_ = std::make_shared<Memo>();
   static const std::vector<Rule> contract = [] {
     std::vector<Rule> rules;
     for (const auto& text : driver_owned_patterns()) rules.push_back({PathPattern::parse(text).value(), false});
@@ -88,6 +130,14 @@ Result<Protection> Protection::make(const Descriptor& root, const std::vector<st
 }
 
 std::string Protection::inside(const PathTokens& path) const {
+  return memo_->remember(memo_->inside, path, [&] { return judge_inside(path); });
+}
+
+std::string Protection::contains(const PathTokens& path) const {
+  return memo_->remember(memo_->contains, path, [&] { return judge_contains(path); });
+}
+
+std::string Protection::judge_inside(const PathTokens& path) const {
   // Most paths pass: the pointer text is made only for a refusal.
   for (const auto& rule : rules_) {
     if (!rule.pattern.covers(path)) continue;
@@ -103,7 +153,7 @@ std::string Protection::inside(const PathTokens& path) const {
   return pointer + " lies inside the secret field " + spot.secret;
 }
 
-std::string Protection::contains(const PathTokens& path) const {
+std::string Protection::judge_contains(const PathTokens& path) const {
   auto pointer = [&] { return path.empty() ? std::string("the whole sandbox") : to_pointer(path); };
   for (const auto& rule : rules_) {
     if (!rule.pattern.is_below(path)) continue;

@@ -10,6 +10,7 @@
 
 #include <google/protobuf/descriptor.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -46,8 +47,16 @@ class Protection {
     PathPattern pattern;
     bool operator_rule;
   };
+  // Both answers depend on the path alone, and a chain's hooks write the
+  // same few paths on every call: they are judged once (up to a bound) and
+  // remembered. Shared by the calls of every queue thread.
+  struct Memo;
+  std::string judge_inside(const PathTokens& path) const;
+  std::string judge_contains(const PathTokens& path) const;
+
   const google::protobuf::Descriptor* root_ = nullptr;
   std::vector<Rule> rules_;
+  std::shared_ptr<Memo> memo_;
 };
 
 }  // namespace owrap

@@ -124,8 +124,23 @@ class Patcher {
   void add(std::string path, nlohmann::json* parent, const std::string& key, nlohmann::json value) {
     // Later sections may descend into an object this creates; a leaf they
     // only see as taken (null is, to merge_into, as any non-object).
-    (*parent)[key] = value.is_object() ? value : nlohmann::json();
-    patches_.push_back({{"op", "add"}, {"path", std::move(path)}, {"value", std::move(value)}});
+    (*parent)[key] = skeleton(value);
+    nlohmann::json op(nlohmann::json::value_t::object);
+    auto& members = op.get_ref<nlohmann::json::object_t&>();
+    members.emplace("op", "add");
+    members.emplace("path", std::move(path));
+    members.emplace("value", std::move(value));
+    patches_.get_ref<nlohmann::json::array_t&>().push_back(std::move(op));
+  }
+
+  // The objects of `value` with every other value null: what merge_into
+  // looks at, without copying the strings and lists.
+  static nlohmann::json skeleton(const nlohmann::json& value) {
+    if (!value.is_object()) return nullptr;
+    nlohmann::json out(nlohmann::json::value_t::object);
+    auto& members = out.get_ref<nlohmann::json::object_t&>();
+    for (const auto& [k, v] : value.get_ref<const nlohmann::json::object_t&>()) members.emplace(k, skeleton(v));
+    return out;
   }
 
   const computepb::DriverSandbox& sandbox_;

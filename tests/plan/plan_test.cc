@@ -7,7 +7,9 @@
 #include <google/protobuf/util/json_util.h>
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <thread>
 
 using namespace owrap;
 using nlohmann::json;
@@ -509,4 +511,38 @@ TEST_CASE("a move onto its source's parent leaves ownership as a replace of that
   CHECK(plan.json().at(json::json_pointer("/spec/template/driver_config/list")) == json::array({1, 2}));
   CHECK(plan.owners().at("/spec/template/driver_config/list") == "first");
   CHECK(plan.owners().count("/spec/template/driver_config/list/x") == 0);
+}
+
+TEST_CASE("a protection's remembered verdicts are the ones it judges, past its bound and from several threads",
+          "[plan]") {
+  const std::vector<std::string> extra = {"/spec/template/labels/acme.com~1*"};
+  auto shared = Protection::make(*v1::DriverSandbox::descriptor(), extra);
+  REQUIRE(shared.ok());
+  std::vector<PathTokens> paths;
+  for (const char* base : {"/spec/template/labels/acme.com~1", "/spec/environment/OPENSHELL_", "/spec/sandbox_token/",
+                           "/spec/template/driver_config/", "/status/x"}) {
+    for (int i = 0; i < 300; i++) paths.push_back(parse_pointer(base + std::to_string(i)).value());
+  }
+  paths.push_back({});
+  paths.push_back({"spec"});
+  paths.push_back({"spec", "template"});
+  // 1,503 paths, more than the memo keeps: each asked four times on four
+  // threads, each answer checked against a protection that never saw it.
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < 4; t++) {
+    threads.emplace_back([&] {
+      for (int round = 0; round < 4; round++) {
+        for (const auto& path : paths) {
+          auto fresh = Protection::make(*v1::DriverSandbox::descriptor(), extra).value();
+          if (shared->inside(path) != fresh.inside(path) || shared->contains(path) != fresh.contains(path)) wrong++;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(wrong == 0);
+  CHECK_THAT(shared->inside(parse_pointer("/spec/template/labels/acme.com~17").value()),
+             Catch::Contains("protected by the operator"));
+  CHECK_THAT(shared->contains({"spec"}), Catch::Contains("contains"));
 }
