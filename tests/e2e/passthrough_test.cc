@@ -426,7 +426,8 @@ TEST_CASE("a sandbox_token sent in create appears in no log line", "[e2e][secret
 TEST_CASE("several worker threads relay concurrent calls; SIGTERM lets a call in flight finish", "[e2e][threads]") {
   namespace v1 = openshell::compute::v1;
   TempDir dir;
-  WrapperSpec spec{"acme", "memory", "nested", memory_command("", {})};
+  std::string record = dir.file("record.jsonl");
+  WrapperSpec spec{"acme", "memory", "nested", memory_command(record, {"--record-arrivals"})};
   spec.extra_toml = "worker_threads = 3\nshutdown_grace_ms = 5000\n";
   WrapperProc one(dir, spec);
   auto channel = grpc::CreateChannel("unix:" + one.socket, grpc::InsecureChannelCredentials());
@@ -472,9 +473,14 @@ TEST_CASE("several worker threads relay concurrent calls; SIGTERM lets a call in
     slow_status = stub->GetSandbox(&slow_ctx, slow, &slow_resp);
     answered = true;
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  // In flight means the delegate has it. A fixed sleep was not enough on a
+  // loaded box: the call could still be unsent when SIGTERM came, and a call
+  // that arrives after it is rightly refused.
+  REQUIRE(wait_for(
+      [&] { return file_contains(record, R"({"arrived":true,"rpc":"GetSandbox","sandbox_id":"threads-slow"})"); }));
   one.proc->signal(SIGTERM);
   caller.join();
+  INFO(slow_status.error_message());
   CHECK(answered);
   CHECK(slow_status.ok());
   CHECK(slow_resp.sandbox().id() == "threads-slow");

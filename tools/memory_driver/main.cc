@@ -7,7 +7,6 @@
 #include "common/signals.h"
 #include "tools/memory_driver/memory_driver.h"
 
-
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -17,7 +16,8 @@ namespace {
 
 void usage() {
   std::cerr << "usage: openshell-driver-memory --bind-socket PATH [--log-level LEVEL] [--state-file PATH]\n"
-               "       [--fail RPC=CODE]... [--delay RPC=MS]... [--record PATH] [--name NAME]\n"
+               "       [--fail RPC=CODE]... [--delay RPC=MS]... [--record PATH [--record-arrivals]]\n"
+               "       [--name NAME]\n"
                "       [--driver-version V] [--default-image IMAGE] [--gateway-manages-lifecycle]\n"
                "       [--listener loopback|default-route|exact:ADDR]... [--watch-queue N]\n"
                "       [--expected-peer-pid PID] [--allow-same-uid-peer] [--reply-garbage RPC]...\n"
@@ -55,6 +55,8 @@ int main(int argc, char** argv) {
       options.state_file = next();
     else if (arg == "--record")
       options.record_file = next();
+    else if (arg == "--record-arrivals")
+      options.record_arrivals = true;
     else if (arg == "--name")
       options.driver_name = next();
     else if (arg == "--driver-version")

@@ -205,6 +205,11 @@ class MemoryDriver::Call : public grpc::ServerUnaryReactor {
   }
 
   void start() {
+    if (driver_.recorder_ && driver_.options_.record_arrivals) {
+      nlohmann::json arrived = {{"rpc", rpc_}, {"arrived", true}};
+      if (!sandbox_id_.empty()) arrived["sandbox_id"] = sandbox_id_;
+      driver_.recorder_->write(arrived);
+    }
     asio::post(driver_.io_, [this] {
       if (delay_.count() == 0) {
         run();

@@ -38,6 +38,9 @@ struct Options {
   bool gateway_manages_lifecycle = false;
   std::string state_file;
   std::string record_file;
+  // Also one record line when a call arrives (before its delay): a test can
+  // wait until a slow call is surely in flight instead of sleeping.
+  bool record_arrivals = false;
   Faults global_faults;
   // "loopback", "default-route" or "exact:ADDR"; none means UNIMPLEMENTED.
   std::vector<std::string> listener_requirements;
