@@ -4,15 +4,22 @@
 // latency far more than these counts, so this is the figure to compare
 // builds with while other work runs; bench_passthrough gives latency.
 //
-//   bench_cost [calls per rep (5000)] [reps (5)] [info]
+//   bench_cost [calls per rep (5000)] [reps (5)] [info] [create | policy]
 //
 // Sequential GetSandbox calls through one wrapper (endpoint delegate, log
-// level warn, or info with "info"), then 16 callers for one second. With
+// level warn, or info with "info"), then 16 callers for one second.
+// "create": sequential CreateSandbox calls (bench_hooks' sandbox) instead,
+// each sandbox deleted again straight at the driver (the wrapper relays the
+// watch events of both); "policy": the same through a wrapper whose one
+// hook is the builtin policy (bench_hooks' (c2)), so that the difference of
+// the two is what the staged path of a hook costs per create. With
 // OWRAP_BENCH_PAUSE=N it prints the wrapper's pid and waits N seconds before
 // measuring, for `perf record -p`. With OWRAP_BENCH_CALLGRIND=1 the wrapper
 // runs under valgrind's callgrind, which counts the instructions (user space
 // only) of the measured calls alone: a figure no other load on the machine
 // moves, for comparing builds; the syscalls a call makes are strace's to count.
+// OWRAP_BENCH_CALLGRIND=<file> keeps the dump there, for callgrind_annotate.
+#include "bench/hook_configs.h"
 #include "tests/support/harness.h"
 
 #include <grpcpp/create_channel.h>
@@ -94,12 +101,22 @@ void report(const char* what, pid_t wrapper, pid_t driver, const Counters& w0, c
 int run(int argc, char** argv) {
   const int n = argc > 1 ? std::atoi(argv[1]) : 5000;
   const int reps = argc > 2 ? std::atoi(argv[2]) : 5;
-  const bool info = argc > 3 && std::string(argv[3]) == "info";
+  bool info = false, create = false, policy = false;
+  for (int i = 3; i < argc; i++) {
+    std::string arg = argv[i];
+    info = info || arg == "info";
+    policy = policy || arg == "policy";
+    create = create || arg == "create" || arg == "policy";
+  }
   TempDir dir;
-  MemoryDriverProc memory(dir, "memory", {"--log-level", "warn"});
+  // bench_hooks' driver: its sandbox carries Kubernetes resources.
+  std::vector<std::string> driver_args = {"--log-level", "warn"};
+  if (create) driver_args.insert(driver_args.end(), {"--schema", "kubernetes"});
+  MemoryDriverProc memory(dir, "memory", driver_args);
   WrapperSpec spec{"one", "memory", "nested", {}};
   spec.endpoint_socket = memory.socket;
   if (!info) spec.extra_toml = "log_level = \"warn\"\n";
+  if (policy) spec.extra_delegate_toml = owrap::bench::kPolicyHook;
   const bool callgrind = std::getenv("OWRAP_BENCH_CALLGRIND") != nullptr;
   // OWRAP_BENCH_WRAPPER: another build's binary, to compare builds.
   const char* other = std::getenv("OWRAP_BENCH_WRAPPER");
@@ -131,12 +148,30 @@ int run(int argc, char** argv) {
   }
   const pid_t wpid = wrapper_process.pid(), dpid = memory.proc->pid();
   auto stub = stub_for(socket);
+  auto driver = stub_for(memory.socket);
   v1::GetSandboxRequest req;
   req.set_sandbox_id("bench");
+  long next_id = 0;
   auto call = [&] {
+    if (!create) {
+      grpc::ClientContext ctx;
+      v1::GetSandboxResponse resp;
+      if (!stub->GetSandbox(&ctx, req, &resp).ok()) throw std::runtime_error("GetSandbox failed");
+      return;
+    }
+    std::string id = "c-" + std::to_string(next_id++);
+    v1::CreateSandboxRequest create_req;
+    *create_req.mutable_sandbox() = owrap::bench::bench_sandbox(id);
     grpc::ClientContext ctx;
-    v1::GetSandboxResponse resp;
-    if (!stub->GetSandbox(&ctx, req, &resp).ok()) throw std::runtime_error("GetSandbox failed");
+    v1::CreateSandboxResponse resp;
+    if (auto st = stub->CreateSandbox(&ctx, create_req, &resp); !st.ok()) {
+      throw std::runtime_error("CreateSandbox failed: " + st.error_message());
+    }
+    grpc::ClientContext del_ctx;
+    v1::DeleteSandboxRequest del;
+    del.set_sandbox_id(id);
+    v1::DeleteSandboxResponse del_resp;
+    (void)driver->DeleteSandbox(&del_ctx, del, &del_resp);
   };
   for (int i = 0; i < 500; i++) call();
   if (callgrind) {
@@ -154,6 +189,10 @@ int run(int argc, char** argv) {
                       std::stod(line.substr(8)) / n, n);
         }
       }
+      // OWRAP_BENCH_CALLGRIND=<file>: the dump is kept there, for callgrind_annotate.
+      if (std::string keep = std::getenv("OWRAP_BENCH_CALLGRIND"); keep != "1" && !keep.empty()) {
+        std::filesystem::copy_file(f.path(), keep, std::filesystem::copy_options::overwrite_existing);
+      }
     }
     return 0;
   }
@@ -162,7 +201,11 @@ int run(int argc, char** argv) {
     std::fflush(stdout);
     std::this_thread::sleep_for(std::chrono::seconds(std::atoi(pause)));
   }
-  std::printf("bench/cost: GetSandbox through one wrapper (log_level %s)\n", info ? "info" : "warn");
+  std::printf("bench/cost: %s through one wrapper (log_level %s)\n",
+              !create  ? "GetSandbox"
+              : policy ? "CreateSandbox (+ delete at the driver), builtin policy hook"
+                       : "CreateSandbox (+ delete at the driver), no hook",
+              info ? "info" : "warn");
   auto threads0 = threads(wpid);
   for (int r = 0; r < reps; r++) {
     Counters w0 = counters(wpid), d0 = counters(dpid);
@@ -185,7 +228,7 @@ int run(int argc, char** argv) {
     std::printf("    %-8s %-18s %7.2f %6.3f\n", tid.c_str(), std::get<0>(t1).c_str(),
                 (std::get<1>(t1) - ns0) / 1e3 / calls, (std::get<2>(t1) - sw0) / calls);
   }
-  for (int r = 0; r < reps; r++) {
+  for (int r = 0; r < reps && !create; r++) {
     Counters w0 = counters(wpid), d0 = counters(dpid);
     std::atomic<long> calls{0};
     std::atomic<bool> stop{false};

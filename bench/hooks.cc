@@ -608,6 +608,11 @@ int run(const Options& options) {
                                 false, other));
   }
   owned.push_back(make_target(dir, "policy", "(c2) builtin policy alone", 1, kPolicyHook));
+  // And the policy hook alone through the other build, measured with (c2).
+  if (const char* other = std::getenv("OWRAP_BENCH_WRAPPER")) {
+    owned.push_back(
+        make_target(dir, "policy-other", std::string("(c2') policy alone, ") + other, 1, kPolicyHook, false, other));
+  }
   owned.push_back(make_target(dir, "quota", "(c3) builtin quota alone", 1, kQuotaHook));
   owned.push_back(make_target(dir, "exec", "(d) 1 exec hook (/bin/sh script)", 1, exec_hook("allow-sh", allow_sh)));
   owned.push_back(
@@ -617,8 +622,11 @@ int run(const Options& options) {
   }
   std::vector<Target*> targets;
   for (auto& t : owned) {
-    bool wanted = options.only.empty() || t->tag == "zero" || t->tag == "shaped" || t->tag == "defaults-other" ||
-                  std::find(options.only.begin(), options.only.end(), t->tag) != options.only.end();
+    auto named = [&](const std::string& tag) {
+      return std::find(options.only.begin(), options.only.end(), tag) != options.only.end();
+    };
+    bool wanted = options.only.empty() || t->tag == "zero" || t->tag == "shaped" || named(t->tag) ||
+                  t->tag == "defaults-other" || (t->tag == "policy-other" && named("policy"));
     if (!wanted) continue;
     targets.push_back(t.get());
     if (!options.only.empty() && t->wrapper) std::printf("  %s: wrapper pid %d\n", t->tag.c_str(), t->wrapper_pid());

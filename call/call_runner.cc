@@ -81,14 +81,16 @@ void CallRunner::run_after() {
 }
 
 bool CallRunner::step(const Stage& stage, const Stage::Step& fn, google::protobuf::Message& message) {
-  auto token = std::make_shared<ResumeToken>(&host_);
+  std::shared_ptr<ResumeToken> token = spare_ ? std::move(spare_) : std::make_shared<ResumeToken>(&host_);
   StepResult result = fn(state_, message, Resume(token));
   if (result.is_suspended()) {
     token_ = std::move(token);
     suspend(stage, result.timeout());
     return false;
   }
-  token->detach();
+  // A quick step that kept no copy of its handle and never resumed leaves a
+  // token as good as new: the next step gets it instead of an allocation.
+  if (token->detach_or_rearm(&host_, token.use_count() == 1)) spare_ = std::move(token);
   if (!result.status().ok()) {
     fail(result.status(), phase_ == Phase::kAfter ? outcome_ : DelegateOutcome::kNotCalled);
     return false;

@@ -90,7 +90,8 @@ class CallRunner {
   size_t before_ran_ = 0;  // how many stages' before steps ran
   const Stage* waiting_ = nullptr;
   std::shared_ptr<ResumeToken> token_;
-  bool deadline_governs_ = false;  // the caller's deadline, not the stage's timeout, set the timer
+  std::shared_ptr<ResumeToken> spare_;  // a quick step's token, unshared, for the next step
+  bool deadline_governs_ = false;       // the caller's deadline, not the stage's timeout, set the timer
   std::chrono::milliseconds waiting_timeout_{0};
   bool cancelled_ = false;
   grpc::Status cancel_reason_;

@@ -69,6 +69,21 @@ void ResumeToken::detach() {
   host_ = nullptr;
 }
 
+bool ResumeToken::detach_or_rearm(CallHost* host, bool unshared) {
+  std::function<void()> dropped;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!unshared || resumed_) {
+    host_ = nullptr;
+    return false;
+  }
+  host_ = host;
+  cancelled_ = false;
+  status_ = grpc::Status::OK;
+  dropped.swap(on_cancel_);
+  progress_.clear();
+  return true;
+}
+
 RpcSet rpc_set(std::initializer_list<Rpc> rpcs) {
   RpcSet set;
   for (Rpc rpc : rpcs) set.set(static_cast<size_t>(rpc));

@@ -52,6 +52,11 @@ class ResumeToken {
   // The call's thread, after a resume was taken or the stage was done: no
   // more resumes reach the host.
   void detach();
+  // The call's thread, once a step said "done": detach(), or, when nobody
+  // else holds the token (`unshared`) and it was never resumed, make it as
+  // good as new for the call's next step on `host` (a callback the step
+  // left is dropped, as with its token) and return true.
+  bool detach_or_rearm(CallHost* host, bool unshared);
 
  private:
   mutable std::mutex mu_;

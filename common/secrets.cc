@@ -2,6 +2,8 @@
 
 #include "options.pb.h"
 
+#include <google/protobuf/struct.pb.h>
+
 #include <algorithm>
 #include <deque>
 #include <shared_mutex>
@@ -165,6 +167,59 @@ void scrub(Message& m, const Plan& plan) {
   }
 }
 
+// Unknown fields are discarded by a walk of our own: protobuf's
+// DiscardUnknownFields lists every set field of every message and reaches
+// each map field through its repeated form, which turns a map<string,
+// string> into entry messages (and back on the next read): about 15,000
+// instructions for a small DriverSandbox, three quarters of the plan's view
+// of a create. A map entry keeps no unknown field once parsed, so only
+// message-valued maps need a look; the contract's one (Struct.fields) is
+// walked through its generated API. What the walk cannot name (extensions,
+// another message-valued map) is left to protobuf.
+struct UnknownWalk {
+  std::vector<const FieldDescriptor*> singular;  // message-typed
+  std::vector<const FieldDescriptor*> repeated;  // message-typed, not maps
+  bool is_struct = false;
+  bool protobuf_walks = false;
+};
+
+const UnknownWalk& unknown_walk(const Descriptor& type) {
+  // Node-based: references stay valid while the walk adds types.
+  thread_local std::unordered_map<const Descriptor*, UnknownWalk> walks;
+  if (auto it = walks.find(&type); it != walks.end()) return it->second;
+  UnknownWalk w;
+  w.is_struct = &type == google::protobuf::Struct::descriptor();
+  w.protobuf_walks = type.extension_range_count() > 0;
+  for (int i = 0; i < type.field_count() && !w.is_struct; i++) {
+    const FieldDescriptor* f = type.field(i);
+    if (f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    if (f->is_map()) {
+      if (f->message_type()->map_value()->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) w.protobuf_walks = true;
+    } else {
+      (f->is_repeated() ? w.repeated : w.singular).push_back(f);
+    }
+  }
+  return walks.emplace(&type, std::move(w)).first->second;
+}
+
+void discard_unknown_fields(Message& m) {
+  const UnknownWalk& w = unknown_walk(*m.GetDescriptor());
+  auto* as_struct = w.is_struct ? dynamic_cast<google::protobuf::Struct*>(&m) : nullptr;
+  if (w.protobuf_walks || (w.is_struct && as_struct == nullptr)) return m.DiscardUnknownFields();
+  const Reflection& r = *m.GetReflection();
+  if (!r.GetUnknownFields(m).empty()) r.MutableUnknownFields(&m)->Clear();
+  if (as_struct) {
+    for (auto& [key, value] : *as_struct->mutable_fields()) discard_unknown_fields(value);
+    return;
+  }
+  for (const FieldDescriptor* f : w.singular) {
+    if (r.HasField(m, f)) discard_unknown_fields(*r.MutableMessage(&m, f));
+  }
+  for (const FieldDescriptor* f : w.repeated) {
+    for (int i = 0, n = r.FieldSize(m, f); i < n; i++) discard_unknown_fields(*r.MutableRepeatedMessage(&m, f, i));
+  }
+}
+
 }  // namespace
 
 bool is_secret_field(const FieldDescriptor& field) {
@@ -178,7 +233,7 @@ bool may_hold_secrets(const Descriptor& type) {
 void scrub_secrets(Message& message) {
   const Plan& plan = PlanCache::instance().plan(*message.GetDescriptor());
   if (!plan.empty()) scrub(message, plan);
-  message.DiscardUnknownFields();
+  discard_unknown_fields(message);
 }
 
 std::unique_ptr<Message> scrubbed_copy(const Message& message) {

@@ -303,6 +303,66 @@ TEST_CASE("a stale resume from a step that then said done does not resume a late
   CHECK(f.host.delegate_calls == 1);
 }
 
+// A quick step's token is handed to the next step when nothing else holds
+// it (call_runner.cc): neither a handle a done step kept nor a callback it
+// left may reach a later stage's suspension.
+TEST_CASE("a handle kept by a step that said done neither resumes nor cancels a later stage", "[call][ordering]") {
+  Fixture f;
+  Resume kept;
+  bool kept_cancel_seen = false;
+  f.add(Stage{"keeper", rpc_set({Rpc::kCreateSandbox}),
+              [&](CallState&, google::protobuf::Message&, const Resume& r) {
+                kept = r;
+                r.on_cancel([&] { kept_cancel_seen = true; });
+                return StepResult::done();
+              },
+              nullptr, nullptr});
+  Controlled slow{"slow", std::chrono::milliseconds(300), {}, false, &f.log};
+  f.add(slow.stage());
+  auto& r = f.start();
+  REQUIRE(r.waiting_for() == "slow");
+  kept();  // detached: ignored
+  CHECK(f.host.posted == 0);
+  CHECK(r.suspended());
+  r.on_cancelled();
+  CHECK(slow.cancel_seen);
+  CHECK_FALSE(kept_cancel_seen);
+  CHECK_FALSE(kept.cancelled());
+  CHECK(f.host.status.error_code() == grpc::StatusCode::CANCELLED);
+}
+
+TEST_CASE("a callback left by a step that said done never runs when a later stage is cancelled", "[call][ordering]") {
+  Fixture f;
+  bool quick_cancel_seen = false;
+  std::string quick_progress_left;
+  for (const char* name : {"first", "second"}) {
+    f.add(Stage{name, rpc_set({Rpc::kCreateSandbox}),
+                [&](CallState&, google::protobuf::Message&, const Resume& r) {
+                  CHECK_FALSE(r.cancelled());
+                  r.on_cancel([&] { quick_cancel_seen = true; });
+                  r.set_progress("quick work");
+                  return StepResult::done();
+                },
+                nullptr, nullptr});
+  }
+  // Suspends without a cancel callback of its own.
+  Resume slow;
+  f.add(Stage{"slow", rpc_set({Rpc::kCreateSandbox}),
+              [&](CallState&, google::protobuf::Message&, const Resume& r) {
+                slow = r;
+                return StepResult::suspended(std::chrono::milliseconds(300));
+              },
+              nullptr, nullptr});
+  auto& r = f.start();
+  REQUIRE(r.waiting_for() == "slow");
+  CHECK_FALSE(slow.cancelled());
+  r.on_cancelled();
+  CHECK(slow.cancelled());
+  CHECK_FALSE(quick_cancel_seen);
+  // The message names the suspended stage alone, not a quick step's progress.
+  CHECK(f.host.status.error_message() == "call cancelled by the caller while stage \"slow\" was running");
+}
+
 TEST_CASE("a failing before step stops the call before the delegate and undoes in reverse", "[call][ordering]") {
   Fixture f;
   f.add(quick("a", f.log));

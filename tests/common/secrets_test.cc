@@ -4,6 +4,7 @@
 #include "secrets_test.pb.h"
 
 #include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/message_differencer.h>
 #include <catch2/catch.hpp>
 
 #include <chrono>
@@ -164,6 +165,88 @@ TEST_CASE("a scrubbed copy drops fields this build cannot read", "[secrets]") {
   auto copy = scrubbed_copy(newer);
   CHECK(copy->SerializeAsString().find("unknown-secret-IIII") == std::string::npos);
   CHECK(dynamic_cast<const st::Credential&>(*copy).name() == "n");
+}
+
+namespace {
+
+// Adds an unknown field to `m` and to every message set beneath it (the
+// values of a Struct included), each with its own marker; returns how many.
+int add_unknown_everywhere(google::protobuf::Message& m, const std::string& where) {
+  const auto& r = *m.GetReflection();
+  r.MutableUnknownFields(&m)->AddLengthDelimited(9999, "unknown-marker@" + where);
+  int added = 1;
+  if (auto* st = dynamic_cast<google::protobuf::Struct*>(&m)) {
+    for (auto& [key, value] : *st->mutable_fields()) added += add_unknown_everywhere(value, where + "/" + key);
+    return added;
+  }
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  r.ListFields(m, &fields);
+  for (const auto* f : fields) {
+    if (f->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE || f->is_map()) continue;
+    if (f->is_repeated()) {
+      for (int i = 0; i < r.FieldSize(m, f); i++) {
+        added += add_unknown_everywhere(*r.MutableRepeatedMessage(&m, f, i), where + "/" + f->name());
+      }
+    } else {
+      added += add_unknown_everywhere(*r.MutableMessage(&m, f), where + "/" + f->name());
+    }
+  }
+  return added;
+}
+
+std::string varint(uint64_t v) {
+  std::string out;
+  for (; v >= 0x80; v >>= 7) out.push_back(static_cast<char>(v | 0x80));
+  out.push_back(static_cast<char>(v));
+  return out;
+}
+std::string length_delimited(int number, const std::string& payload) {
+  return varint(static_cast<uint64_t>(number) << 3 | 2) + varint(payload.size()) + payload;
+}
+
+}  // namespace
+
+TEST_CASE("a scrubbed copy drops unknown fields at every depth and keeps every known one", "[secrets]") {
+  v1::DriverSandbox sb = sandbox_with_token("sb-deep");
+  auto* tmpl = sb.mutable_spec()->mutable_template_();
+  tmpl->set_image("img");
+  (*tmpl->mutable_labels())["team"] = "blue";
+  tmpl->mutable_resources()->set_cpu_limit("1");
+  auto& dc = *tmpl->mutable_driver_config()->mutable_fields();
+  auto& pod = *dc["memory"].mutable_struct_value()->mutable_fields();
+  pod["pool"].set_string_value("sandboxes");
+  auto* list = pod["tolerations"].mutable_list_value();
+  (*list->add_values()->mutable_struct_value()->mutable_fields())["key"].set_string_value("k");
+  list->add_values()->set_number_value(3);
+  sb.mutable_status()->add_conditions()->set_type("Ready");
+  sb.mutable_status()->add_conditions()->set_type("Scheduled");
+  // A label whose map entry carries a field of its own: parsed, it is dropped with the entry's wrapper.
+  std::string entry =
+      length_delimited(1, "tier") + length_delimited(2, "gold") + length_delimited(7, "unknown-marker@entry");
+  auto label_number = v1::DriverSandboxTemplate::descriptor()->FindFieldByName("labels")->number();
+  REQUIRE(tmpl->MergeFromString(length_delimited(label_number, entry)));
+  REQUIRE(tmpl->labels().at("tier") == "gold");
+
+  v1::DriverSandbox marked = sb;
+  REQUIRE(add_unknown_everywhere(marked, "") >= 12);
+  REQUIRE(marked.SerializeAsString().find("/tolerations/list_value/values/struct_value/key") != std::string::npos);
+
+  // What protobuf's own walk leaves, with the token cleared.
+  v1::DriverSandbox expected = marked;
+  expected.DiscardUnknownFields();
+  expected.mutable_spec()->clear_sandbox_token();
+
+  auto copy = scrubbed_copy(marked);
+  const auto& got = dynamic_cast<const v1::DriverSandbox&>(*copy);
+  CHECK(got.SerializeAsString().find("unknown-marker") == std::string::npos);
+  CHECK(got.SerializeAsString().find(kToken) == std::string::npos);
+  CHECK(google::protobuf::util::MessageDifferencer::Equals(got, expected));
+  CHECK(got.spec().template_().labels().at("team") == "blue");
+  CHECK(got.spec().template_().labels().at("tier") == "gold");
+  CHECK(got.spec().environment().at("HOME") == "/home/sandbox");
+  CHECK(got.status().conditions_size() == 2);
+  // The original is untouched.
+  CHECK(marked.SerializeAsString().find("unknown-marker@/status/conditions") != std::string::npos);
 }
 
 TEST_CASE("redact_secrets scrubs every secret from free text", "[secrets]") {
