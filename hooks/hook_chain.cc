@@ -5,6 +5,8 @@
 #include "common/secrets.h"
 #include "hooks/chain_run.h"
 
+#include <google/protobuf/arena.h>
+
 #include <algorithm>
 
 namespace owrap {
@@ -160,14 +162,18 @@ std::shared_ptr<hookpb::HookRequest> HookChain::base_request(const ConfiguredHoo
                                                              const std::string& sandbox_id,
                                                              const google::protobuf::Struct& wrapper_config,
                                                              std::shared_ptr<const v1::DriverSandbox> sandbox) const {
-  auto* raw = new hookpb::HookRequest;
-  // Handed back before the request goes, so it never frees what it holds.
-  bool holds_config = h.spec.config.fields_size() > 0;
-  std::shared_ptr<hookpb::HookRequest> request(raw, [sandbox, holds_config](hookpb::HookRequest* r) {
-    if (sandbox) (void)r->unsafe_arena_release_sandbox();
-    if (holds_config) (void)r->unsafe_arena_release_config();
-    delete r;
-  });
+  // On an arena: made and freed whole, not field by field. An arena never
+  // frees what it was lent (the view, the hook's config), and the holder
+  // keeps the view alive as long as the request.
+  struct Holder {
+    google::protobuf::Arena arena;
+    std::shared_ptr<const v1::DriverSandbox> sandbox;
+  };
+  auto holder = std::make_shared<Holder>();
+  holder->sandbox = sandbox;
+  std::shared_ptr<hookpb::HookRequest> request(
+      holder, google::protobuf::Arena::CreateMessage<hookpb::HookRequest>(&holder->arena));
+  const bool holds_config = h.spec.config.fields_size() > 0;
   request->set_protocol_version(kHookProtocolVersion);
   request->set_hook(h.spec.name);
   request->set_phase(std::string(phase_name(phase)));

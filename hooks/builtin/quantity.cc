@@ -68,9 +68,12 @@ bool mul(u128& v, u128 factor) {
 }  // namespace
 
 Result<Quantity> parse_quantity(std::string_view text) {
-  const Error malformed{"\"" + std::string(text) +
-                        "\" is not a Kubernetes quantity (a number with an optional suffix: m, k, M, G, T, P, E, "
-                        "Ki, Mi, Gi, Ti, Pi, Ei or an exponent such as e3)"};
+  // Made only on the way out: policy parses four quantities per create.
+  auto malformed = [&] {
+    return Error{"\"" + std::string(text) +
+                 "\" is not a Kubernetes quantity (a number with an optional suffix: m, k, M, G, T, P, E, "
+                 "Ki, Mi, Gi, Ti, Pi, Ei or an exponent such as e3)"};
+  };
   std::string_view s = text;
   if (!s.empty() && s[0] == '-') return Error{"\"" + std::string(text) + "\" must not be negative"};
   if (!s.empty() && s[0] == '+') s.remove_prefix(1);
@@ -94,17 +97,17 @@ Result<Quantity> parse_quantity(std::string_view text) {
     mantissa = mantissa * 10 + static_cast<u128>(c - '0');
   }
   size_t number_len = i;
-  if (number_len == 0 || (seen_point && number_len == 1)) return malformed;
+  if (number_len == 0 || (seen_point && number_len == 1)) return malformed();
   auto scale = suffix_scale(s.substr(i));
-  if (!scale) return malformed;
+  if (!scale) return malformed();
 
   u128 value = mantissa;
-  const Error too_large{"\"" + std::string(text) + "\" is too large"};
-  if (!mul(value, u128{1} << scale->pow2)) return too_large;
+  auto too_large = [&] { return Error{"\"" + std::string(text) + "\" is too large"}; };
+  if (!mul(value, u128{1} << scale->pow2)) return too_large();
   int pow10 = scale->pow10 - frac_digits + 9;  // nano-units
   if (pow10 >= 0) {
     for (int k = 0; k < pow10; k++) {
-      if (!mul(value, 10)) return too_large;
+      if (!mul(value, 10)) return too_large();
     }
   } else {
     u128 divisor = 1;
