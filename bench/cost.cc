@@ -4,7 +4,7 @@
 // latency far more than these counts, so this is the figure to compare
 // builds with while other work runs; bench_passthrough gives latency.
 //
-//   bench_cost [calls per rep (5000)] [reps (5)] [info] [create | policy]
+//   bench_cost [calls per rep (5000)] [reps (5)] [info] [create | shaped | policy | defaults | builtin3]
 //
 // Sequential GetSandbox calls through one wrapper (endpoint delegate, log
 // level warn, or info with "info"), then 16 callers for one second.
@@ -12,7 +12,10 @@
 // each sandbox deleted again straight at the driver (the wrapper relays the
 // watch events of both); "policy": the same through a wrapper whose one
 // hook is the builtin policy (bench_hooks' (c2)), so that the difference of
-// the two is what the staged path of a hook costs per create. With
+// the two is what the staged path of a hook costs per create; "defaults"
+// and "builtin3" likewise with bench_hooks' (c1) and (c) hooks, and
+// "shaped" with no hook but the client sending the plan defaults makes
+// ((b2)): defaults' own cost is "defaults" - "shaped". With
 // OWRAP_BENCH_PAUSE=N it prints the wrapper's pid and waits N seconds before
 // measuring, for `perf record -p`. With OWRAP_BENCH_CALLGRIND=1 the wrapper
 // runs under valgrind's callgrind, which counts the instructions (user space
@@ -101,12 +104,23 @@ void report(const char* what, pid_t wrapper, pid_t driver, const Counters& w0, c
 int run(int argc, char** argv) {
   const int n = argc > 1 ? std::atoi(argv[1]) : 5000;
   const int reps = argc > 2 ? std::atoi(argv[2]) : 5;
-  bool info = false, create = false, policy = false;
+  bool info = false, create = false, shaped = false;
+  std::string hooks, mode = "no hook";
   for (int i = 3; i < argc; i++) {
     std::string arg = argv[i];
     info = info || arg == "info";
-    policy = policy || arg == "policy";
-    create = create || arg == "create" || arg == "policy";
+    shaped = shaped || arg == "shaped";
+    if (arg == "policy") hooks = owrap::bench::kPolicyHook;
+    if (arg == "defaults") hooks = owrap::bench::kDefaultsHook;
+    if (arg == "builtin3") {
+      hooks = std::string(owrap::bench::kDefaultsHook) + owrap::bench::kPolicyHook + owrap::bench::kQuotaHook;
+    }
+    for (const char* m : {"create", "shaped", "policy", "defaults", "builtin3"}) {
+      if (arg == m) {
+        create = true;
+        if (arg != "create") mode = arg;
+      }
+    }
   }
   TempDir dir;
   // bench_hooks' driver: its sandbox carries Kubernetes resources.
@@ -116,7 +130,7 @@ int run(int argc, char** argv) {
   WrapperSpec spec{"one", "memory", "nested", {}};
   spec.endpoint_socket = memory.socket;
   if (!info) spec.extra_toml = "log_level = \"warn\"\n";
-  if (policy) spec.extra_delegate_toml = owrap::bench::kPolicyHook;
+  if (!hooks.empty()) spec.extra_delegate_toml = hooks;
   const bool callgrind = std::getenv("OWRAP_BENCH_CALLGRIND") != nullptr;
   // OWRAP_BENCH_WRAPPER: another build's binary, to compare builds.
   const char* other = std::getenv("OWRAP_BENCH_WRAPPER");
@@ -161,7 +175,8 @@ int run(int argc, char** argv) {
     }
     std::string id = "c-" + std::to_string(next_id++);
     v1::CreateSandboxRequest create_req;
-    *create_req.mutable_sandbox() = owrap::bench::bench_sandbox(id);
+    *create_req.mutable_sandbox() =
+        shaped ? owrap::bench::bench_sandbox_as_defaults_leave_it(id, "memory") : owrap::bench::bench_sandbox(id);
     grpc::ClientContext ctx;
     v1::CreateSandboxResponse resp;
     if (auto st = stub->CreateSandbox(&ctx, create_req, &resp); !st.ok()) {
@@ -202,9 +217,7 @@ int run(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::seconds(std::atoi(pause)));
   }
   std::printf("bench/cost: %s through one wrapper (log_level %s)\n",
-              !create  ? "GetSandbox"
-              : policy ? "CreateSandbox (+ delete at the driver), builtin policy hook"
-                       : "CreateSandbox (+ delete at the driver), no hook",
+              !create ? "GetSandbox" : ("CreateSandbox (+ delete at the driver), " + mode).c_str(),
               info ? "info" : "warn");
   auto threads0 = threads(wpid);
   for (int r = 0; r < reps; r++) {

@@ -131,17 +131,17 @@ Result<PatchOp> PatchSession::parse(const json& raw) const {
     auto it = raw.find(key);
     return it != raw.end() && it->is_string() ? &*it : nullptr;
   };
-  PatchOp out{&raw, text("op") ? text("op")->get<std::string>() : ""};
+  PatchOp out{&raw, text("op") ? text("op")->get_ref<const std::string&>() : ""};
   if (!is_one_of(out.op, {"add", "remove", "replace", "move", "copy", "test"})) {
     return Error{"\"op\" must be one of add, remove, replace, move, copy, test"};
   }
   if (!text("path")) return Error{"\"path\" must be a JSON pointer string"};
-  auto path = parse_pointer(text("path")->get<std::string>());
+  auto path = parse_pointer(text("path")->get_ref<const std::string&>());
   if (!path) return Error{path.error()};
   out.path = std::move(path.value());
   if (is_one_of(out.op, {"move", "copy"})) {
     if (!text("from")) return Error{"\"" + out.op + "\" needs \"from\", a JSON pointer string"};
-    auto from = parse_pointer(text("from")->get<std::string>());
+    auto from = parse_pointer(text("from")->get_ref<const std::string&>());
     if (!from) return Error{from.error()};
     out.from = std::move(from.value());
   } else if (out.op != "remove") {
@@ -293,9 +293,9 @@ void PatchSession::record(PatchOp& op) {
   }
   // The operation's own pointers: parsed, they were valid, so they are
   // already in the form to_pointer() would give.
-  std::string from = is_one_of(op.op, {"move", "copy"}) ? op.raw->at("from").get<std::string>() : "";
-  changes_.push_back({hook_, op.op, op.raw->at("path").get<std::string>(), from, op.op == "remove" ? json() : *op.value,
-                      std::move(op.path), std::move(op.from)});
+  std::string from = is_one_of(op.op, {"move", "copy"}) ? op.raw->at("from").get_ref<const std::string&>() : "";
+  changes_.push_back({hook_, op.op, op.raw->at("path").get_ref<const std::string&>(), std::move(from),
+                      op.op == "remove" ? json() : *op.value, std::move(op.path), std::move(op.from)});
 }
 
 void PatchSession::record_removal(const PathTokens& path) {

@@ -7,6 +7,7 @@ namespace owrap {
 namespace {
 
 Result<std::string> unescape(std::string_view raw, std::string_view pointer) {
+  if (raw.find('~') == std::string_view::npos) return std::string(raw);
   std::string out;
   for (size_t i = 0; i < raw.size(); i++) {
     if (raw[i] != '~') {

@@ -34,13 +34,15 @@ size_t dump_size_bound(const json& value) {
     case json::value_t::string:
       return 2 + 6 * value.get_ref<const std::string&>().size();
     case json::value_t::array: {
-      size_t n = 2 + value.size();
-      for (const auto& item : value) n += dump_size_bound(item);
+      const auto& items = value.get_ref<const json::array_t&>();
+      size_t n = 2 + items.size();
+      for (const auto& item : items) n += dump_size_bound(item);
       return n;
     }
     case json::value_t::object: {
-      size_t n = 2 + value.size();
-      for (const auto& [key, item] : value.items()) n += 3 + 6 * key.size() + dump_size_bound(item);
+      const auto& members = value.get_ref<const json::object_t&>();
+      size_t n = 2 + members.size();
+      for (const auto& [key, item] : members) n += 3 + 6 * key.size() + dump_size_bound(item);
       return n;
     }
     default:

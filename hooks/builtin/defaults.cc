@@ -21,7 +21,24 @@ struct Section {
   std::vector<std::string> pointer;  // reference tokens of the plan path, unescaped
   std::string config_key;            // "hooks[0].config.labels"
   nlohmann::json values;             // an object; strings are templates
+  bool templated = true;             // some string in `values` has a brace: expand() must look
 };
+
+// Some string beneath `value` has "{" or "}" (a variable, or an escape).
+bool has_braces(const nlohmann::json& value) {
+  if (value.is_string()) return value.get_ref<const std::string&>().find_first_of("{}") != std::string::npos;
+  if (value.is_object()) {
+    for (const auto& [k, v] : value.get_ref<const nlohmann::json::object_t&>()) {
+      if (has_braces(v)) return true;
+    }
+  }
+  if (value.is_array()) {
+    for (const auto& v : value.get_ref<const nlohmann::json::array_t&>()) {
+      if (has_braces(v)) return true;
+    }
+  }
+  return false;
+}
 
 // Where a default sits in the hook's config ("hooks[0].config.labels.tenant"),
 // spelled out only for an error: most values never fail.
@@ -44,6 +61,7 @@ class Patcher {
   // Adds `section`'s missing values; an error names the config key.
   std::optional<std::string> merge(const Section& section) {
     const ConfigKey key{nullptr, &section.config_key, {}, 0};
+    templated_ = section.templated;
     nlohmann::json* node = &view_;
     std::string path;
     for (size_t i = 0; i < section.pointer.size(); i++) {
@@ -88,6 +106,7 @@ class Patcher {
 
   // `value` with templates expanded; nullopt (and error_) on a missing variable.
   std::optional<nlohmann::json> expand(const nlohmann::json& value, const ConfigKey& key) {
+    if (!templated_) return value;  // a section without a brace: nothing to expand
     if (value.is_string()) {
       const std::string& text = value.get_ref<const std::string&>();
       if (text.find_first_of("{}") == std::string::npos) return value;  // no variable, no "{{" or "}}"
@@ -147,6 +166,7 @@ class Patcher {
   nlohmann::json view_;
   nlohmann::json patches_ = nlohmann::json::array();  // answered as HookOutcome::patch_json
   std::string error_;
+  bool templated_ = true;
 };
 
 class DefaultsHook : public SyncBuiltinHook {
@@ -156,7 +176,10 @@ class DefaultsHook : public SyncBuiltinHook {
         sections_(std::move(sections)),
         environment_(std::move(environment)),
         env_key_(std::move(env_key)) {
-    for (const auto& section : sections_) reached_.push_back(section.pointer);
+    for (auto& section : sections_) {
+      section.templated = has_braces(section.values);
+      reached_.push_back(section.pointer);
+    }
     reached_.push_back(kEnvironment);
   }
 
@@ -186,7 +209,7 @@ class DefaultsHook : public SyncBuiltinHook {
     nlohmann::json out = nlohmann::json::object();
     const auto& spec_env = sandbox.spec().environment();
     const auto& tmpl_env = sandbox.spec().template_().environment();
-    for (const auto& [k, v] : environment_.items()) {
+    for (const auto& [k, v] : environment_.get_ref<const nlohmann::json::object_t&>()) {
       if (spec_env.count(k) == 0 && tmpl_env.count(k) == 0) out[k] = v;
     }
     return out;
