@@ -113,7 +113,10 @@ void HookChain::set_delegate_version(std::string version) {
 }
 
 PatchRules HookChain::rules_for(const HookSpec& spec) const {
-  return PatchRules{options_.config.protected_paths, spec.max_patches, spec.max_reply_bytes, protection_};
+  PatchRules rules{{}, spec.max_patches, spec.max_reply_bytes, protection_};
+  if (!protection_) rules.extra_protected = options_.config.protected_paths;  // made into rules per patch set
+  rules.keep_values = Logger::instance().enabled(LogLevel::kDebug);           // only debug lines show them
+  return rules;
 }
 
 std::vector<Stage> HookChain::stages() {

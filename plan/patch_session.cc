@@ -295,7 +295,7 @@ void PatchSession::record(PatchOp& op) {
   // already in the form to_pointer() would give.
   std::string from = is_one_of(op.op, {"move", "copy"}) ? op.raw->at("from").get_ref<const std::string&>() : "";
   changes_.push_back({hook_, op.op, op.raw->at("path").get_ref<const std::string&>(), std::move(from),
-                      op.op == "remove" ? json() : *op.value, std::move(op.path), std::move(op.from)});
+                      op.op == "remove" || !keep_values_ ? json() : *op.value, std::move(op.path), std::move(op.from)});
 }
 
 void PatchSession::record_removal(const PathTokens& path) {

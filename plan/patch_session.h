@@ -22,7 +22,7 @@ struct PlanChange {
   std::string op;          // add, remove, replace, move, copy
   std::string path;        // JSON pointer
   std::string from;        // move and copy
-  nlohmann::json value;    // what was written (null for remove)
+  nlohmann::json value;    // what was written (null for remove, or when values are not kept)
   PathTokens path_tokens;  // `path` and `from` parsed (write-back places changes by them)
   PathTokens from_tokens;
 };
@@ -73,10 +73,11 @@ class JsonTarget : public PatchTarget {
 class PatchSession {
  public:
   PatchSession(const Protection& protection, std::string hook, bool may_override, PatchTarget& target,
-               PathOwners owners)
+               PathOwners owners, bool keep_values = true)
       : protection_(protection),
         hook_(std::move(hook)),
         may_override_(may_override),
+        keep_values_(keep_values),
         target_(target),
         owners_(std::move(owners)) {}
 
@@ -102,6 +103,7 @@ class PatchSession {
   const Protection& protection_;
   std::string hook_;
   bool may_override_;
+  bool keep_values_;
   PatchTarget& target_;
   PathOwners owners_;
   std::vector<PlanChange> changes_;

@@ -127,19 +127,20 @@ Result<Plan::Staged> Plan::stage(const std::string& hook, const nlohmann::json& 
   const Protection& protection = made ? *made : *rules.protection;
   if (!rules.json_only && MessageTarget::handles(patches)) {
     try {
-      return stage_on_message(hook, patches, may_override, protection);
+      return stage_on_message(hook, patches, may_override, protection, rules.keep_values);
     } catch (const MessageTarget::Unsure&) {
       // the JSON form decides, from the start
     }
   }
-  return stage_on_json(hook, patches, may_override, protection, take_json ? take_document() : copy_document());
+  return stage_on_json(hook, patches, may_override, protection, rules.keep_values,
+                       take_json ? take_document() : copy_document());
 }
 
 Result<Plan::Staged> Plan::stage_on_message(const std::string& hook, const nlohmann::json& patches, bool may_override,
-                                            const Protection& protection) const {
+                                            const Protection& protection, bool keep_values) const {
   Staged out{{}, {}, *current_};
   MessageTarget target(out.sandbox);
-  PatchSession session(protection, hook, may_override, target, owners_);
+  PatchSession session(protection, hook, may_override, target, owners_, keep_values);
   for (size_t i = 0; i < patches.size(); i++) {
     if (std::string why = session.apply(patches[i], i); !why.empty()) return Error{hook_prefix(hook) + why};
   }
@@ -150,10 +151,11 @@ Result<Plan::Staged> Plan::stage_on_message(const std::string& hook, const nlohm
 }
 
 Result<Plan::Staged> Plan::stage_on_json(const std::string& hook, const nlohmann::json& patches, bool may_override,
-                                         const Protection& protection, Result<nlohmann::json> doc) const {
+                                         const Protection& protection, bool keep_values,
+                                         Result<nlohmann::json> doc) const {
   if (!doc) return Error{hook_prefix(hook) + doc.error()};
   JsonTarget target(std::move(doc.value()));
-  PatchSession session(protection, hook, may_override, target, owners_);
+  PatchSession session(protection, hook, may_override, target, owners_, keep_values);
   for (size_t i = 0; i < patches.size(); i++) {
     if (std::string why = session.apply(patches[i], i); !why.empty()) return Error{hook_prefix(hook) + why};
   }

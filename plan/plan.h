@@ -40,6 +40,9 @@ struct PatchRules {
   // Patch the plan's JSON form even where the message could be patched
   // directly (tests hold the two to the same results).
   bool json_only = false;
+  // Keep each written value in the change log (PlanChange::value); only
+  // debug lines show it, and copying it is a good part of a patch's cost.
+  bool keep_values = true;
 };
 
 class Plan {
@@ -99,9 +102,9 @@ class Plan {
   Result<Staged> stage(const std::string& hook, const nlohmann::json& patches, bool may_override,
                        const PatchRules& rules, bool take_json) const;
   Result<Staged> stage_on_message(const std::string& hook, const nlohmann::json& patches, bool may_override,
-                                  const Protection& protection) const;
+                                  const Protection& protection, bool keep_values) const;
   Result<Staged> stage_on_json(const std::string& hook, const nlohmann::json& patches, bool may_override,
-                               const Protection& protection, Result<nlohmann::json> doc) const;
+                               const Protection& protection, bool keep_values, Result<nlohmann::json> doc) const;
   Result<nlohmann::json> copy_document() const;
   // Takes the cached form (json_ is a cache; apply() alone takes it).
   Result<nlohmann::json> take_document() const;

@@ -689,3 +689,44 @@ TEST_CASE("a second hook copying what a first hook set to null: the create goes 
   CHECK(stored.spec().has_resource_requirements());
   CHECK(stored.spec().template_().has_resources());
 }
+
+TEST_CASE("every applied patch is an info line naming hook, op and path; its value only at debug", "[e2e][hooks]") {
+  for (const std::string level : {"info", "debug"}) {
+    DYNAMIC_SECTION("log_level " << level) {
+      TempDir dir;
+      WrapperSpec spec;
+      spec.command = memory_command({});
+      spec.extra_toml = "log_level = \"" + level + "\"\n";
+      spec.extra_delegate_toml = R"(
+[[hooks]]
+name = "defaults"
+builtin = "defaults"
+[hooks.config]
+labels = { tier = "gold-tier-value" }
+)";
+      WrapperProc wrapper(dir, spec);
+      REQUIRE(wait_for_socket(wrapper.socket));
+      auto stub = stub_for(wrapper.socket);
+      REQUIRE(create(*stub, create_request("audit-1")).ok());
+      // The line is written before the call is answered; the sink writes it within its window.
+      REQUIRE(wait_for([&] { return wrapper.proc->log().find("hook patched the plan") != std::string::npos; }, 5s));
+      std::string log = wrapper.proc->log();
+      std::string line;
+      std::istringstream lines(log);
+      bool patched = false, value = false;
+      while (std::getline(lines, line)) {
+        if (line.find("hook patched the plan") != std::string::npos) {
+          auto j = nlohmann::json::parse(line);
+          patched = j.value("hook", "") == "defaults" && j.value("op", "") == "add" &&
+                    j.value("path", "") == "/spec/template/labels/tier" && j.value("sandbox_id", "") == "audit-1" &&
+                    line.find("gold-tier-value") == std::string::npos;
+        }
+        if (line.find("patch value") != std::string::npos) {
+          value = nlohmann::json::parse(line).value("value", "") == "gold-tier-value";
+        }
+      }
+      CHECK(patched);
+      CHECK(value == (level == "debug"));
+    }
+  }
+}
