@@ -23,13 +23,14 @@ std::optional<size_t> index_of(std::string_view token) {
 }  // namespace
 
 std::optional<OwnerConflict> PathOwners::conflict(const PathTokens& path, const std::string& hook) const {
+  if (owners_.empty()) return std::nullopt;  // the first hook to patch
   // Above: a hook that set a whole array or an empty object owns what is put inside it.
   std::string pointer;  // grows from "" (the whole plan) to `path`
   for (size_t i = 0; i < path.size(); i++) {
     auto it = owners_.find(pointer);
     if (it != owners_.end() && it->second != hook) return OwnerConflict{it->first, it->second};
     pointer += '/';
-    pointer += escape_token(path[i]);
+    append_escaped(pointer, path[i]);
   }
   if (auto it = owners_.find(pointer); it != owners_.end() && it->second != hook) {
     return OwnerConflict{it->first, it->second};
@@ -43,6 +44,7 @@ std::optional<OwnerConflict> PathOwners::conflict(const PathTokens& path, const 
 }
 
 void PathOwners::erase_at_and_below(const std::string& pointer) {
+  if (owners_.empty()) return;
   owners_.erase(pointer);
   const std::string below = pointer + "/";
   auto it = owners_.lower_bound(below);
@@ -64,7 +66,7 @@ void PathOwners::claim_leaves(std::string& pointer, const json& value, const std
   const size_t length = pointer.size();
   for (const auto& [key, item] : value.get_ref<const json::object_t&>()) {
     pointer += '/';
-    pointer += escape_token(key);
+    append_escaped(pointer, key);
     claim_leaves(pointer, item, hook);
     pointer.resize(length);
   }

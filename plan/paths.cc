@@ -51,8 +51,11 @@ Result<PathTokens> parse_pointer(std::string_view pointer) {
   }
 }
 
-std::string escape_token(std::string_view token) {
-  std::string out;
+void append_escaped(std::string& out, std::string_view token) {
+  if (token.find_first_of("~/") == std::string_view::npos) {
+    out.append(token);
+    return;
+  }
   for (char c : token) {
     if (c == '~') {
       out += "~0";
@@ -62,12 +65,20 @@ std::string escape_token(std::string_view token) {
       out += c;
     }
   }
+}
+
+std::string escape_token(std::string_view token) {
+  std::string out;
+  append_escaped(out, token);
   return out;
 }
 
 std::string to_pointer(const PathTokens& tokens) {
   std::string out;
-  for (const auto& token : tokens) out += '/' + escape_token(token);
+  for (const auto& token : tokens) {
+    out += '/';
+    append_escaped(out, token);
+  }
   return out;
 }
 

@@ -21,6 +21,8 @@ Result<PathTokens> parse_pointer(std::string_view pointer);
 std::string to_pointer(const PathTokens& tokens);
 // One token, escaped: "a/b" -> "a~1b", "~" -> "~0".
 std::string escape_token(std::string_view token);
+// The same, appended to `out`.
+void append_escaped(std::string& out, std::string_view token);
 // An RFC 6901 array index: digits without a leading zero.
 std::optional<size_t> array_index(std::string_view token);
 // `path` equals `prefix` or lies beneath it.
