@@ -2,7 +2,9 @@
 
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 
@@ -15,8 +17,18 @@ constexpr size_t kMaxLine = 65536;
 // (a helper that escaped the process group) must not keep the pump from
 // seeing its stop request.
 constexpr size_t kRoundBudget = 64 << 10;
-// What stop() still reads: such a writer must not keep the pump going.
+// What stop() still reads at most (a pipe enlarged with F_SETPIPE_SZ).
 constexpr size_t kFinalDrain = 1 << 20;
+
+// The bytes in the pipe now: all a child that has exited left there. Bytes a
+// flooding writer adds while they are read are not chased; chasing them
+// cost the restart that stops the pump up to 1 MiB of lines (64K lines of
+// a `yes`, ~65 ms idle and up to ~190 ms on a loaded 2-core box).
+size_t readable_now(int fd) {
+  int n = 0;
+  if (::ioctl(fd, FIONREAD, &n) != 0 || n < 0) return kFinalDrain;
+  return std::min(static_cast<size_t>(n), kFinalDrain);
+}
 }  // namespace
 
 OutputPump::OutputPump(int out_fd, int err_fd, LineSink sink)
@@ -48,7 +60,7 @@ void OutputPump::run() {
     }
   }
   for (auto& s : streams_) {
-    if (s.open) drain(s, kFinalDrain);
+    if (s.open) drain(s, readable_now(s.fd));
     emit(s, s.partial);
     s.partial.clear();
   }
@@ -57,7 +69,7 @@ void OutputPump::run() {
 bool OutputPump::drain(Stream& s, size_t budget) {
   char buf[4096];
   for (size_t total = 0; total < budget;) {
-    ssize_t n = ::read(s.fd, buf, sizeof buf);
+    ssize_t n = ::read(s.fd, buf, std::min(sizeof buf, budget - total));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
     if (n <= 0) return false;

@@ -1,7 +1,9 @@
 // Reads a child's stdout and stderr line by line on its own thread. Stopping
 // never waits for the pipes to close: a helper the child started may hold
-// them open for ever, and write to them without pause. What is readable when
-// stop() is called is still delivered, up to a bound.
+// them open for ever, and write to them without pause. What the pipes hold
+// when the pump sees the stop request is still delivered (a child that has
+// exited left all its last words there); what a writer adds while that is
+// read is not.
 #pragma once
 
 #include "common/uds.h"
@@ -25,7 +27,7 @@ class OutputPump {
   OutputPump(const OutputPump&) = delete;
   OutputPump& operator=(const OutputPump&) = delete;
 
-  // Delivers what is readable now, then ends the thread. Idempotent.
+  // Delivers what the pipes hold now, then ends the thread. Idempotent.
   void stop();
 
  private:
