@@ -55,10 +55,10 @@ std::vector<pid_t> helpers_of(pid_t pgid) {
   return all;
 }
 
-grpc::Status capabilities(const std::string& socket) {
+grpc::Status capabilities(const std::string& socket, std::chrono::seconds deadline = std::chrono::seconds(2)) {
   auto stub = stub_for(socket);
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  ctx.set_deadline(std::chrono::system_clock::now() + deadline);
   v1::GetCapabilitiesRequest req;
   v1::GetCapabilitiesResponse resp;
   return stub->GetCapabilities(&ctx, req, &resp);
@@ -483,13 +483,16 @@ TEST_CASE("stopping signals the delegate once", "[delegates]") {
 TEST_CASE("why a delegate is unavailable reads as a sentence", "[delegates]") {
   TempDir dir;
   WrapperSpec spec{"acme", "memory", "nested", memory_command()};
-  spec.extra_delegate_toml = "restart_backoff_initial_ms = 5000\n";
+  // A backoff no loaded machine outlasts, and a deadline to match: the call
+  // must land while the delegate waits to restart (2 s was once too short).
+  spec.extra_delegate_toml = "restart_backoff_initial_ms = 60000\n";
   WrapperProc one(dir, spec);
   auto first = delegate_pids(one.proc->log());
   REQUIRE(first.size() == 1);
   ::kill(first[0], SIGKILL);
   REQUIRE(wait_for([&] { return one.proc->log().find("restarting delegate") != std::string::npos; }));
-  grpc::Status s = capabilities(one.socket);
+  grpc::Status s = capabilities(one.socket, std::chrono::seconds(20));
+  INFO(s.error_message());
   CHECK(s.error_code() == grpc::StatusCode::UNAVAILABLE);
   CHECK_THAT(s.error_message(), Contains("restarting after it was killed by signal Killed (9)"));
 }
