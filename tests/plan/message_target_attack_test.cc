@@ -12,6 +12,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <random>
 
@@ -431,9 +432,13 @@ TEST_CASE("attack: random sets over hostile paths and values", "[plan][attack]")
   std::vector<v1::DriverSandbox> requests(3, request_from(kRequest));
   requests[1].mutable_spec()->mutable_template_()->clear_driver_config();
   requests[2].mutable_spec()->clear_template_();
-  std::mt19937 rng(20261126);
+  // OWRAP_ATTACK_SEED=n tries another seed (and OWRAP_ATTACK_ROUNDS more rounds).
+  const char* seed = std::getenv("OWRAP_ATTACK_SEED");
+  const char* rounds = std::getenv("OWRAP_ATTACK_ROUNDS");
+  std::mt19937 rng(seed ? static_cast<unsigned>(std::strtoul(seed, nullptr, 10)) : 20261126u);
+  const int round_count = rounds ? std::atoi(rounds) : 3000;
   size_t on_message = 0;
-  for (int round = 0; round < 3000; round++) {
+  for (int round = 0; round < round_count; round++) {
     std::vector<json> sets;
     for (int hook = 0; hook < 3; hook++) {
       json patches = json::array();
