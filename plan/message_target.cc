@@ -6,6 +6,9 @@
 #include <google/protobuf/descriptor.h>
 
 #include <algorithm>
+#include <cmath>
+#include <unordered_map>
+#include <vector>
 
 namespace owrap {
 
@@ -174,7 +177,108 @@ Value value_from(const json& v, int depth) {
   return out;
 }
 
+// Levels (messages, Structs, Values, lists) below which a view is surely
+// printed and read back by the walks and by protobuf alike.
+constexpr int kPrintableDepth = 24;
+
+// Per message type, the members a Value can hide in.
+struct ValueWalk {
+  std::vector<const FieldDescriptor*> singular;  // message-typed
+  std::vector<const FieldDescriptor*> repeated;  // message-typed, not maps
+  bool unsure = false;                           // a message-valued map, an extension
+};
+
+const ValueWalk& value_walk(const Descriptor& type) {
+  // Node-based: references stay valid while the walk adds types.
+  thread_local std::unordered_map<const Descriptor*, ValueWalk> walks;
+  if (auto it = walks.find(&type); it != walks.end()) return it->second;
+  ValueWalk w;
+  w.unsure = type.extension_range_count() > 0;
+  for (int i = 0; i < type.field_count(); i++) {
+    const FieldDescriptor* f = type.field(i);
+    if (f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    if (f->is_map()) {
+      w.unsure = w.unsure || f->message_type()->map_value()->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE;
+    } else {
+      (f->is_repeated() ? w.repeated : w.singular).push_back(f);
+    }
+  }
+  return walks.emplace(&type, std::move(w)).first->second;
+}
+
+bool value_prints_back(const Value& v, int depth);
+
+bool struct_prints_back(const Struct& s, int depth) {
+  if (depth > kPrintableDepth) return false;
+  for (const auto& [key, value] : s.fields()) {
+    if (!value_prints_back(value, depth + 1)) return false;
+  }
+  return true;
+}
+
+bool list_prints_back(const ListValue& l, int depth) {
+  if (depth > kPrintableDepth) return false;
+  for (const auto& value : l.values()) {
+    if (!value_prints_back(value, depth + 1)) return false;
+  }
+  return true;
+}
+
+bool value_prints_back(const Value& v, int depth) {
+  if (depth > kPrintableDepth) return false;
+  switch (v.kind_case()) {
+    case Value::kNullValue:
+      return v.null_value() == google::protobuf::NULL_VALUE;
+    case Value::kNumberValue:
+      return std::isfinite(v.number_value()) && !(v.number_value() == 0 && std::signbit(v.number_value()));
+    case Value::kStringValue:
+    case Value::kBoolValue:
+      return true;
+    case Value::kStructValue:
+      return struct_prints_back(v.struct_value(), depth + 1);
+    case Value::kListValue:
+      return list_prints_back(v.list_value(), depth + 1);
+    default:  // no kind: the printer leaves the member out
+      return false;
+  }
+}
+
+bool message_prints_back(const Message& m, int depth) {
+  if (depth > kPrintableDepth) return false;
+  switch (m.GetDescriptor()->well_known_type()) {
+    case Descriptor::WELLKNOWNTYPE_UNSPECIFIED:
+      break;
+    case Descriptor::WELLKNOWNTYPE_STRUCT:
+      if (auto* s = dynamic_cast<const Struct*>(&m)) return struct_prints_back(*s, depth);
+      return false;
+    case Descriptor::WELLKNOWNTYPE_VALUE:
+      if (auto* v = dynamic_cast<const Value*>(&m)) return value_prints_back(*v, depth);
+      return false;
+    case Descriptor::WELLKNOWNTYPE_LISTVALUE:
+      if (auto* l = dynamic_cast<const ListValue*>(&m)) return list_prints_back(*l, depth);
+      return false;
+    default:
+      return false;
+  }
+  const ValueWalk& w = value_walk(*m.GetDescriptor());
+  if (w.unsure) return false;
+  const Reflection& r = *m.GetReflection();
+  for (const FieldDescriptor* f : w.singular) {
+    if (r.HasField(m, f) && !message_prints_back(r.GetMessage(m, f), depth + 1)) return false;
+  }
+  for (const FieldDescriptor* f : w.repeated) {
+    for (int i = 0, n = r.FieldSize(m, f); i < n; i++) {
+      if (!message_prints_back(r.GetRepeatedMessage(m, f, i), depth + 1)) return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
+
+bool MessageTarget::prints_back(const Message& view) {
+  return message_prints_back(view, 0);
+}
 
 bool MessageTarget::handles(const json& patches) {
   for (const auto& op : patches) {

@@ -42,6 +42,13 @@ class MessageTarget : public PatchTarget {
 
   // Only add, remove and replace below the whole document.
   static bool handles(const nlohmann::json& patches);
+  // `view` is what its JSON form reads back as: no Value without a kind,
+  // no null_value but NULL_VALUE, no number that prints otherwise (-0,
+  // NaN, infinities), nothing nested deeper than the printers go. The JSON
+  // form is made afresh from the view for every patch set, so a view that
+  // does not survive it (a request may carry one, a hook may write one)
+  // must go that way too: the plan checks before and after the message.
+  static bool prints_back(const google::protobuf::Message& view);
 
   std::optional<nlohmann::json> value_at(const PathTokens& path) const override;
   bool has_member(const PathTokens& path) const override;

@@ -138,12 +138,14 @@ Result<Plan::Staged> Plan::stage(const std::string& hook, const nlohmann::json& 
 
 Result<Plan::Staged> Plan::stage_on_message(const std::string& hook, const nlohmann::json& patches, bool may_override,
                                             const Protection& protection, bool keep_values) const {
+  if (!MessageTarget::prints_back(*current_)) throw MessageTarget::Unsure{};
   Staged out{{}, {}, *current_};
   MessageTarget target(out.sandbox);
   PatchSession session(protection, hook, may_override, target, owners_, keep_values);
   for (size_t i = 0; i < patches.size(); i++) {
     if (std::string why = session.apply(patches[i], i); !why.empty()) return Error{hook_prefix(hook) + why};
   }
+  if (!MessageTarget::prints_back(out.sandbox)) throw MessageTarget::Unsure{};  // -0, too deep...: as the form reads it
   out.owners = std::move(session.owners());
   out.changes = std::move(session.changes());
   out.on_message = true;
