@@ -125,6 +125,13 @@ std::string PatchSession::apply(const json& raw, size_t index) {
   return why.empty() ? "" : patch_label(raw, index) + ": " + why;
 }
 
+std::string PatchSession::apply_all(const json& patches) {
+  for (size_t i = 0; i < patches.size(); i++) {
+    if (std::string why = apply(patches[i], i); !why.empty()) return why;
+  }
+  return "";
+}
+
 Result<PatchOp> PatchSession::parse(const json& raw) const {
   if (!raw.is_object()) return Error{"an operation must be a JSON object"};
   auto text = [&](const char* key) -> const json* {

@@ -84,6 +84,8 @@ class PatchSession {
   // Applies operation `index`; empty, or why it was refused as
   // `patch 2 (replace /id): /id is driver-owned` (the session is then spoilt).
   std::string apply(const nlohmann::json& op, size_t index);
+  // Every operation of `patches` in order; the first refusal, or empty.
+  std::string apply_all(const nlohmann::json& patches);
 
   PathOwners& owners() { return owners_; }
   std::vector<PlanChange>& changes() { return changes_; }

@@ -101,6 +101,11 @@ const nlohmann::json& Plan::json() const {
   return doc ? *doc.value() : kNone;
 }
 
+bool Plan::current_prints_back() const {
+  if (!current_prints_back_) current_prints_back_ = MessageTarget::prints_back(*current_);
+  return *current_prints_back_;
+}
+
 Result<nlohmann::json> Plan::copy_document() const {
   auto doc = document();
   if (!doc) return Error{doc.error()};
@@ -138,13 +143,11 @@ Result<Plan::Staged> Plan::stage(const std::string& hook, const nlohmann::json& 
 
 Result<Plan::Staged> Plan::stage_on_message(const std::string& hook, const nlohmann::json& patches, bool may_override,
                                             const Protection& protection, bool keep_values) const {
-  if (!MessageTarget::prints_back(*current_)) throw MessageTarget::Unsure{};
+  if (!current_prints_back()) throw MessageTarget::Unsure{};
   Staged out{{}, {}, *current_};
   MessageTarget target(out.sandbox);
   PatchSession session(protection, hook, may_override, target, owners_, keep_values);
-  for (size_t i = 0; i < patches.size(); i++) {
-    if (std::string why = session.apply(patches[i], i); !why.empty()) return Error{hook_prefix(hook) + why};
-  }
+  if (std::string why = session.apply_all(patches); !why.empty()) return Error{hook_prefix(hook) + why};
   if (!MessageTarget::prints_back(out.sandbox)) throw MessageTarget::Unsure{};  // -0, too deep...: as the form reads it
   out.owners = std::move(session.owners());
   out.changes = std::move(session.changes());
@@ -158,9 +161,7 @@ Result<Plan::Staged> Plan::stage_on_json(const std::string& hook, const nlohmann
   if (!doc) return Error{hook_prefix(hook) + doc.error()};
   JsonTarget target(std::move(doc.value()));
   PatchSession session(protection, hook, may_override, target, owners_, keep_values);
-  for (size_t i = 0; i < patches.size(); i++) {
-    if (std::string why = session.apply(patches[i], i); !why.empty()) return Error{hook_prefix(hook) + why};
-  }
+  if (std::string why = session.apply_all(patches); !why.empty()) return Error{hook_prefix(hook) + why};
   Staged out{std::move(session.owners()), std::move(session.changes()), {}};
   if (auto parsed = json_to_message(target.doc(), out.sandbox); !parsed) {
     return Error{hook_prefix(hook) + find_type_error(patches, parsed.error())};
@@ -206,6 +207,8 @@ Status Plan::apply(const std::string& hook, const nlohmann::json& patches, bool 
   json_.reset();
   owners_ = std::move(staged->owners);
   current_ = std::make_shared<const DriverSandbox>(std::move(staged->sandbox));
+  // The message path checked its result; a JSON path's is judged when asked.
+  current_prints_back_ = staged->on_message ? std::optional<bool>(true) : std::nullopt;
   for (auto& change : staged->changes) changes_.push_back(std::move(change));
   return Status::OK;
 }

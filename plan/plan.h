@@ -106,6 +106,7 @@ class Plan {
   Result<Staged> stage_on_json(const std::string& hook, const nlohmann::json& patches, bool may_override,
                                const Protection& protection, bool keep_values, Result<nlohmann::json> doc) const;
   Result<nlohmann::json> copy_document() const;
+  bool current_prints_back() const;
   // Takes the cached form (json_ is a cache; apply() alone takes it).
   Result<nlohmann::json> take_document() const;
   std::string find_type_error(const nlohmann::json& patches, const std::string& whole) const;
@@ -119,6 +120,8 @@ class Plan {
   PathOwners owners_;
   std::vector<PlanChange> changes_;
   size_t applied_on_message_ = 0;
+  // MessageTarget::prints_back(*current_), once known.
+  mutable std::optional<bool> current_prints_back_;
 };
 
 // A view of `sandbox` fit for hooks: secret fields, unknown fields and
