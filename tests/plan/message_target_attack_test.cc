@@ -8,6 +8,7 @@
 #include "plan/message_target.h"
 #include "plan/plan.h"
 #include "plan/write_back.h"
+#include "tests/plan/plan_pair.h"
 
 #include <google/protobuf/util/json_util.h>
 #include <catch2/catch.hpp>
@@ -51,63 +52,17 @@ v1::DriverSandbox request_from(const char* text) {
   return out;
 }
 
-void same_changes(const Plan& a, const Plan& b) {
-  REQUIRE(a.changes().size() == b.changes().size());
-  for (size_t i = 0; i < a.changes().size(); i++) {
-    const PlanChange& x = a.changes()[i];
-    const PlanChange& y = b.changes()[i];
-    REQUIRE(x.hook == y.hook);
-    REQUIRE(x.op == y.op);
-    REQUIRE(x.path == y.path);
-    REQUIRE(x.from == y.from);
-    REQUIRE(x.value == y.value);
-    REQUIRE(x.path_tokens == y.path_tokens);
-    REQUIRE(x.from_tokens == y.from_tokens);
-  }
-}
-
 std::string text(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-// run_round of message_target_test.cc, with the patch sets given: hook hN
-// applies sets[N], both ways, compared after each. Returns how many sets the
-// message took.
+// Hook hN applies sets[N], both ways, compared after each (PlanPair).
+// Returns how many sets the message took.
 size_t differential(const v1::DriverSandbox& request, const std::vector<json>& sets, bool may_override) {
-  auto fast = Plan::from(request);
-  auto reference = Plan::from(request);
-  REQUIRE(fast.ok());
-  REQUIRE(reference.ok());
-  PatchRules json_only;
-  json_only.json_only = true;
-  for (size_t hook = 0; hook < sets.size(); hook++) {
-    const json& patches = sets[hook];
-    const std::string name = "h" + std::to_string(hook);
-    INFO("hook " << name << " patches " << text(patches) << " plan " << reference->json().dump());
-
-    auto preview = fast->preview(name, patches, may_override, PatchRules{});
-    auto preview_reference = reference->preview(name, patches, may_override, json_only);
-    REQUIRE(preview.ok() == preview_reference.ok());
-    if (!preview.ok()) REQUIRE(preview.error() == preview_reference.error());
-
-    grpc::Status a = fast->apply(name, patches, may_override, PatchRules{});
-    grpc::Status b = reference->apply(name, patches, may_override, json_only);
-    INFO("status " << a.error_message() << " | reference " << b.error_message());
-    REQUIRE(reference->applied_on_message() == 0);
-    REQUIRE(a.ok() == b.ok());
-    REQUIRE(a.error_message() == b.error_message());
-    REQUIRE(a.ok() == preview.ok());
-    REQUIRE(canonical_bytes(fast->view()) == canonical_bytes(reference->view()));
-    REQUIRE(fast->json() == reference->json());
-    REQUIRE(fast->owners() == reference->owners());
-    same_changes(fast.value(), reference.value());
-  }
-  v1::DriverSandbox x = request;
-  v1::DriverSandbox y = request;
-  REQUIRE(fast->write_back(x).ok());
-  REQUIRE(reference->write_back(y).ok());
-  REQUIRE(canonical_bytes(x) == canonical_bytes(y));
-  return fast->applied_on_message();
+  owrap::test::PlanPair pair(request);
+  for (size_t hook = 0; hook < sets.size(); hook++) pair.apply("h" + std::to_string(hook), sets[hook], may_override);
+  pair.check_write_back();
+  return pair.fast().applied_on_message();
 }
 
 json op(const std::string& o, const std::string& path) {

@@ -5,6 +5,7 @@
 #include "plan/message_target.h"
 #include "plan/plan.h"
 #include "plan/write_back.h"
+#include "tests/plan/plan_pair.h"
 #include "tests/plan/random_plans.h"
 
 #include <catch2/catch.hpp>
@@ -15,6 +16,7 @@ using namespace owrap;
 using nlohmann::json;
 namespace v1 = openshell::compute::v1;
 using owrap::test::pick;
+using owrap::test::PlanPair;
 using owrap::test::with_unknown_fields;
 
 namespace {
@@ -158,21 +160,6 @@ json random_op(std::mt19937& rng, bool plain) {
   return op;
 }
 
-void same_changes(const Plan& a, const Plan& b) {
-  REQUIRE(a.changes().size() == b.changes().size());
-  for (size_t i = 0; i < a.changes().size(); i++) {
-    const PlanChange& x = a.changes()[i];
-    const PlanChange& y = b.changes()[i];
-    REQUIRE(x.hook == y.hook);
-    REQUIRE(x.op == y.op);
-    REQUIRE(x.path == y.path);
-    REQUIRE(x.from == y.from);
-    REQUIRE(x.value == y.value);
-    REQUIRE(x.path_tokens == y.path_tokens);
-    REQUIRE(x.from_tokens == y.from_tokens);
-  }
-}
-
 struct Tally {
   int handled_ok = 0;  // add/remove/replace sets that applied
   int on_message = 0;  // of those, the ones the message took
@@ -182,48 +169,21 @@ struct Tally {
 
 // Three hooks' patch sets on one request, both ways, compared after each.
 void run_round(std::mt19937& rng, const v1::DriverSandbox& request, bool may_override, Tally& tally) {
-  auto fast = Plan::from(request);
-  auto reference = Plan::from(request);
-  REQUIRE(fast.ok());
-  REQUIRE(reference.ok());
-  PatchRules json_only;
-  json_only.json_only = true;
+  PlanPair pair(request);
   for (int hook = 0; hook < 3; hook++) {
     json patches = json::array();
     const bool plain = rng() % 4 != 0;
     for (unsigned n = 1 + rng() % 3; n > 0; n--) patches.push_back(random_op(rng, plain));
-    const std::string name = "h" + std::to_string(hook);
-    INFO("hook " << name << " patches " << patches.dump(-1, ' ', false, json::error_handler_t::replace) << " plan "
-                 << reference->json().dump());
-
-    auto preview = fast->preview(name, patches, may_override, PatchRules{});
-    auto preview_reference = reference->preview(name, patches, may_override, json_only);
-    REQUIRE(preview.ok() == preview_reference.ok());
-    if (!preview.ok()) REQUIRE(preview.error() == preview_reference.error());
-
-    const size_t before = fast->applied_on_message();
-    grpc::Status a = fast->apply(name, patches, may_override, PatchRules{});
-    grpc::Status b = reference->apply(name, patches, may_override, json_only);
-    REQUIRE(reference->applied_on_message() == 0);
-    REQUIRE(a.ok() == b.ok());
-    REQUIRE(a.error_message() == b.error_message());
-    REQUIRE(a.ok() == preview.ok());
+    const size_t before = pair.fast().applied_on_message();
+    grpc::Status a = pair.apply("h" + std::to_string(hook), patches, may_override);
     tally.sets++;
     if (MessageTarget::handles(patches)) {
-      if (fast->applied_on_message() > before) tally.on_message++;
+      if (pair.fast().applied_on_message() > before) tally.on_message++;
       if (a.ok()) tally.handled_ok++;
       if (!a.ok() && a.error_message().find("driver-owned") != std::string::npos) tally.refused++;
     }
-    REQUIRE(canonical_bytes(fast->view()) == canonical_bytes(reference->view()));
-    REQUIRE(fast->json() == reference->json());
-    REQUIRE(fast->owners() == reference->owners());
-    same_changes(fast.value(), reference.value());
   }
-  v1::DriverSandbox x = request;
-  v1::DriverSandbox y = request;
-  REQUIRE(fast->write_back(x).ok());
-  REQUIRE(reference->write_back(y).ok());
-  REQUIRE(canonical_bytes(x) == canonical_bytes(y));
+  pair.check_write_back();
 }
 
 }  // namespace

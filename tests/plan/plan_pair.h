@@ -1,0 +1,87 @@
+// A plan applied two ways side by side, for the differential tests of
+// plan/message_target.h: with the default rules (the message, where it is
+// sure) and with json_only (the JSON form alone, the reference). Every patch
+// set must give the same outcome, error text, view, JSON form, owners and
+// changes, a preview first; the write-backs onto the request the same bytes.
+#pragma once
+
+#include "plan/plan.h"
+#include "plan/write_back.h"
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+namespace owrap::test {
+
+class PlanPair {
+ public:
+  explicit PlanPair(const openshell::compute::v1::DriverSandbox& request)
+      : request_(request), fast_(made(request)), reference_(made(request)) {
+    json_only_.json_only = true;
+  }
+
+  // Hook `name`'s patch set, both ways; the fast side's status.
+  grpc::Status apply(const std::string& name, const nlohmann::json& patches, bool may_override) {
+    INFO("hook " << name << " patches " << patches.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                 << " plan " << reference_.json().dump());
+    auto preview = fast_.preview(name, patches, may_override, PatchRules{});
+    auto preview_reference = reference_.preview(name, patches, may_override, json_only_);
+    REQUIRE(preview.ok() == preview_reference.ok());
+    if (!preview.ok()) REQUIRE(preview.error() == preview_reference.error());
+
+    grpc::Status a = fast_.apply(name, patches, may_override, PatchRules{});
+    grpc::Status b = reference_.apply(name, patches, may_override, json_only_);
+    INFO("status " << a.error_message() << " | reference " << b.error_message());
+    REQUIRE(reference_.applied_on_message() == 0);
+    REQUIRE(a.ok() == b.ok());
+    REQUIRE(a.error_message() == b.error_message());
+    REQUIRE(a.ok() == preview.ok());
+    REQUIRE(canonical_bytes(fast_.view()) == canonical_bytes(reference_.view()));
+    REQUIRE(fast_.json() == reference_.json());
+    REQUIRE(fast_.owners() == reference_.owners());
+    same_changes();
+    return a;
+  }
+
+  // Both plans written back onto the request give the same bytes.
+  void check_write_back() const {
+    openshell::compute::v1::DriverSandbox x = request_;
+    openshell::compute::v1::DriverSandbox y = request_;
+    REQUIRE(fast_.write_back(x).ok());
+    REQUIRE(reference_.write_back(y).ok());
+    REQUIRE(canonical_bytes(x) == canonical_bytes(y));
+  }
+
+  const Plan& fast() const { return fast_; }
+
+ private:
+  static Plan made(const openshell::compute::v1::DriverSandbox& request) {
+    auto plan = Plan::from(request);
+    REQUIRE(plan.ok());
+    return std::move(plan.value());
+  }
+
+  void same_changes() const {
+    REQUIRE(fast_.changes().size() == reference_.changes().size());
+    for (size_t i = 0; i < fast_.changes().size(); i++) {
+      const PlanChange& x = fast_.changes()[i];
+      const PlanChange& y = reference_.changes()[i];
+      REQUIRE(x.hook == y.hook);
+      REQUIRE(x.op == y.op);
+      REQUIRE(x.path == y.path);
+      REQUIRE(x.from == y.from);
+      REQUIRE(x.value == y.value);
+      REQUIRE(x.path_tokens == y.path_tokens);
+      REQUIRE(x.from_tokens == y.from_tokens);
+    }
+  }
+
+  openshell::compute::v1::DriverSandbox request_;
+  Plan fast_;
+  Plan reference_;
+  PatchRules json_only_;
+};
+
+}  // namespace owrap::test
