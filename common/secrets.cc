@@ -1,5 +1,7 @@
 #include "common/secrets.h"
 
+#include "common/message_fields.h"
+
 #include "options.pb.h"
 
 #include <google/protobuf/struct.pb.h>
@@ -176,42 +178,19 @@ void scrub(Message& m, const Plan& plan) {
 // message-valued maps need a look; the contract's one (Struct.fields) is
 // walked through its generated API. What the walk cannot name (extensions,
 // another message-valued map) is left to protobuf.
-struct UnknownWalk {
-  std::vector<const FieldDescriptor*> singular;  // message-typed
-  std::vector<const FieldDescriptor*> repeated;  // message-typed, not maps
-  bool is_struct = false;
-  bool protobuf_walks = false;
-};
-
-const UnknownWalk& unknown_walk(const Descriptor& type) {
-  // Node-based: references stay valid while the walk adds types.
-  thread_local std::unordered_map<const Descriptor*, UnknownWalk> walks;
-  if (auto it = walks.find(&type); it != walks.end()) return it->second;
-  UnknownWalk w;
-  w.is_struct = &type == google::protobuf::Struct::descriptor();
-  w.protobuf_walks = type.extension_range_count() > 0;
-  for (int i = 0; i < type.field_count() && !w.is_struct; i++) {
-    const FieldDescriptor* f = type.field(i);
-    if (f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
-    if (f->is_map()) {
-      if (f->message_type()->map_value()->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) w.protobuf_walks = true;
-    } else {
-      (f->is_repeated() ? w.repeated : w.singular).push_back(f);
-    }
-  }
-  return walks.emplace(&type, std::move(w)).first->second;
-}
-
 void discard_unknown_fields(Message& m) {
-  const UnknownWalk& w = unknown_walk(*m.GetDescriptor());
-  auto* as_struct = w.is_struct ? dynamic_cast<google::protobuf::Struct*>(&m) : nullptr;
-  if (w.protobuf_walks || (w.is_struct && as_struct == nullptr)) return m.DiscardUnknownFields();
-  const Reflection& r = *m.GetReflection();
-  if (!r.GetUnknownFields(m).empty()) r.MutableUnknownFields(&m)->Clear();
-  if (as_struct) {
+  if (m.GetDescriptor() == google::protobuf::Struct::descriptor()) {
+    auto* as_struct = dynamic_cast<google::protobuf::Struct*>(&m);
+    if (as_struct == nullptr) return m.DiscardUnknownFields();
+    const Reflection& r = *m.GetReflection();
+    if (!r.GetUnknownFields(m).empty()) r.MutableUnknownFields(&m)->Clear();
     for (auto& [key, value] : *as_struct->mutable_fields()) discard_unknown_fields(value);
     return;
   }
+  const MessageFields& w = message_fields(*m.GetDescriptor());
+  if (w.extensions || w.message_valued_map) return m.DiscardUnknownFields();
+  const Reflection& r = *m.GetReflection();
+  if (!r.GetUnknownFields(m).empty()) r.MutableUnknownFields(&m)->Clear();
   for (const FieldDescriptor* f : w.singular) {
     if (r.HasField(m, f)) discard_unknown_fields(*r.MutableMessage(&m, f));
   }

@@ -1,5 +1,7 @@
 #include "plan/message_target.h"
 
+#include "common/message_fields.h"
+
 #include "plan/proto_json.h"
 #include "plan/string_maps.h"
 
@@ -7,7 +9,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <unordered_map>
 #include <vector>
 
 namespace owrap {
@@ -181,31 +182,6 @@ Value value_from(const json& v, int depth) {
 // printed and read back by the walks and by protobuf alike.
 constexpr int kPrintableDepth = 24;
 
-// Per message type, the members a Value can hide in.
-struct ValueWalk {
-  std::vector<const FieldDescriptor*> singular;  // message-typed
-  std::vector<const FieldDescriptor*> repeated;  // message-typed, not maps
-  bool unsure = false;                           // a message-valued map, an extension
-};
-
-const ValueWalk& value_walk(const Descriptor& type) {
-  // Node-based: references stay valid while the walk adds types.
-  thread_local std::unordered_map<const Descriptor*, ValueWalk> walks;
-  if (auto it = walks.find(&type); it != walks.end()) return it->second;
-  ValueWalk w;
-  w.unsure = type.extension_range_count() > 0;
-  for (int i = 0; i < type.field_count(); i++) {
-    const FieldDescriptor* f = type.field(i);
-    if (f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
-    if (f->is_map()) {
-      w.unsure = w.unsure || f->message_type()->map_value()->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE;
-    } else {
-      (f->is_repeated() ? w.repeated : w.singular).push_back(f);
-    }
-  }
-  return walks.emplace(&type, std::move(w)).first->second;
-}
-
 bool value_prints_back(const Value& v, int depth);
 
 bool struct_prints_back(const Struct& s, int depth) {
@@ -260,8 +236,8 @@ bool message_prints_back(const Message& m, int depth) {
     default:
       return false;
   }
-  const ValueWalk& w = value_walk(*m.GetDescriptor());
-  if (w.unsure) return false;
+  const MessageFields& w = message_fields(*m.GetDescriptor());
+  if (w.extensions || w.message_valued_map) return false;  // members this walk cannot reach
   const Reflection& r = *m.GetReflection();
   for (const FieldDescriptor* f : w.singular) {
     if (r.HasField(m, f) && !message_prints_back(r.GetMessage(m, f), depth + 1)) return false;
