@@ -94,11 +94,11 @@ json patches_json(const hookpb::HookResponse& response, json (*value_json)(const
   return ops;
 }
 
-// The defaults hook answers JSON (HookOutcome::patch_json); a hook over a
-// transport sends the same operations with protobuf Values, as here.
+// The defaults hook answers prepared operations (HookOutcome::prepared); a
+// hook over a transport sends the same operations with protobuf Values, as here.
 hookpb::HookResponse as_transported(const HookOutcome& outcome) {
   hookpb::HookResponse response = outcome.response;
-  for (const auto& op : outcome.patch_json.value_or(json::array())) {
+  for (const auto& op : outcome.prepared ? prepared_to_json(*outcome.prepared) : json::array()) {
     auto* p = response.add_patches();
     p->set_op(op.at("op").get<std::string>());
     p->set_path(op.at("path").get<std::string>());
@@ -200,9 +200,8 @@ int main(int argc, char** argv) {
   figures.push_back({"defaults hook: prepare as the chain runs it",
                      [&] {
                        auto p = Plan::from(before);
-                       (void)p->json();
                        auto o = invoke(*hook, request);
-                       sink = sink + p->apply("defaults", *o.patch_json, false, {}).ok();
+                       sink = sink + p->apply_prepared("defaults", *o.prepared, false, {}).ok();
                      },
                      {}});
 #ifdef OWRAP_BENCH_HAS_REFERENCE

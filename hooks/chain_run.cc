@@ -33,9 +33,10 @@ grpc::Status check_reply(const HookSpec& spec, HookPhase phase, const HookOutcom
   }
   // patch_count() and the apply read patch_json alone: the response's
   // patches would be dropped without a word.
-  if (outcome.patch_json && response.patches_size() > 0) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "answered patches both as JSON and in the response (a hook's bug: never both)");
+  if (outcome.patches_twice()) {
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        "answered patches more than one way (a hook's bug: JSON, prepared or in the response, never two)");
   }
   if (phase != HookPhase::kPrepare && outcome.patch_count() > 0) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -245,10 +246,12 @@ bool ChainRun::judge(const ChainStep& step, HookOutcome outcome) {
     return false;
   }
   if (failure.ok() && step.phase == HookPhase::kPrepare && outcome.patch_count() > 0) {
-    nlohmann::json patches = outcome.patch_json ? std::move(*outcome.patch_json) : patches_to_json(response);
-    if (!apply_patches(step, patches, verdict, failure)) {
-      // failure says why; judged below
-    }
+    if (outcome.prepared) {
+      apply_prepared(step, *outcome.prepared, verdict, failure);
+    } else {
+      nlohmann::json patches = outcome.patch_json ? std::move(*outcome.patch_json) : patches_to_json(response);
+      apply_patches(step, patches, verdict, failure);
+    }  // on a refusal, failure says why; judged below
   }
   if (!failure.ok()) return fail_step(step, failure, verdict);
   verdict.reason = response.reason();
@@ -282,6 +285,26 @@ bool ChainRun::apply_patches(const ChainStep& step, const nlohmann::json& patche
     failure = s;
     return false;
   }
+  log_changes(before, verdict);
+  return true;
+}
+
+bool ChainRun::apply_prepared(const ChainStep& step, PreparedPatches& ops, HookVerdict& verdict,
+                              grpc::Status& failure) {
+  const ConfiguredHook& h = chain_.hooks_[step.hook];
+  if (!plan_) return true;
+  if (h.spec.mode == HookMode::kAudit) return apply_patches(step, prepared_to_json(ops), verdict, failure);
+  size_t before = plan_->changes().size();
+  if (grpc::Status s = plan_->apply_prepared(h.hook->name(), ops, h.spec.may_override, chain_.rules_for(h.spec));
+      !s.ok()) {
+    failure = s;
+    return false;
+  }
+  log_changes(before, verdict);
+  return true;
+}
+
+void ChainRun::log_changes(size_t before, HookVerdict& verdict) const {
   const auto& changes = plan_->changes();
   // The fields are built only for lines that are written.
   const bool info = Logger::instance().enabled(LogLevel::kInfo);
@@ -297,7 +320,6 @@ bool ChainRun::apply_patches(const ChainStep& step, const nlohmann::json& patche
     }
     verdict.changed_paths.push_back(changes[i].path);
   }
-  return true;
 }
 
 bool ChainRun::fail_step(const ChainStep& step, const grpc::Status& failure, HookVerdict& verdict) {

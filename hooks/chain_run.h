@@ -64,6 +64,9 @@ class ChainRun : public std::enable_shared_from_this<ChainRun> {
   bool judge(const ChainStep& step, HookOutcome outcome);
   bool fail_step(const ChainStep& step, const grpc::Status& failure, HookVerdict& verdict);
   bool apply_patches(const ChainStep& step, const nlohmann::json& patches, HookVerdict& verdict, grpc::Status& failure);
+  bool apply_prepared(const ChainStep& step, PreparedPatches& ops, HookVerdict& verdict, grpc::Status& failure);
+  // Logs the plan's changes from index `before` on and lists their paths in `verdict`.
+  void log_changes(size_t before, HookVerdict& verdict) const;
   std::shared_ptr<hookpb::HookRequest> request_for(const ChainStep& step,
                                                    std::chrono::steady_clock::time_point deadline) const;
   std::chrono::steady_clock::time_point deadline_for(const ChainStep& step) const;

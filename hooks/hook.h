@@ -5,6 +5,7 @@
 #pragma once
 
 #include "hooks.pb.h"
+#include "plan/patch_session.h"
 
 #include <grpcpp/completion_queue.h>
 #include <grpcpp/support/status.h>
@@ -91,12 +92,22 @@ struct HookOutcome {
   // the plan applies, instead of in `response.patches`: the same operations
   // without a round trip through protobuf Values. Never both.
   std::optional<nlohmann::json> patch_json;
+  // Or already parsed (a builtin's): the plan neither prints nor parses
+  // them. At most one of the three ways.
+  std::optional<PreparedPatches> prepared;
 
-  static HookOutcome answered(hookpb::HookResponse response) { return {grpc::Status::OK, std::move(response), {}}; }
+  static HookOutcome answered(hookpb::HookResponse response) { return {grpc::Status::OK, std::move(response), {}, {}}; }
   static HookOutcome failed(grpc::StatusCode code, std::string message) {
-    return {grpc::Status(code, std::move(message)), {}, {}};
+    return {grpc::Status(code, std::move(message)), {}, {}, {}};
   }
-  size_t patch_count() const { return patch_json ? patch_json->size() : static_cast<size_t>(response.patches_size()); }
+  size_t patch_count() const {
+    if (prepared) return prepared->size();
+    return patch_json ? patch_json->size() : static_cast<size_t>(response.patches_size());
+  }
+  // Patches came more than one way (a hook's bug).
+  bool patches_twice() const {
+    return (patch_json ? 1 : 0) + (prepared ? 1 : 0) + (response.patches_size() > 0 ? 1 : 0) > 1;
+  }
 };
 using HookDone = std::function<void(HookOutcome)>;
 

@@ -263,6 +263,13 @@ bool MessageTarget::handles(const json& patches) {
   return true;
 }
 
+bool MessageTarget::handles(const PreparedPatches& ops) {
+  for (const auto& op : ops) {
+    if (op.path.empty() || (op.op != "add" && op.op != "remove" && op.op != "replace")) return false;
+  }
+  return true;
+}
+
 std::optional<MessageTarget::Node> MessageTarget::resolve(const PathTokens& path, size_t count) const {
   if (has_resolved_ && resolved_path_.size() == count &&
       std::equal(path.begin(), path.begin() + count, resolved_path_.begin())) {

@@ -42,6 +42,7 @@ class MessageTarget : public PatchTarget {
 
   // Only add, remove and replace below the whole document.
   static bool handles(const nlohmann::json& patches);
+  static bool handles(const PreparedPatches& ops);
   // `view` is what its JSON form reads back as: no Value without a kind,
   // no null_value but NULL_VALUE, no number that prints otherwise (-0,
   // NaN, infinities), nothing nested deeper than the printers go. The JSON

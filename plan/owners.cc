@@ -22,21 +22,23 @@ std::optional<size_t> index_of(std::string_view token) {
 
 }  // namespace
 
-std::optional<OwnerConflict> PathOwners::conflict(const PathTokens& path, const std::string& hook) const {
+std::optional<OwnerConflict> PathOwners::conflict(std::string_view pointer, const std::string& hook) const {
   if (owners_.empty()) return std::nullopt;  // the first hook to patch
-  // Above: a hook that set a whole array or an empty object owns what is put inside it.
-  std::string pointer;  // grows from "" (the whole plan) to `path`
-  for (size_t i = 0; i < path.size(); i++) {
-    auto it = owners_.find(pointer);
+  auto owned_by_other = [&](std::string_view at) -> std::optional<OwnerConflict> {
+    auto it = owners_.find(at);
     if (it != owners_.end() && it->second != hook) return OwnerConflict{it->first, it->second};
-    pointer += '/';
-    append_escaped(pointer, path[i]);
+    return std::nullopt;
+  };
+  // Above: a hook that set a whole array or an empty object owns what is
+  // put inside it. Each ancestor's pointer is a prefix of `pointer` ending
+  // before one of its slashes ("" is the whole plan).
+  for (size_t slash = 0; slash != std::string_view::npos; slash = pointer.find('/', slash + 1)) {
+    if (auto c = owned_by_other(pointer.substr(0, slash))) return c;
   }
-  if (auto it = owners_.find(pointer); it != owners_.end() && it->second != hook) {
-    return OwnerConflict{it->first, it->second};
-  }
+  if (auto c = owned_by_other(pointer)) return c;
   // Below: "/a/..." is one range of the sorted map; "/a-b" sorts between "/a" and it.
-  const std::string below = pointer + "/";
+  std::string below(pointer);
+  below += '/';
   for (auto it = owners_.lower_bound(below); it != owners_.end() && has_prefix(it->first, below); ++it) {
     if (it->second != hook) return OwnerConflict{it->first, it->second};
   }
@@ -51,8 +53,7 @@ void PathOwners::erase_at_and_below(const std::string& pointer) {
   while (it != owners_.end() && has_prefix(it->first, below)) it = owners_.erase(it);
 }
 
-void PathOwners::claim_set(const PathTokens& path, const json& value, const std::string& hook) {
-  std::string pointer = to_pointer(path);
+void PathOwners::claim_set(std::string pointer, const json& value, const std::string& hook) {
   erase_at_and_below(pointer);
   claim_leaves(pointer, value, hook);
 }

@@ -13,6 +13,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace owrap {
 
@@ -21,15 +22,20 @@ struct OwnerConflict {
   std::string hook;  // its owner
 };
 
+// Leaf pointer -> hook; looked up by string_view too.
+using OwnerMap = std::map<std::string, std::string, std::less<>>;
+
 class PathOwners {
  public:
   // The first path owned by a hook other than `hook` at, beneath or above
-  // `path`; nullopt when the write is free.
-  std::optional<OwnerConflict> conflict(const PathTokens& path, const std::string& hook) const;
+  // `pointer` (a JSON pointer as to_pointer() writes it); nullopt when the
+  // write is free.
+  std::optional<OwnerConflict> conflict(std::string_view pointer, const std::string& hook) const;
 
-  // `hook` wrote `value` at `path`: it now owns each leaf of the value (an
-  // object is descended; a scalar, an array or an empty object is a leaf).
-  void claim_set(const PathTokens& path, const nlohmann::json& value, const std::string& hook);
+  // `hook` wrote `value` at `pointer` (as above): it now owns each leaf of
+  // the value (an object is descended; a scalar, an array or an empty
+  // object is a leaf).
+  void claim_set(std::string pointer, const nlohmann::json& value, const std::string& hook);
   // `hook` removed `path` from an object: it owns the removal.
   void claim_removal(const PathTokens& path, const std::string& hook);
   // An element was inserted at (delta 1) or removed from (delta -1) index
@@ -37,13 +43,12 @@ class PathOwners {
   // move with them; those of a removed element are dropped.
   void shift(const PathTokens& array, size_t index, int delta);
 
-  // Leaf pointer -> hook.
-  const std::map<std::string, std::string>& by_path() const { return owners_; }
+  const OwnerMap& by_path() const { return owners_; }
 
  private:
   void erase_at_and_below(const std::string& pointer);
   void claim_leaves(std::string& pointer, const nlohmann::json& value, const std::string& hook);
-  std::map<std::string, std::string> owners_;
+  OwnerMap owners_;
 };
 
 }  // namespace owrap

@@ -59,6 +59,11 @@ std::string scalar_parent(const json& doc, const PathTokens& path) {
 
 }  // namespace
 
+std::string patch_label(const PatchOp& op, size_t index) {
+  if (op.raw) return patch_label(*op.raw, index);
+  return "patch " + std::to_string(index) + " (" + op.op + " " + op.path_text + ")";
+}
+
 std::string patch_label(const json& raw, size_t index) {
   std::string out = "patch " + std::to_string(index);
   if (!raw.is_object()) return out;
@@ -132,6 +137,40 @@ std::string PatchSession::apply_all(const json& patches) {
   return "";
 }
 
+std::string PatchSession::apply_all(PreparedPatches& ops) {
+  for (size_t i = 0; i < ops.size(); i++) {
+    PatchOp& op = ops[i];
+    if (!op.value && op.op != "remove") op.value = &op.source;
+    if (std::string why = step(op, /*keep_op=*/true); !why.empty()) return patch_label(op, i) + ": " + why;
+  }
+  return "";
+}
+
+PatchOp prepared_add(PathTokens path, const json* value, json owned) {
+  PatchOp op;
+  op.op = "add";
+  op.path_text = to_pointer(path);
+  op.path = std::move(path);
+  op.source = std::move(owned);
+  op.value = value;
+  return op;
+}
+
+json prepared_to_json(const PreparedPatches& ops) {
+  json out(json::value_t::array);
+  auto& items = out.get_ref<json::array_t&>();
+  items.reserve(ops.size());
+  for (const PatchOp& op : ops) {
+    json item(json::value_t::object);
+    auto& members = item.get_ref<json::object_t&>();
+    members.emplace("op", op.op);
+    members.emplace("path", op.path_text);
+    if (op.op != "remove") members.emplace("value", op.value ? *op.value : op.source);
+    items.push_back(std::move(item));
+  }
+  return out;
+}
+
 Result<PatchOp> PatchSession::parse(const json& raw) const {
   if (!raw.is_object()) return Error{"an operation must be a JSON object"};
   auto text = [&](const char* key) -> const json* {
@@ -143,9 +182,11 @@ Result<PatchOp> PatchSession::parse(const json& raw) const {
     return Error{"\"op\" must be one of add, remove, replace, move, copy, test"};
   }
   if (!text("path")) return Error{"\"path\" must be a JSON pointer string"};
-  auto path = parse_pointer(text("path")->get_ref<const std::string&>());
+  const std::string& path_text = text("path")->get_ref<const std::string&>();
+  auto path = parse_pointer(path_text);
   if (!path) return Error{path.error()};
   out.path = std::move(path.value());
+  out.path_text = path_text;
   if (is_one_of(out.op, {"move", "copy"})) {
     if (!text("from")) return Error{"\"" + out.op + "\" needs \"from\", a JSON pointer string"};
     auto from = parse_pointer(text("from")->get_ref<const std::string&>());
@@ -159,12 +200,12 @@ Result<PatchOp> PatchSession::parse(const json& raw) const {
   return out;
 }
 
-std::string PatchSession::step(PatchOp& op) {
+std::string PatchSession::step(PatchOp& op, bool keep_op) {
   if (op.op == "test") return target_.run(op);
   if (std::string why = guard(op); !why.empty()) return why;
   if (std::string why = check_owners(op); !why.empty()) return why;
   if (std::string why = target_.run(op); !why.empty()) return why;
-  record(op);
+  record(op, keep_op);
   return "";
 }
 
@@ -206,17 +247,16 @@ std::optional<size_t> PatchSession::parent_array(const PathTokens& path) const {
 std::string PatchSession::check_owners(const PatchOp& op) const {
   if (may_override_) return "";
   if (op.op == "move") {
-    if (std::string why = check_owner(op.from); !why.empty()) return why;
+    if (std::string why = check_owner(op.raw->at("from").get_ref<const std::string&>()); !why.empty()) return why;
   }
   // Inserting into an array changes no one's element.
   if (is_one_of(op.op, {"add", "move", "copy"}) && parent_array(op.path)) return "";
-  return check_owner(op.path);
+  return check_owner(op.path_text);
 }
 
-std::string PatchSession::check_owner(const PathTokens& path) const {
-  auto conflict = owners_.conflict(path, hook_);
+std::string PatchSession::check_owner(const std::string& pointer) const {
+  auto conflict = owners_.conflict(pointer, hook_);
   if (!conflict) return "";
-  std::string pointer = to_pointer(path);
   std::string what = conflict->path == pointer ? pointer : pointer + " overlaps " + conflict->path;
   return what + ", which hook \"" + conflict->hook + "\" set first; hook \"" + hook_ +
          "\" may not override it (may_override = false)";
@@ -289,20 +329,25 @@ std::string JsonTarget::run(const PatchOp& op) {
   return "";
 }
 
-void PatchSession::record(PatchOp& op) {
+void PatchSession::record(PatchOp& op, bool keep_op) {
   if (op.op == "move") record_removal(op.from);
   if (op.op == "remove") {
     record_removal(op.path);
   } else if (op.op == "replace") {
-    owners_.claim_set(op.path, *op.value, hook_);
+    owners_.claim_set(op.path_text, *op.value, hook_);
   } else {
-    record_add(op.path, *op.value);
+    record_add(op.path, op.path_text, *op.value);
   }
   // The operation's own pointers: parsed, they were valid, so they are
   // already in the form to_pointer() would give.
   std::string from = is_one_of(op.op, {"move", "copy"}) ? op.raw->at("from").get_ref<const std::string&>() : "";
-  changes_.push_back({hook_, op.op, op.raw->at("path").get_ref<const std::string&>(), std::move(from),
-                      op.op == "remove" || !keep_values_ ? json() : *op.value, std::move(op.path), std::move(op.from)});
+  json value = op.op == "remove" || !keep_values_ ? json() : *op.value;
+  if (keep_op) {
+    changes_.push_back({hook_, op.op, op.path_text, std::move(from), std::move(value), op.path, op.from});
+    return;
+  }
+  changes_.push_back({hook_, op.op, std::move(op.path_text), std::move(from), std::move(value), std::move(op.path),
+                      std::move(op.from)});
 }
 
 void PatchSession::record_removal(const PathTokens& path) {
@@ -317,15 +362,15 @@ void PatchSession::record_removal(const PathTokens& path) {
   owners_.claim_removal(path, hook_);
 }
 
-void PatchSession::record_add(const PathTokens& path, const json& value) {
+void PatchSession::record_add(const PathTokens& path, const std::string& pointer, const json& value) {
   auto size = parent_array(path);
   if (!size) {
-    owners_.claim_set(path, value, hook_);
+    owners_.claim_set(pointer, value, hook_);
     return;
   }
   size_t index = path.back() == "-" ? *size - 1 : *array_index(path.back());
   owners_.shift(parent_of(path), index, 1);
-  owners_.claim_set(child_of(parent_of(path), std::to_string(index)), value, hook_);
+  owners_.claim_set(to_pointer(child_of(parent_of(path), std::to_string(index))), value, hook_);
 }
 
 }  // namespace owrap

@@ -29,13 +29,27 @@ struct PlanChange {
 
 // One operation of a patch set, parsed.
 struct PatchOp {
-  const nlohmann::json* raw;
+  const nlohmann::json* raw = nullptr;  // as the hook wrote it; null for a prepared operation
   std::string op;
   PathTokens path;
+  std::string path_text;  // `path` as the JSON pointer it was given as
   PathTokens from;
   nlohmann::json source;                  // move, copy: the source's value, taken before the operation
   const nlohmann::json* value = nullptr;  // what lands at `path`: the operation's own "value", or `source`
 };
+
+// A patch set an in-process hook built already parsed, so the plan neither
+// prints nor parses it: add, remove and replace operations with `raw` null,
+// each `value` pointing at what outlives the set (the hook's configuration)
+// or, when null, at its own `source`. Its meaning is that of
+// prepared_to_json(), which every path that reads JSON (the JSON form, audit
+// previews, the size limit's exact count) is given instead.
+using PreparedPatches = std::vector<PatchOp>;
+// An add of `value` at `path` (tokens, unescaped); `value` must outlive the
+// set, or be null to take `owned`.
+PatchOp prepared_add(PathTokens path, const nlohmann::json* value, nlohmann::json owned = nullptr);
+// The same operations as an RFC 6902 array.
+nlohmann::json prepared_to_json(const PreparedPatches& ops);
 
 // What a patch set runs on. Every answer is about the plan's JSON form
 // (protobuf JSON, proto field names) as the operations so far left it.
@@ -86,20 +100,24 @@ class PatchSession {
   std::string apply(const nlohmann::json& op, size_t index);
   // Every operation of `patches` in order; the first refusal, or empty.
   std::string apply_all(const nlohmann::json& patches);
+  // The same for a prepared set; the operations are left as they were
+  // given (a set the message target is unsure of is run again as JSON).
+  std::string apply_all(PreparedPatches& ops);
 
   PathOwners& owners() { return owners_; }
   std::vector<PlanChange>& changes() { return changes_; }
 
  private:
   Result<PatchOp> parse(const nlohmann::json& raw) const;
-  std::string step(PatchOp& op);
+  std::string step(PatchOp& op, bool keep_op = false);
   std::string guard(PatchOp& op) const;
   std::string guard_add(const PathTokens& path, const nlohmann::json& value) const;
   std::string check_owners(const PatchOp& op) const;
-  std::string check_owner(const PathTokens& path) const;
-  void record(PatchOp& op);
+  std::string check_owner(const std::string& pointer) const;
+  // Moves what it keeps out of `op` unless `keep_op`.
+  void record(PatchOp& op, bool keep_op = false);
   void record_removal(const PathTokens& path);
-  void record_add(const PathTokens& path, const nlohmann::json& value);
+  void record_add(const PathTokens& path, const std::string& pointer, const nlohmann::json& value);
   std::optional<size_t> parent_array(const PathTokens& path) const;
 
   const Protection& protection_;
@@ -117,6 +135,7 @@ bool is_patch_op(const nlohmann::json& raw, std::initializer_list<const char*> o
 
 // "patch 2 (replace /id)", "patch 0 (move from /a to /b)": how refusals name an operation.
 std::string patch_label(const nlohmann::json& op, size_t index);
+std::string patch_label(const PatchOp& op, size_t index);
 
 // The value at `path` (or at its first `count` tokens), or null when there
 // is none (never throws).

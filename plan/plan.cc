@@ -50,6 +50,16 @@ size_t dump_size_bound(const json& value) {
   }
 }
 
+// At least prepared_to_json(ops).dump().size().
+size_t prepared_size_bound(const PreparedPatches& ops) {
+  size_t n = 2 + ops.size();
+  for (const PatchOp& op : ops) {
+    n += 32 + 6 * (op.op.size() + op.path_text.size());  // {"op":"","path":"","value":}
+    if (op.op != "remove") n += dump_size_bound(op.value ? *op.value : op.source);
+  }
+  return n;
+}
+
 // A reply beyond the limits is malformed: refused before any operation runs.
 std::string check_limits(const json& patches, const PatchRules& rules) {
   if (!patches.is_array()) return "the patches must be a JSON array of operations";
@@ -120,16 +130,22 @@ Result<nlohmann::json> Plan::take_document() const {
   return out;
 }
 
+Result<const Protection*> Plan::protection_for(const std::string& hook, const PatchRules& rules,
+                                               std::optional<Protection>& made) const {
+  if (rules.protection) return rules.protection.get();
+  auto protection = Protection::make(*DriverSandbox::descriptor(), rules.extra_protected);
+  if (!protection) return Error{hook_prefix(hook) + protection.error()};
+  made = std::move(protection.value());
+  return &*made;
+}
+
 Result<Plan::Staged> Plan::stage(const std::string& hook, const nlohmann::json& patches, bool may_override,
                                  const PatchRules& rules, bool take_json) const {
   if (std::string why = check_limits(patches, rules); !why.empty()) return Error{hook_prefix(hook) + why};
   std::optional<Protection> made;
-  if (!rules.protection) {
-    auto protection = Protection::make(*DriverSandbox::descriptor(), rules.extra_protected);
-    if (!protection) return Error{hook_prefix(hook) + protection.error()};
-    made = std::move(protection.value());
-  }
-  const Protection& protection = made ? *made : *rules.protection;
+  auto found = protection_for(hook, rules, made);
+  if (!found) return Error{found.error()};
+  const Protection& protection = *found.value();
   if (!rules.json_only && MessageTarget::handles(patches)) {
     try {
       return stage_on_message(hook, patches, may_override, protection, rules.keep_values);
@@ -141,7 +157,8 @@ Result<Plan::Staged> Plan::stage(const std::string& hook, const nlohmann::json& 
                        take_json ? take_document() : copy_document());
 }
 
-Result<Plan::Staged> Plan::stage_on_message(const std::string& hook, const nlohmann::json& patches, bool may_override,
+template <class Patches>
+Result<Plan::Staged> Plan::stage_on_message(const std::string& hook, Patches& patches, bool may_override,
                                             const Protection& protection, bool keep_values) const {
   if (!current_prints_back()) throw MessageTarget::Unsure{};
   Staged out{{}, {}, *current_};
@@ -200,6 +217,33 @@ std::string Plan::find_type_error(const nlohmann::json& patches, const std::stri
 Status Plan::apply(const std::string& hook, const nlohmann::json& patches, bool may_override, const PatchRules& rules) {
   auto staged = stage(hook, patches, may_override, rules, /*take_json=*/true);
   if (!staged) return Status(StatusCode::INVALID_ARGUMENT, staged.error());
+  commit(std::move(staged.value()));
+  return Status::OK;
+}
+
+Status Plan::apply_prepared(const std::string& hook, PreparedPatches& ops, bool may_override, const PatchRules& rules) {
+  // Past a limit, or where only the JSON form can answer, the set goes as
+  // the JSON it means, so refusals read the same.
+  auto as_json = [&] { return apply(hook, prepared_to_json(ops), may_override, rules); };
+  if (rules.json_only || ops.size() > rules.max_patches || prepared_size_bound(ops) > rules.max_bytes ||
+      !MessageTarget::handles(ops)) {
+    return as_json();
+  }
+  std::optional<Protection> made;
+  auto found = protection_for(hook, rules, made);
+  if (!found) return Status(StatusCode::INVALID_ARGUMENT, found.error());
+  try {
+    auto staged = stage_on_message(hook, ops, may_override, *found.value(), rules.keep_values);
+    if (!staged) return Status(StatusCode::INVALID_ARGUMENT, staged.error());
+    commit(std::move(staged.value()));
+    return Status::OK;
+  } catch (const MessageTarget::Unsure&) {
+    return as_json();
+  }
+}
+
+void Plan::commit(Staged staged_value) {
+  auto* staged = &staged_value;
   if (staged->on_message) applied_on_message_++;
   // Not the patched document: it keeps what the hook wrote ({"gpu": null})
   // where the view has protobuf's form ({}); the next hook is shown the view,
@@ -210,7 +254,6 @@ Status Plan::apply(const std::string& hook, const nlohmann::json& patches, bool 
   // The message path checked its result; a JSON path's is judged when asked.
   current_prints_back_ = staged->on_message ? std::optional<bool>(true) : std::nullopt;
   for (auto& change : staged->changes) changes_.push_back(std::move(change));
-  return Status::OK;
 }
 
 Result<std::vector<PlanChange>> Plan::preview(const std::string& hook, const nlohmann::json& patches, bool may_override,

@@ -71,13 +71,18 @@ class Plan {
   // driver-owned`. Operations are numbered from 0.
   grpc::Status apply(const std::string& hook, const nlohmann::json& patches, bool may_override,
                      const PatchRules& rules);
+  // The same for an in-process hook's prepared set (plan/patch_session.h),
+  // with the same outcome as apply(prepared_to_json(ops)), made without
+  // JSON where the message can be patched directly.
+  grpc::Status apply_prepared(const std::string& hook, PreparedPatches& ops, bool may_override,
+                              const PatchRules& rules);
   // The same checks without applying: what the patches would change (audit
   // mode logs this). The error is the message apply() would give.
   Result<std::vector<PlanChange>> preview(const std::string& hook, const nlohmann::json& patches, bool may_override,
                                           const PatchRules& rules) const;
 
   // Every path a hook set or removed -> that hook (validate hooks get this).
-  const std::map<std::string, std::string>& owners() const { return owners_.by_path(); }
+  const OwnerMap& owners() const { return owners_.by_path(); }
   // Every applied operation, in order (one audit log line each).
   const std::vector<PlanChange>& changes() const { return changes_; }
   // Patch sets applied to the message directly, not through the JSON form.
@@ -101,8 +106,13 @@ class Plan {
   // it, to be made again from the view), else a copy (preview).
   Result<Staged> stage(const std::string& hook, const nlohmann::json& patches, bool may_override,
                        const PatchRules& rules, bool take_json) const;
-  Result<Staged> stage_on_message(const std::string& hook, const nlohmann::json& patches, bool may_override,
+  template <class Patches>
+  Result<Staged> stage_on_message(const std::string& hook, Patches& patches, bool may_override,
                                   const Protection& protection, bool keep_values) const;
+  // rules.protection, or one made into `made`.
+  Result<const Protection*> protection_for(const std::string& hook, const PatchRules& rules,
+                                           std::optional<Protection>& made) const;
+  void commit(Staged staged);
   Result<Staged> stage_on_json(const std::string& hook, const nlohmann::json& patches, bool may_override,
                                const Protection& protection, bool keep_values, Result<nlohmann::json> doc) const;
   Result<nlohmann::json> copy_document() const;

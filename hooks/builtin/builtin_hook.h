@@ -48,15 +48,6 @@ hookpb::HookResponse deny_response(std::string_view code, std::string reason);
 // The sandbox as the hook protocol's JSON view: protobuf JSON with proto
 // field names (default values left out, as the plan's view does).
 nlohmann::json sandbox_json(const computepb::DriverSandbox& sandbox);
-// The part of sandbox_json(sandbox) that `pointers` (tokens, proto field
-// names) reach: at each pointer the same value (or the same absence), above
-// it the same parents, present or absent as there, holding only what the
-// pointers reach. A fraction of the whole conversion for a hook that reads
-// a few places. A pointer the walk cannot follow (through anything but
-// singular message fields, or ending on anything but a string map or a
-// message) makes it the whole view.
-nlohmann::json sandbox_json_along(const computepb::DriverSandbox& sandbox,
-                                  const std::vector<std::vector<std::string>>& pointers);
 // The hook's config table, or an empty one.
 const toml::table& config_table(const HookSpec& spec);
 // Joins configuration errors into the factory's Error, one per line.

@@ -14,14 +14,17 @@ namespace {
 
 constexpr std::string_view kKind = "defaults";
 const PhaseSet kPhases = phases_of({HookPhase::kPrepare});
-const std::vector<std::string> kEnvironment = {"spec", "environment"};
+
+// Where in the plan a group of defaults merges.
+enum class Place { kLabels, kDriverConfig, kEnvironment };
 
 // One group of defaults merged at one place in the plan.
 struct Section {
-  std::vector<std::string> pointer;  // reference tokens of the plan path, unescaped
-  std::string config_key;            // "hooks[0].config.labels"
-  nlohmann::json values;             // an object; strings are templates
-  bool templated = true;             // some string in `values` has a brace: expand() must look
+  Place place;
+  PathTokens pointer;      // the place's reference tokens, unescaped
+  std::string config_key;  // "hooks[0].config.labels"
+  nlohmann::json values;   // an object; strings are templates
+  bool templated = true;   // some string in `values` has a brace: expand() must look
 };
 
 // Some string beneath `value` has "{" or "}" (a variable, or an escape).
@@ -54,53 +57,116 @@ struct ConfigKey {
   }
 };
 
+// Builds one call's patch set. It reads the plan's message itself, as the
+// hook protocol's JSON view would show it (an empty map or an absent
+// message is no member; a Struct member without a kind is none either), and
+// remembers the parents its own adds create, so a later section adds inside
+// them. Values that need no expanding are pointed at, not copied: the hook's
+// configuration outlives the patch set.
 class Patcher {
  public:
-  Patcher(const computepb::DriverSandbox& sandbox, nlohmann::json view) : sandbox_(sandbox), view_(std::move(view)) {}
+  explicit Patcher(const computepb::DriverSandbox& sandbox) : sandbox_(sandbox), spec_(sandbox.spec()) {}
 
   // Adds `section`'s missing values; an error names the config key.
   std::optional<std::string> merge(const Section& section) {
     const ConfigKey key{nullptr, &section.config_key, {}, 0};
     templated_ = section.templated;
-    nlohmann::json* node = &view_;
-    std::string path;
-    for (size_t i = 0; i < section.pointer.size(); i++) {
-      const std::string& token = section.pointer[i];
-      if (!node->is_object()) return std::nullopt;  // not an object in the plan: nothing to merge into
-      auto it = node->find(token);
-      if (it == node->end()) {
-        // Create the missing parents with one add of the whole subtree.
-        auto value = expand(section.values, key);
-        if (!value) return error_;
-        if (value->empty()) return std::nullopt;
-        for (size_t j = section.pointer.size(); j-- > i + 1;) *value = nlohmann::json{{section.pointer[j], *value}};
-        add(path + "/" + escape_token(token), node, token, std::move(*value));
-        return std::nullopt;
-      }
-      path += "/" + escape_token(token);
-      node = &*it;
+    const size_t existing = existing_tokens(section.place);
+    if (existing < section.pointer.size()) return add_parents(section, existing, section.values, key);
+    PathTokens path = section.pointer;
+    if (section.place == Place::kDriverConfig) {
+      return merge_struct(spec_.template_().driver_config(), path, section.values, key);
     }
-    return merge_into(*node, path, section.values, key);
+    return merge_strings(spec_.template_().labels(), nullptr, path, section.values, key);
   }
 
-  nlohmann::json take_patches() { return std::move(patches_); }
+  // The environment's defaults: a variable set in either environment map
+  // (the template's or the sandbox's own) is the caller's, so the default
+  // goes to spec.environment only when neither has it.
+  std::optional<std::string> merge_environment(const Section& section) {
+    const ConfigKey key{nullptr, &section.config_key, {}, 0};
+    templated_ = section.templated;
+    const auto& tmpl_env = spec_.template_().environment();
+    if (existing_tokens(Place::kEnvironment) == section.pointer.size()) {
+      PathTokens path = section.pointer;
+      return merge_strings(spec_.environment(), &tmpl_env, path, section.values, key);
+    }
+    nlohmann::json missing = nlohmann::json::object();
+    for (const auto& [k, v] : section.values.get_ref<const nlohmann::json::object_t&>()) {
+      if (tmpl_env.count(k) == 0) missing.emplace(k, v);
+    }
+    if (missing.empty()) return std::nullopt;
+    return add_parents(section, existing_tokens(Place::kEnvironment), missing, key);
+  }
+
+  PreparedPatches take_patches() { return std::move(patches_); }
 
  private:
-  std::optional<std::string> merge_into(nlohmann::json& node, const std::string& path, const nlohmann::json& values,
-                                        const ConfigKey& key) {
-    if (!node.is_object()) return std::nullopt;
+  // How many tokens of `place`'s pointer name something in the plan.
+  size_t existing_tokens(Place place) const {
+    if (!sandbox_.has_spec() && !created_spec_) return 0;
+    if (place == Place::kEnvironment) return spec_.environment().empty() ? 1 : 2;
+    if (!spec_.has_template_() && !created_template_) return 1;
+    if (place == Place::kLabels) return spec_.template_().labels().empty() ? 2 : 3;
+    return spec_.template_().has_driver_config() ? 3 : 2;
+  }
+
+  // One add of the whole subtree at the first missing token.
+  std::optional<std::string> add_parents(const Section& section, size_t existing, const nlohmann::json& values,
+                                         const ConfigKey& key) {
+    auto value = expand(values, key);
+    if (!value) return error_;
+    if (value->empty()) return std::nullopt;
+    for (size_t j = section.pointer.size(); j-- > existing + 1;) *value = nlohmann::json{{section.pointer[j], *value}};
+    if (existing == 0) created_spec_ = true;
+    if (existing <= 1 && section.pointer.size() > 2) created_template_ = true;  // through spec.template
+    PathTokens path(section.pointer.begin(), section.pointer.begin() + static_cast<std::ptrdiff_t>(existing + 1));
+    patches_.push_back(prepared_add(std::move(path), nullptr, std::move(*value)));
+    return std::nullopt;
+  }
+
+  // A string map: each missing key is one add; a key `also` has counts as set.
+  std::optional<std::string> merge_strings(const google::protobuf::Map<std::string, std::string>& map,
+                                           const google::protobuf::Map<std::string, std::string>* also,
+                                           PathTokens& path, const nlohmann::json& values, const ConfigKey& key) {
+    for (const auto& [k, v] : values.get_ref<const nlohmann::json::object_t&>()) {
+      if (map.count(k) != 0 || (also && also->count(k) != 0)) continue;  // the plan's value wins
+      if (auto err = add(path, k, v, ConfigKey{&key, nullptr, k, 0})) return err;
+    }
+    return std::nullopt;
+  }
+
+  // A Struct: objects deep-merge; any other value the plan has wins.
+  std::optional<std::string> merge_struct(const google::protobuf::Struct& node, PathTokens& path,
+                                          const nlohmann::json& values, const ConfigKey& key) {
     for (const auto& [k, v] : values.get_ref<const nlohmann::json::object_t&>()) {
       const ConfigKey child{&key, nullptr, k, 0};
-      auto it = node.find(k);
-      if (it != node.end()) {
-        if (!it->is_object() || !v.is_object()) continue;  // the plan's value wins
-        if (auto err = merge_into(*it, path + "/" + escape_token(k), v, child)) return err;
+      auto it = node.fields().find(k);
+      if (it == node.fields().end() || it->second.kind_case() == google::protobuf::Value::KIND_NOT_SET) {
+        if (auto err = add(path, k, v, child)) return err;
         continue;
       }
-      auto value = expand(v, child);
-      if (!value) return error_;
-      add(path + "/" + escape_token(k), &node, k, std::move(*value));
+      if (it->second.kind_case() != google::protobuf::Value::kStructValue || !v.is_object()) continue;
+      path.push_back(k);
+      auto err = merge_struct(it->second.struct_value(), path, v, child);
+      path.pop_back();
+      if (err) return err;
     }
+    return std::nullopt;
+  }
+
+  // The add of `value` (the configuration's) at `path` + `member`.
+  std::optional<std::string> add(const PathTokens& path, const std::string& member, const nlohmann::json& value,
+                                 const ConfigKey& key) {
+    PathTokens at = path;
+    at.push_back(member);
+    if (!templated_ || !has_braces(value)) {
+      patches_.push_back(prepared_add(std::move(at), &value));  // nothing to expand: nothing copied
+      return std::nullopt;
+    }
+    auto expanded = expand(value, key);
+    if (!expanded) return error_;
+    patches_.push_back(prepared_add(std::move(at), nullptr, std::move(*expanded)));
     return std::nullopt;
   }
 
@@ -138,87 +204,45 @@ class Patcher {
     return value;
   }
 
-  // Records the add and applies it to the view, so later sections see the
-  // parents it created.
-  void add(std::string path, nlohmann::json* parent, const std::string& key, nlohmann::json value) {
-    // Later sections may descend into an object this creates; a leaf they
-    // only see as taken (null is, to merge_into, as any non-object).
-    (*parent)[key] = skeleton(value);
-    nlohmann::json op(nlohmann::json::value_t::object);
-    auto& members = op.get_ref<nlohmann::json::object_t&>();
-    members.emplace("op", "add");
-    members.emplace("path", std::move(path));
-    members.emplace("value", std::move(value));
-    patches_.get_ref<nlohmann::json::array_t&>().push_back(std::move(op));
-  }
-
-  // The objects of `value` with every other value null: what merge_into
-  // looks at, without copying the strings and lists.
-  static nlohmann::json skeleton(const nlohmann::json& value) {
-    if (!value.is_object()) return nullptr;
-    nlohmann::json out(nlohmann::json::value_t::object);
-    auto& members = out.get_ref<nlohmann::json::object_t&>();
-    for (const auto& [k, v] : value.get_ref<const nlohmann::json::object_t&>()) members.emplace(k, skeleton(v));
-    return out;
-  }
-
   const computepb::DriverSandbox& sandbox_;
-  nlohmann::json view_;
-  nlohmann::json patches_ = nlohmann::json::array();  // answered as HookOutcome::patch_json
+  const computepb::DriverSandboxSpec& spec_;  // the default instance when the plan has none
+  bool created_spec_ = false;                 // this set adds /spec ...
+  bool created_template_ = false;             // ... or /spec/template
+  PreparedPatches patches_;                   // answered as HookOutcome::prepared
   std::string error_;
   bool templated_ = true;
 };
 
 class DefaultsHook : public SyncBuiltinHook {
  public:
-  DefaultsHook(std::string name, std::vector<Section> sections, nlohmann::json environment, std::string env_key)
+  DefaultsHook(std::string name, std::vector<Section> sections, std::optional<Section> environment)
       : SyncBuiltinHook(std::move(name), kKind, kPhases),
         sections_(std::move(sections)),
-        environment_(std::move(environment)),
-        env_key_(std::move(env_key)) {
-    for (auto& section : sections_) {
-      section.templated = has_braces(section.values);
-      reached_.push_back(section.pointer);
-    }
-    reached_.push_back(kEnvironment);
+        environment_(std::move(environment)) {
+    for (auto& section : sections_) section.templated = has_braces(section.values);
+    if (environment_) environment_->templated = has_braces(environment_->values);
   }
 
  protected:
   HookOutcome evaluate(const hookpb::HookRequest& request) override {
     if (!is_phase(request, HookPhase::kPrepare)) return HookOutcome::answered(allow_response());
-    const auto& sandbox = request.sandbox();
-    Patcher patcher(sandbox, sandbox_json_along(sandbox, reached_));
+    Patcher patcher(request.sandbox());
     for (const auto& section : sections_) {
       if (auto err = patcher.merge(section)) return HookOutcome::failed(grpc::StatusCode::INVALID_ARGUMENT, *err);
     }
-    if (auto env = missing_environment(sandbox); !env.empty()) {
-      if (auto err = patcher.merge({kEnvironment, env_key_, std::move(env)})) {
+    if (environment_) {
+      if (auto err = patcher.merge_environment(*environment_)) {
         return HookOutcome::failed(grpc::StatusCode::INVALID_ARGUMENT, *err);
       }
     }
     HookOutcome outcome = HookOutcome::answered(allow_response());
-    if (nlohmann::json patches = patcher.take_patches(); !patches.empty()) outcome.patch_json = std::move(patches);
+    if (PreparedPatches patches = patcher.take_patches(); !patches.empty()) outcome.prepared = std::move(patches);
     return outcome;
   }
 
  private:
-  // A variable set in either environment map (the template's or the
-  // sandbox's own) is the caller's: the default goes to spec.environment
-  // only when neither has it.
-  nlohmann::json missing_environment(const computepb::DriverSandbox& sandbox) const {
-    nlohmann::json out = nlohmann::json::object();
-    const auto& spec_env = sandbox.spec().environment();
-    const auto& tmpl_env = sandbox.spec().template_().environment();
-    for (const auto& [k, v] : environment_.get_ref<const nlohmann::json::object_t&>()) {
-      if (spec_env.count(k) == 0 && tmpl_env.count(k) == 0) out[k] = v;
-    }
-    return out;
-  }
-
-  std::vector<Section> sections_;
-  std::vector<std::vector<std::string>> reached_;  // every section's pointer: what the hook reads of the plan
-  nlohmann::json environment_;
-  std::string env_key_;
+  std::vector<Section> sections_;  // labels, driver_config: merged in this order
+  std::optional<Section> environment_;
 };
 
 // Every string in `value` must be a valid template.
@@ -259,7 +283,9 @@ Result<std::unique_ptr<Hook>> make_defaults(const HookSpec& spec, const BuiltinC
   config.allow_only({"labels", "environment", "driver_config"});
   std::vector<Section> sections;
   auto labels = read_string_map(config, "labels", "openshell.", "label", errors);
-  if (!labels.empty()) sections.push_back({{"spec", "template", "labels"}, config.full_key("labels"), labels});
+  if (!labels.empty()) {
+    sections.push_back({Place::kLabels, {"spec", "template", "labels"}, config.full_key("labels"), labels});
+  }
   auto environment = read_string_map(config, "environment", "OPENSHELL_", "environment variable", errors);
   if (const toml::node* dc = config_table(spec).get("driver_config")) {
     if (!dc->is_table()) {
@@ -268,13 +294,17 @@ Result<std::unique_ptr<Hook>> make_defaults(const HookSpec& spec, const BuiltinC
       auto value = toml_to_json(*dc, config.full_key("driver_config"), &errors);
       check_templates(value, config.full_key("driver_config"), errors);
       if (!value.empty()) {
-        sections.push_back({{"spec", "template", "driver_config"}, config.full_key("driver_config"), value});
+        sections.push_back(
+            {Place::kDriverConfig, {"spec", "template", "driver_config"}, config.full_key("driver_config"), value});
       }
     }
   }
   if (!errors.empty()) return config_error(errors);
-  return std::unique_ptr<Hook>(
-      new DefaultsHook(spec.name, std::move(sections), std::move(environment), config.full_key("environment")));
+  std::optional<Section> env;
+  if (!environment.empty()) {
+    env = Section{Place::kEnvironment, {"spec", "environment"}, config.full_key("environment"), std::move(environment)};
+  }
+  return std::unique_ptr<Hook>(new DefaultsHook(spec.name, std::move(sections), std::move(env)));
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 #include "hooks/builtin/builtin_hook.h"
 #include "hooks/builtin/builtins.h"
 #include "hooks/builtin/quantity.h"
+#include "hooks/builtin/template_string.h"
+#include "plan/paths.h"
 
 #include <google/protobuf/util/json_util.h>
 #include <catch2/catch.hpp>
@@ -79,12 +81,12 @@ json value_json(const google::protobuf::Value& v) {
 }
 
 // The patches as the chain gets them: in-process hooks answer JSON
-// (HookOutcome::patch_json), others protobuf Values.
+// (HookOutcome::patch_json) or prepared operations (HookOutcome::prepared),
+// others protobuf Values.
 json patches_json(const HookOutcome& outcome) {
-  if (outcome.patch_json) {
-    CHECK(outcome.response.patches_size() == 0);  // never both
-    return *outcome.patch_json;
-  }
+  CHECK_FALSE(outcome.patches_twice());
+  if (outcome.prepared) return prepared_to_json(*outcome.prepared);
+  if (outcome.patch_json) return *outcome.patch_json;
   json out = json::array();
   for (const auto& op : outcome.response.patches()) {
     out.push_back({{"op", op.op()}, {"path", op.path()}, {"value", value_json(op.value())}});
@@ -127,49 +129,180 @@ TEST_CASE("builtin registry: kinds, phases, unknown kinds and phases", "[builtin
 
 // ---------------------------------------------------------------- defaults
 
-// The view builtins read along a few pointers is the whole view there:
-// the same value (or absence) at each pointer, the same parents above it.
-TEST_CASE("sandbox_json_along shows what sandbox_json shows along its pointers", "[builtin][defaults]") {
-  const std::vector<std::vector<std::string>> pointers = {{"spec", "template", "labels"},
-                                                          {"spec", "template", "driver_config"},
-                                                          {"spec", "environment"},
-                                                          {"spec", "template", "resources"}};
-  std::mt19937 rng(31);
-  for (int round = 0; round < 500; round++) {
-    cpb::DriverSandbox sb;
-    sb.set_id("sb-" + std::to_string(round));
-    if (rng() % 5) {
-      auto* spec = sb.mutable_spec();
-      if (rng() % 2) (*spec->mutable_environment())["A"] = "1";
-      if (rng() % 3) {
-        auto* tmpl = spec->mutable_template_();
-        if (rng() % 2) (*tmpl->mutable_labels())["team"] = "blue";
-        if (rng() % 2) (*tmpl->mutable_labels())["a/b"] = "~";
-        if (rng() % 3 == 0) tmpl->mutable_driver_config();  // present, empty
-        if (rng() % 3 == 0) (*tmpl->mutable_driver_config()->mutable_fields())["pod"].set_bool_value(true);
-        if (rng() % 2) tmpl->mutable_resources()->set_cpu_limit("1");
-        if (rng() % 2) tmpl->set_image("busybox");
-      }
-    }
-    const json whole = sandbox_json(sb);
-    const json along = sandbox_json_along(sb, pointers);
-    INFO("whole " << whole.dump() << " along " << along.dump());
-    for (const auto& pointer : pointers) {
-      std::string at;
-      for (const auto& token : pointer) {
-        at += "/" + token;
-        const json::json_pointer p(at);
-        REQUIRE(whole.contains(p) == along.contains(p));
-      }
-      if (whole.contains(json::json_pointer(at)))
-        CHECK(whole.at(json::json_pointer(at)) == along.at(json::json_pointer(at)));
+namespace {
+
+// What defaults means, said on the hook protocol's JSON view: each section
+// deep-merges its (expanded) values at its pointer, the first missing
+// parent getting one add of the whole subtree; an environment variable
+// either environment map has is the caller's. The adds it makes, and the
+// document after them; nullopt on a missing template variable.
+struct Reference {
+  std::vector<std::string> paths;
+  json doc;
+};
+
+std::optional<json> ref_expand(const json& value, const cpb::DriverSandbox& sb) {
+  if (value.is_string()) {
+    auto s = expand_template(value.get<std::string>(), sb);
+    if (!s) return std::nullopt;
+    return json(s.value());
+  }
+  if (!value.is_structured()) return value;
+  json out = value.is_object() ? json::object() : json::array();
+  for (auto it = value.begin(); it != value.end(); ++it) {
+    auto e = ref_expand(*it, sb);
+    if (!e) return std::nullopt;
+    if (value.is_object())
+      out[it.key()] = *e;
+    else
+      out.push_back(*e);
+  }
+  return out;
+}
+
+bool ref_merge(json& node, const std::string& at, const json& values, const cpb::DriverSandbox& sb, Reference& ref) {
+  for (const auto& [k, v] : values.items()) {
+    std::string path = at + "/" + escape_token(k);
+    if (!node.contains(k)) {
+      auto e = ref_expand(v, sb);
+      if (!e) return false;
+      node[k] = *e;
+      ref.paths.push_back(path);
+    } else if (node[k].is_object() && v.is_object()) {
+      if (!ref_merge(node[k], path, v, sb, ref)) return false;
     }
   }
-  // What the walk cannot follow gives the whole view.
-  cpb::DriverSandbox sb = sandbox_from(R"({"id": "x", "spec": {"command": ["a"], "template": {"image": "i"}}})");
-  CHECK(sandbox_json_along(sb, {{"spec", "command"}}) == sandbox_json(sb));
-  CHECK(sandbox_json_along(sb, {{"spec", "template", "image"}}) == sandbox_json(sb));
-  CHECK(sandbox_json_along(sb, {{"nope"}}) == sandbox_json(sb));
+  return true;
+}
+
+bool ref_section(Reference& ref, const std::vector<std::string>& pointer, const json& values,
+                 const cpb::DriverSandbox& sb) {
+  json* node = &ref.doc;
+  std::string at;
+  for (size_t i = 0; i < pointer.size(); i++) {
+    if (!node->contains(pointer[i])) {
+      auto e = ref_expand(values, sb);
+      if (!e) return false;
+      if (e->empty()) return true;
+      for (size_t j = pointer.size(); j-- > i + 1;) *e = json{{pointer[j], *e}};
+      (*node)[pointer[i]] = *e;
+      ref.paths.push_back(at + "/" + pointer[i]);
+      return true;
+    }
+    at += "/" + pointer[i];
+    node = &(*node)[pointer[i]];
+  }
+  return ref_merge(*node, at, values, sb, ref);
+}
+
+std::optional<Reference> reference_defaults(const cpb::DriverSandbox& sb, const json& labels, const json& dc,
+                                            const json& env) {
+  Reference ref{{}, sandbox_json(sb)};
+  if (!labels.empty() && !ref_section(ref, {"spec", "template", "labels"}, labels, sb)) return std::nullopt;
+  if (!dc.empty() && !ref_section(ref, {"spec", "template", "driver_config"}, dc, sb)) return std::nullopt;
+  json missing = json::object();
+  for (const auto& [k, v] : env.items()) {
+    if (!sb.spec().environment().count(k) && !sb.spec().template_().environment().count(k)) missing[k] = v;
+  }
+  if (!missing.empty() && !ref_section(ref, {"spec", "environment"}, missing, sb)) return std::nullopt;
+  return ref;
+}
+
+// A random Value of the shapes driver_config defaults meet: objects that
+// merge, values that win, members without a kind (no member in the view).
+void random_value(google::protobuf::Value& v, std::mt19937& rng, int depth) {
+  switch (rng() % (depth > 2 ? 4 : 7)) {
+    case 0:
+      v.set_string_value("x");
+      break;
+    case 1:
+      v.set_null_value(google::protobuf::NULL_VALUE);
+      break;
+    case 2:
+      v.set_bool_value(true);
+      break;
+    case 3:
+      break;  // no kind
+    case 4:
+      v.mutable_list_value()->add_values()->set_number_value(1);
+      break;
+    default: {
+      auto& fields = *v.mutable_struct_value()->mutable_fields();
+      for (const char* k : {"pod", "node_selector", "pool", "zone", "tolerations", "a/b"}) {
+        if (rng() % 3 == 0) random_value(fields[k], rng, depth + 1);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// The hook reads the plan's message, not a JSON view of it: held to the
+// JSON view's meaning on random plans (which adds, at which paths, and the
+// document after them), templates and missing variables included.
+TEST_CASE("defaults: the message walk makes the adds the JSON view means", "[builtin][defaults]") {
+  const char* config = R"(
+    labels = { tenant = "{labels.team}", "sandbox-ref" = "{sandbox.namespace}/{sandbox.name}", "a/b" = "~" }
+    environment = { SANDBOX_IMAGE = "{template.image}", HTTP_PROXY = "http://proxy", A = "{{lit}}" }
+    [driver_config.pod]
+    node_selector = { pool = "sandboxes", "a/b" = { zone = "z" } }
+    tolerations = [ { key = "sandbox" } ]
+    runtime = "{labels.team}"
+  )";
+  auto hook = make_hook("defaults", config);
+  const json labels = {
+      {"tenant", "{labels.team}"}, {"sandbox-ref", "{sandbox.namespace}/{sandbox.name}"}, {"a/b", "~"}};
+  const json env = {{"SANDBOX_IMAGE", "{template.image}"}, {"HTTP_PROXY", "http://proxy"}, {"A", "{{lit}}"}};
+  const json dc = {{"pod",
+                    {{"node_selector", {{"pool", "sandboxes"}, {"a/b", {{"zone", "z"}}}}},
+                     {"tolerations", json::array({{{"key", "sandbox"}}})},
+                     {"runtime", "{labels.team}"}}}};
+  std::mt19937 rng(47);
+  int failed = 0, added = 0;
+  for (int round = 0; round < 3000; round++) {
+    cpb::DriverSandbox sb;
+    sb.set_id("sb-" + std::to_string(round));
+    if (rng() % 4) sb.set_name("n");
+    if (rng() % 4) sb.set_namespace_("ns");
+    if (rng() % 6) {
+      auto* spec = sb.mutable_spec();
+      for (const char* k : {"A", "HTTP_PROXY"}) {
+        if (rng() % 3 == 0) (*spec->mutable_environment())[k] = "caller";
+      }
+      if (rng() % 4) {
+        auto* tmpl = spec->mutable_template_();
+        if (rng() % 2) tmpl->set_image("busybox");
+        if (rng() % 5) (*tmpl->mutable_labels())["team"] = "blue";
+        for (const char* k : {"tenant", "a/b"}) {
+          if (rng() % 3 == 0) (*tmpl->mutable_labels())[k] = "caller";
+        }
+        for (const char* k : {"SANDBOX_IMAGE", "A"}) {
+          if (rng() % 4 == 0) (*tmpl->mutable_environment())[k] = "caller";
+        }
+        if (rng() % 3) {
+          auto& fields = *tmpl->mutable_driver_config()->mutable_fields();  // maybe present and empty
+          if (rng() % 3) random_value(fields["pod"], rng, 0);
+        }
+      }
+    }
+    auto want = reference_defaults(sb, labels, dc, env);
+    auto outcome = invoke_sync(*hook, HookPhase::kPrepare, sb);
+    INFO("sandbox " << sandbox_json(sb).dump());
+    REQUIRE(outcome.failure.ok() == want.has_value());
+    if (!want) {
+      CHECK(outcome.failure.error_message().find("is not set on this sandbox") != std::string::npos);
+      failed++;
+      continue;
+    }
+    const json patches = patches_json(outcome);
+    std::vector<std::string> paths;
+    for (const auto& op : patches) paths.push_back(op.at("path"));
+    CHECK(paths == want->paths);
+    CHECK(sandbox_json(sb).patch(patches) == want->doc);
+    added += static_cast<int>(paths.size());
+  }
+  CHECK(failed > 100);  // both outcomes were reached
+  CHECK(added > 2000);
 }
 
 TEST_CASE("defaults: adds only missing values, with templates, creating parents", "[builtin][defaults]") {
