@@ -3,6 +3,7 @@
 #include "compute_driver.pb.h"
 #include "secrets_test.pb.h"
 
+#include <google/protobuf/dynamic_message.h>
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/message_differencer.h>
 #include <catch2/catch.hpp>
@@ -247,6 +248,31 @@ TEST_CASE("a scrubbed copy drops unknown fields at every depth and keeps every k
   CHECK(got.status().conditions_size() == 2);
   // The original is untouched.
   CHECK(marked.SerializeAsString().find("unknown-marker@/status/conditions") != std::string::npos);
+}
+
+TEST_CASE("a dynamic message of the contract is scrubbed as the generated one", "[secrets]") {
+  // The walk takes each message's type from the field it came through; a
+  // dynamic message (its Struct values too) must come out as the generated one.
+  v1::DriverSandbox sb = sandbox_with_token("sb-dyn");
+  auto* tmpl = sb.mutable_spec()->mutable_template_();
+  tmpl->mutable_resources()->set_cpu_limit("1");
+  auto& dc = *tmpl->mutable_driver_config()->mutable_fields();
+  (*dc["memory"].mutable_struct_value()->mutable_fields())["pool"].set_string_value("sandboxes");
+  sb.mutable_status()->add_conditions()->set_type("Ready");
+  REQUIRE(add_unknown_everywhere(sb, "") >= 8);
+
+  google::protobuf::DynamicMessageFactory factory;
+  std::unique_ptr<google::protobuf::Message> dynamic(factory.GetPrototype(v1::DriverSandbox::descriptor())->New());
+  REQUIRE(dynamic->ParseFromString(sb.SerializeAsString()));
+  auto from_dynamic = scrubbed_copy(*dynamic);
+  auto from_generated = scrubbed_copy(sb);
+  const std::string bytes = from_dynamic->SerializeAsString();
+  CHECK(bytes.find("unknown-marker") == std::string::npos);
+  CHECK(bytes.find(kToken) == std::string::npos);
+  v1::DriverSandbox reread;
+  REQUIRE(reread.ParseFromString(bytes));
+  CHECK(google::protobuf::util::MessageDifferencer::Equals(reread, *from_generated));
+  CHECK(reread.spec().template_().driver_config().fields().at("memory").struct_value().fields().count("pool") == 1);
 }
 
 TEST_CASE("redact_secrets scrubs every secret from free text", "[secrets]") {
