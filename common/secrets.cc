@@ -178,24 +178,32 @@ void scrub(Message& m, const Plan& plan) {
 // message-valued maps need a look; the contract's one (Struct.fields) is
 // walked through its generated API. What the walk cannot name (extensions,
 // another message-valued map) is left to protobuf.
-void discard_unknown_fields(Message& m) {
-  if (m.GetDescriptor() == google::protobuf::Struct::descriptor()) {
+//
+// `type` is m's descriptor, which the caller knows from the field it came
+// through: a message's descriptor costs a virtual call and a once-flag, and
+// this walk visits every set message of the view.
+void discard_unknown_fields(Message& m, const Descriptor& type) {
+  static const Descriptor* const kStruct = google::protobuf::Struct::descriptor();
+  static const Descriptor* const kValue = google::protobuf::Value::descriptor();
+  if (&type == kStruct) {
     auto* as_struct = dynamic_cast<google::protobuf::Struct*>(&m);
     if (as_struct == nullptr) return m.DiscardUnknownFields();
     const Reflection& r = *m.GetReflection();
     if (!r.GetUnknownFields(m).empty()) r.MutableUnknownFields(&m)->Clear();
-    for (auto& [key, value] : *as_struct->mutable_fields()) discard_unknown_fields(value);
+    for (auto& [key, value] : *as_struct->mutable_fields()) discard_unknown_fields(value, *kValue);
     return;
   }
-  const MessageFields& w = message_fields(*m.GetDescriptor());
+  const MessageFields& w = message_fields(type);
   if (w.extensions || w.message_valued_map) return m.DiscardUnknownFields();
   const Reflection& r = *m.GetReflection();
   if (!r.GetUnknownFields(m).empty()) r.MutableUnknownFields(&m)->Clear();
   for (const FieldDescriptor* f : w.singular) {
-    if (r.HasField(m, f)) discard_unknown_fields(*r.MutableMessage(&m, f));
+    if (r.HasField(m, f)) discard_unknown_fields(*r.MutableMessage(&m, f), *f->message_type());
   }
   for (const FieldDescriptor* f : w.repeated) {
-    for (int i = 0, n = r.FieldSize(m, f); i < n; i++) discard_unknown_fields(*r.MutableRepeatedMessage(&m, f, i));
+    for (int i = 0, n = r.FieldSize(m, f); i < n; i++) {
+      discard_unknown_fields(*r.MutableRepeatedMessage(&m, f, i), *f->message_type());
+    }
   }
 }
 
@@ -210,9 +218,10 @@ bool may_hold_secrets(const Descriptor& type) {
 }
 
 void scrub_secrets(Message& message) {
-  const Plan& plan = PlanCache::instance().plan(*message.GetDescriptor());
+  const Descriptor& type = *message.GetDescriptor();
+  const Plan& plan = PlanCache::instance().plan(type);
   if (!plan.empty()) scrub(message, plan);
-  discard_unknown_fields(message);
+  discard_unknown_fields(message, type);
 }
 
 std::unique_ptr<Message> scrubbed_copy(const Message& message) {

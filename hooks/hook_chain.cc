@@ -8,6 +8,7 @@
 #include <google/protobuf/arena.h>
 
 #include <algorithm>
+#include <span>
 
 namespace owrap {
 
@@ -43,20 +44,35 @@ grpc::StatusCode refusal_code(Rpc rpc, const std::string& hook_code) {
   }
 }
 
-std::vector<HookPhase> before_phases(Rpc rpc) {
+namespace {
+
+// The phases as a fixed list: every create asks, and a vector would be
+// allocated and freed each time.
+std::span<const HookPhase> before_phase_list(Rpc rpc) {
+  static constexpr HookPhase kCreate[] = {HookPhase::kPrepare, HookPhase::kValidate};
+  static constexpr HookPhase kStop[] = {HookPhase::kBeforeStop};
+  static constexpr HookPhase kStart[] = {HookPhase::kBeforeStart};
+  static constexpr HookPhase kDelete[] = {HookPhase::kBeforeDelete};
   switch (rpc) {
     case Rpc::kValidateSandboxCreate:
     case Rpc::kCreateSandbox:
-      return {HookPhase::kPrepare, HookPhase::kValidate};
+      return kCreate;
     case Rpc::kStopSandbox:
-      return {HookPhase::kBeforeStop};
+      return kStop;
     case Rpc::kStartSandbox:
-      return {HookPhase::kBeforeStart};
+      return kStart;
     case Rpc::kDeleteSandbox:
-      return {HookPhase::kBeforeDelete};
+      return kDelete;
     default:
       return {};
   }
+}
+
+}  // namespace
+
+std::vector<HookPhase> before_phases(Rpc rpc) {
+  auto phases = before_phase_list(rpc);
+  return {phases.begin(), phases.end()};
 }
 
 std::optional<HookPhase> after_phase(Rpc rpc, bool committed) {
@@ -211,7 +227,7 @@ std::shared_ptr<ChainRun> HookChain::make_run(Rpc rpc, const v1::DriverSandbox* 
     }
   }
   std::vector<ChainStep> steps;
-  for (HookPhase phase : before_phases(rpc)) {
+  for (HookPhase phase : before_phase_list(rpc)) {
     for (size_t i = 0; i < hooks_.size(); i++) {
       if (active(hooks_[i], phase, sandbox, wrapper_config)) steps.push_back({i, phase});
     }

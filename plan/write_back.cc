@@ -8,6 +8,8 @@
 #include <google/protobuf/util/message_differencer.h>
 
 #include <algorithm>
+#include <boost/container/small_vector.hpp>
+
 #include <map>
 #include <memory>
 #include <string>
@@ -188,40 +190,31 @@ void write_entry(const Message& before, const Message& after, Message& target, c
   }
 }
 
-// write_entry() for one of the plan's string maps, by key, without their
+// write_entry() for one key of one of the plan's string maps, without their
 // repeated form: the value is a string, nothing can hide beneath it.
-bool write_string_entry(const Message& before, const Message& after, Message& target, const FieldDescriptor* map,
-                        const std::string& key) {
-  const StringMap* was_map = string_map(before, *map);
-  const StringMap* now_map = string_map(after, *map);
-  StringMap* there = was_map && now_map ? mutable_string_map(target, *map) : nullptr;
-  if (!there) return false;
-  auto was = was_map->find(key);
-  auto now = now_map->find(key);
-  if (now == now_map->end()) {
-    if (was != was_map->end()) there->erase(key);
-  } else if (was == was_map->end() || was->second != now->second) {
-    (*there)[key] = now->second;
+void write_string_entry(const StringMap& was_map, const StringMap& now_map, StringMap& there, const std::string& key) {
+  auto was = was_map.find(key);
+  auto now = now_map.find(key);
+  if (now == now_map.end()) {
+    if (was != was_map.end()) there.erase(key);
+  } else if (was == was_map.end() || was->second != now->second) {
+    there[key] = now->second;
   }
-  return true;
 }
 
 // write_entry() for a Struct's key, through the Struct's own map.
-bool write_struct_entry(const Message& before, const Message& after, Message& target, const std::string& key) {
-  const auto* was_struct = dynamic_cast<const google::protobuf::Struct*>(&before);
-  const auto* now_struct = dynamic_cast<const google::protobuf::Struct*>(&after);
-  auto* there_struct = dynamic_cast<google::protobuf::Struct*>(&target);
-  if (!was_struct || !now_struct || !there_struct) return false;
-  const auto& was_fields = was_struct->fields();
-  const auto& now_fields = now_struct->fields();
-  auto& there_fields = *there_struct->mutable_fields();
+void write_struct_entry(const google::protobuf::Struct& before, const google::protobuf::Struct& after,
+                        google::protobuf::Struct& target, const std::string& key) {
+  const auto& was_fields = before.fields();
+  const auto& now_fields = after.fields();
+  auto& there_fields = *target.mutable_fields();
   auto was = was_fields.find(key);
   auto now = now_fields.find(key);
   if (now == now_fields.end()) {
     if (was != was_fields.end()) there_fields.erase(key);
-    return true;
+    return;
   }
-  if (was != was_fields.end() && same_message(was->second, now->second)) return true;
+  if (was != was_fields.end() && same_message(was->second, now->second)) return;
   auto there = there_fields.find(key);
   if (there == there_fields.end()) {
     there_fields[key] = now->second;
@@ -231,42 +224,67 @@ bool write_struct_entry(const Message& before, const Message& after, Message& ta
   } else {
     there->second.CopyFrom(now->second);
   }
-  return true;
 }
 
 bool is_struct(const google::protobuf::Descriptor* type) {
   return type->full_name() == "google.protobuf.Struct";
 }
 
+using Node = ChangedPaths::Node;
+
 // A map field whose changed keys are known: only those keys are written.
+// The maps themselves are looked up once, not per key.
 void write_map_at(const Message& before, CopyOnUse& after_copy, const Message& after, Message& target,
-                  const FieldDescriptor* map, const ChangedPaths& changed) {
-  if (changed.whole || map->message_type()->map_key()->cpp_type() != FieldDescriptor::CPPTYPE_STRING) {
+                  const FieldDescriptor* map, const ChangedPaths& changed, Node node) {
+  if (changed.whole(node) || map->message_type()->map_key()->cpp_type() != FieldDescriptor::CPPTYPE_STRING) {
     write_map(before, after_copy.get(), target, map);
     return;
   }
-  const bool of_struct = is_struct(map->containing_type());
-  for (const auto& [key, below] : changed.children) {
-    if (of_struct ? write_struct_entry(before, after, target, key)
-                  : write_string_entry(before, after, target, map, key)) {
-      continue;
+  if (is_struct(map->containing_type())) {
+    const auto* was = dynamic_cast<const google::protobuf::Struct*>(&before);
+    const auto* now = dynamic_cast<const google::protobuf::Struct*>(&after);
+    auto* there = dynamic_cast<google::protobuf::Struct*>(&target);
+    for (Node c = changed.first_child(node); c != ChangedPaths::kNone; c = changed.next_sibling(c)) {
+      if (was && now && there) {
+        write_struct_entry(*was, *now, *there, changed.token(c));
+      } else {
+        write_entry(before, after, target, map, changed.token(c));
+      }
     }
-    write_entry(before, after, target, map, key);
+    return;
+  }
+  const StringMap* was = string_map(before, *map);
+  const StringMap* now = string_map(after, *map);
+  StringMap* there = was && now ? mutable_string_map(target, *map) : nullptr;
+  for (Node c = changed.first_child(node); c != ChangedPaths::kNone; c = changed.next_sibling(c)) {
+    if (there) {
+      write_string_entry(*was, *now, *there, changed.token(c));
+    } else {
+      write_entry(before, after, target, map, changed.token(c));
+    }
   }
 }
 
+void write_at(const Message& before, const Message& after, Message& target, const ChangedPaths& changed, Node node);
+
 void write_field_at(const Message& before, CopyOnUse& after_copy, const Message& after, Message& target,
-                    const FieldDescriptor* field, const ChangedPaths& changed) {
-  const Reflection* r = after.GetReflection();
+                    const FieldDescriptor* field, const ChangedPaths& changed, Node node) {
   if (const OneofDescriptor* oneof = field->real_containing_oneof()) {
     write_oneof(before, after_copy.get(), target, oneof);
-  } else if (field->is_map()) {
-    write_map_at(before, after_copy, after, target, field, changed);
-  } else if (field->is_repeated() || field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) {
+    return;
+  }
+  if (field->is_map()) {
+    write_map_at(before, after_copy, after, target, field, changed, node);
+    return;
+  }
+  if (field->is_repeated() || field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) {
     if (!same_field(before, after, field)) take_field(after_copy.get(), target, field);
-  } else if (!r->HasField(after, field)) {
+    return;
+  }
+  const Reflection* r = after.GetReflection();
+  if (!r->HasField(after, field)) {
     if (r->HasField(before, field)) r->ClearField(&target, field);
-  } else if (changed.whole) {
+  } else if (changed.whole(node)) {
     if (!r->HasField(before, field) && !r->HasField(target, field)) {
       // New here and nothing hidden beneath it: write_changes() would copy it key by key.
       r->MutableMessage(&target, field)->CopyFrom(r->GetMessage(after, field));
@@ -276,51 +294,80 @@ void write_field_at(const Message& before, CopyOnUse& after_copy, const Message&
     CopyOnUse copy(r->GetMessage(after, field));
     write_changes(r->GetMessage(before, field), copy.get(), *r->MutableMessage(&target, field));
   } else {
-    write_changes_at(r->GetMessage(before, field), r->GetMessage(after, field), *r->MutableMessage(&target, field),
-                     changed);
+    write_at(r->GetMessage(before, field), r->GetMessage(after, field), *r->MutableMessage(&target, field), changed,
+             node);
+  }
+}
+
+// Descriptor::FindFieldByName() hashes the name into the pool's global
+// table; the plan's messages have a few dozen fields at most, and a name's
+// length rules out nearly all of them.
+const FieldDescriptor* find_field(const google::protobuf::Descriptor& type, const std::string& name) {
+  for (int i = 0, n = type.field_count(); i < n; i++) {
+    const FieldDescriptor* field = type.field(i);
+    if (field->name() == name) return field;
+  }
+  return nullptr;
+}
+
+void write_at(const Message& before, const Message& after, Message& target, const ChangedPaths& changed, Node node) {
+  CopyOnUse after_copy(after);
+  if (changed.whole(node)) {
+    write_changes(before, after_copy.get(), target);
+    return;
+  }
+  const google::protobuf::Descriptor* type = after.GetDescriptor();
+  if (is_struct(type)) {  // the JSON view names a Struct's keys right after it
+    write_map_at(before, after_copy, after, target, type->field(0), changed, node);
+    return;
+  }
+  boost::container::small_vector<std::pair<const FieldDescriptor*, Node>, 8> fields;
+  for (Node c = changed.first_child(node); c != ChangedPaths::kNone; c = changed.next_sibling(c)) {
+    const FieldDescriptor* field = find_field(*type, changed.token(c));
+    if (!field) {  // not a path of this schema: judge the whole message
+      write_changes(before, after_copy.get(), target);
+      return;
+    }
+    fields.emplace_back(field, c);
+  }
+  boost::container::small_vector<const OneofDescriptor*, 4> oneofs_done;  // a oneof is written once, as a unit
+  for (const auto& [field, below] : fields) {
+    if (const OneofDescriptor* oneof = field->real_containing_oneof()) {
+      if (std::find(oneofs_done.begin(), oneofs_done.end(), oneof) != oneofs_done.end()) continue;
+      oneofs_done.push_back(oneof);
+    }
+    write_field_at(before, after_copy, after, target, field, changed, below);
   }
 }
 
 }  // namespace
 
 void ChangedPaths::add(const PathTokens& path) {
-  ChangedPaths* node = this;
+  Node n = 0;
   for (const auto& token : path) {
-    if (node->whole) return;
-    node = &node->children[token];
+    if (nodes_[n].whole) return;
+    n = child(n, token);
   }
-  node->whole = true;
-  node->children.clear();
+  nodes_[n].whole = true;
+  nodes_[n].first_child = kNone;  // what was below is left unlinked
+}
+
+ChangedPaths::Node ChangedPaths::child(Node parent, const std::string& token) {
+  Node* link = &nodes_[parent].first_child;
+  for (; *link != kNone; link = &nodes_[*link].next_sibling) {
+    const int order = nodes_[*link].token->compare(token);
+    if (order == 0) return *link;
+    if (order > 0) break;
+  }
+  const Node fresh = static_cast<Node>(nodes_.size());
+  const Node next = *link;
+  *link = fresh;  // before the push_back, which may move the nodes
+  nodes_.push_back(Entry{&token, false, kNone, next});
+  return fresh;
 }
 
 void write_changes_at(const Message& before, const Message& after, Message& target, const ChangedPaths& changed) {
-  CopyOnUse after_copy(after);
-  if (changed.whole) {
-    write_changes(before, after_copy.get(), target);
-    return;
-  }
-  const google::protobuf::Descriptor* type = after.GetDescriptor();
-  if (is_struct(type)) {  // the JSON view names a Struct's keys right after it
-    write_map_at(before, after_copy, after, target, type->field(0), changed);
-    return;
-  }
-  std::vector<std::pair<const FieldDescriptor*, const ChangedPaths*>> fields;
-  for (const auto& [token, below] : changed.children) {
-    const FieldDescriptor* field = type->FindFieldByName(token);
-    if (!field) {  // not a path of this schema: judge the whole message
-      write_changes(before, after_copy.get(), target);
-      return;
-    }
-    fields.emplace_back(field, &below);
-  }
-  std::vector<const OneofDescriptor*> oneofs_done;  // a oneof is written once, as a unit
-  for (const auto& [field, below] : fields) {
-    if (const OneofDescriptor* oneof = field->real_containing_oneof()) {
-      if (std::find(oneofs_done.begin(), oneofs_done.end(), oneof) != oneofs_done.end()) continue;
-      oneofs_done.push_back(oneof);
-    }
-    write_field_at(before, after_copy, after, target, field, *below);
-  }
+  write_at(before, after, target, changed, 0);
 }
 
 std::string canonical_bytes(const Message& m) {

@@ -8,7 +8,8 @@
 
 #include <google/protobuf/message.h>
 
-#include <map>
+#include <boost/container/small_vector.hpp>
+
 #include <string>
 
 namespace owrap {
@@ -27,11 +28,33 @@ void write_changes(const google::protobuf::Message& before, google::protobuf::Me
 
 // The parts of a plan that patches wrote, as a tree of JSON pointer tokens:
 // a node is `whole` when a patch wrote it (or removed it) as a unit.
-// Anything outside the tree is what the plan started with.
-struct ChangedPaths {
-  bool whole = false;
-  std::map<std::string, ChangedPaths> children;
+// Anything outside the tree is what the plan started with. The tree is made
+// per write-back, so its nodes sit in one buffer (no allocation for a
+// handful of paths) and name the added paths' own tokens rather than copies:
+// every path given to add() must outlive the tree.
+class ChangedPaths {
+ public:
+  using Node = int;  // the root is 0
+  static constexpr Node kNone = -1;
+
   void add(const PathTokens& path);
+
+  bool whole(Node n) const { return nodes_[n].whole; }
+  // Children in token order, as a std::map would list them.
+  Node first_child(Node n) const { return nodes_[n].first_child; }
+  Node next_sibling(Node n) const { return nodes_[n].next_sibling; }
+  const std::string& token(Node n) const { return *nodes_[n].token; }
+
+ private:
+  struct Entry {
+    const std::string* token = nullptr;
+    bool whole = false;
+    Node first_child = kNone;
+    Node next_sibling = kNone;
+  };
+  Node child(Node parent, const std::string& token);
+
+  boost::container::small_vector<Entry, 16> nodes_{Entry{}};
 };
 
 // write_changes() for only the parts in `changed`: a plan's write-back costs
