@@ -113,7 +113,7 @@ std::shared_ptr<hookpb::HookRequest> ChainRun::request_for(const ChainStep& step
   request->set_traceparent(traceparent);
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
   request->set_deadline_ms(std::max<int64_t>(left.count(), 0));
-  if (step.phase == HookPhase::kValidate && plan_) {
+  if (step.phase == HookPhase::kValidate && plan_ && h.hook->reads_path_owners()) {
     for (const auto& [path, owner] : plan_->owners()) (*request->mutable_path_owners())[path] = owner;
   }
   return request;

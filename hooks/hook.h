@@ -149,6 +149,11 @@ class Hook {
   // hook of the call was still answering, on that hook's thread once it has.
   virtual void call_finished(const std::string& sandbox_id, bool delegate_committed) {}
 
+  // Whether its validate requests carry path_owners (which hook set which
+  // path). Every transport's do; a builtin that never reads them says no,
+  // and the chain does not copy them for it.
+  virtual bool reads_path_owners() const { return true; }
+
  private:
   std::string name_;
 };

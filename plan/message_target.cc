@@ -271,22 +271,17 @@ bool MessageTarget::handles(const PreparedPatches& ops) {
 }
 
 std::optional<MessageTarget::Node> MessageTarget::resolve(const PathTokens& path, size_t count) const {
-  if (has_resolved_ && resolved_path_.size() == count &&
-      std::equal(path.begin(), path.begin() + count, resolved_path_.begin())) {
-    return resolved_;
-  }
-  resolved_ = walk(path, count);
-  resolved_path_.assign(path.begin(), path.begin() + static_cast<std::ptrdiff_t>(count));
-  has_resolved_ = true;
-  return resolved_;
-}
-
-std::optional<MessageTarget::Node> MessageTarget::walk(const PathTokens& path, size_t count) const {
-  Node node{Kind::kMessage, &root_};
-  for (size_t i = 0; i < count; i++) {
+  size_t kept = 0;
+  while (kept < count && kept < walked_.size() && walked_[kept] == path[kept]) kept++;
+  walked_.resize(kept);
+  walked_nodes_.resize(kept);
+  Node node = kept == 0 ? Node{Kind::kMessage, &root_} : walked_nodes_[kept - 1];
+  for (size_t i = kept; i < count; i++) {
     auto next = child(node, path[i]);
     if (!next) return std::nullopt;
     node = *next;
+    walked_.push_back(path[i]);
+    walked_nodes_.push_back(node);
   }
   return node;
 }
@@ -318,7 +313,9 @@ std::string MessageTarget::run(const PatchOp& op) {
   if (op.path.empty() || (op.op != "add" && op.op != "remove" && op.op != "replace")) unsure();
   // The parent stays where it is: the operation changes what is in it.
   auto parent = resolve(op.path, op.path.size() - 1);
-  if (!parent) unsure();  // a missing parent: the form's error words it
+  if (!parent) unsure();               // a missing parent: the form's error words it
+  walked_.resize(op.path.size() - 1);  // what lies below the parent may move or go
+  walked_nodes_.resize(op.path.size() - 1);
   const int depth = depth_of(op.path);
   switch (parent->kind) {
     case Kind::kMessage:

@@ -58,10 +58,12 @@ class MessageTarget : public PatchTarget {
 
  private:
   // Where the first `count` tokens of `path` land; nullopt when nowhere.
-  // The last answer is kept: an operation's checks, its run and its record
-  // all ask for its parent, which the operation itself never replaces.
+  // The nodes of the last walk are kept and a walk starts below the longest
+  // prefix it shares with it: an operation's checks, its run and its record
+  // all ask for its parent, and the next operation mostly for the same or a
+  // near one. An operation changes what is in its parent, never the parent,
+  // so after it runs only the nodes down to its parent are kept.
   std::optional<Node> resolve(const PathTokens& path, size_t count) const;
-  std::optional<Node> walk(const PathTokens& path, size_t count) const;
   void run_on_message(google::protobuf::Message& m, const PatchOp& op, int depth);
   void run_on_repeated(google::protobuf::Message& owner, const google::protobuf::FieldDescriptor& f, const PatchOp& op,
                        int depth);
@@ -70,9 +72,8 @@ class MessageTarget : public PatchTarget {
   void run_on_list(google::protobuf::ListValue& list, const PatchOp& op, int depth);
 
   google::protobuf::Message& root_;
-  mutable PathTokens resolved_path_;
-  mutable std::optional<Node> resolved_;  // where resolved_path_ lands
-  mutable bool has_resolved_ = false;
+  mutable PathTokens walked_;               // tokens of the kept walk
+  mutable std::vector<Node> walked_nodes_;  // walked_nodes_[i]: where walked_[0..i] lands
 };
 
 }  // namespace owrap

@@ -9,8 +9,13 @@ using nlohmann::json;
 
 namespace {
 
-bool has_prefix(const std::string& s, const std::string& prefix) {
-  return s.compare(0, prefix.size(), prefix) == 0;
+bool has_prefix(std::string_view s, std::string_view prefix) {
+  return s.substr(0, prefix.size()) == prefix;
+}
+
+// `owned` lies beneath `pointer`: it starts with `pointer` and a slash.
+bool is_below(std::string_view owned, std::string_view pointer) {
+  return owned.size() > pointer.size() && owned[pointer.size()] == '/' && has_prefix(owned, pointer);
 }
 
 std::optional<size_t> index_of(std::string_view token) {
@@ -36,21 +41,28 @@ std::optional<OwnerConflict> PathOwners::conflict(std::string_view pointer, cons
     if (auto c = owned_by_other(pointer.substr(0, slash))) return c;
   }
   if (auto c = owned_by_other(pointer)) return c;
-  // Below: "/a/..." is one range of the sorted map; "/a-b" sorts between "/a" and it.
-  std::string below(pointer);
-  below += '/';
-  for (auto it = owners_.lower_bound(below); it != owners_.end() && has_prefix(it->first, below); ++it) {
+  for (auto it = first_below(pointer); it != owners_.end() && is_below(it->first, pointer); ++it) {
     if (it->second != hook) return OwnerConflict{it->first, it->second};
   }
   return std::nullopt;
 }
 
+// "/a/..." is one range of the sorted map, after the keys "/a" followed by
+// a character that sorts before '/' ("/a-b", "/a.b"), which are skipped.
+OwnerMap::const_iterator PathOwners::first_below(std::string_view pointer) const {
+  auto it = owners_.upper_bound(pointer);
+  while (it != owners_.end() && has_prefix(it->first, pointer) && it->first.size() > pointer.size() &&
+         it->first[pointer.size()] < '/') {
+    ++it;
+  }
+  return it;
+}
+
 void PathOwners::erase_at_and_below(const std::string& pointer) {
   if (owners_.empty()) return;
   owners_.erase(pointer);
-  const std::string below = pointer + "/";
-  auto it = owners_.lower_bound(below);
-  while (it != owners_.end() && has_prefix(it->first, below)) it = owners_.erase(it);
+  auto it = first_below(pointer);
+  while (it != owners_.end() && is_below(it->first, pointer)) it = owners_.erase(it);
 }
 
 void PathOwners::claim_set(std::string pointer, const json& value, const std::string& hook) {

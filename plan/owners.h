@@ -47,6 +47,8 @@ class PathOwners {
 
  private:
   void erase_at_and_below(const std::string& pointer);
+  // The first owned path beneath `pointer`, or past them all.
+  OwnerMap::const_iterator first_below(std::string_view pointer) const;
   void claim_leaves(std::string& pointer, const nlohmann::json& value, const std::string& hook);
   OwnerMap owners_;
 };

@@ -138,10 +138,24 @@ std::string PatchSession::apply_all(const json& patches) {
 }
 
 std::string PatchSession::apply_all(PreparedPatches& ops) {
-  for (size_t i = 0; i < ops.size(); i++) {
-    PatchOp& op = ops[i];
-    if (!op.value && op.op != "remove") op.value = &op.source;
-    if (std::string why = step(op, /*keep_op=*/true); !why.empty()) return patch_label(op, i) + ": " + why;
+  const size_t first_change = changes_.size();
+  changes_.reserve(first_change + ops.size());
+  size_t i = 0;
+  try {
+    for (; i < ops.size(); i++) {
+      PatchOp& op = ops[i];
+      if (!op.value && op.op != "remove") op.value = &op.source;
+      if (std::string why = step(op); !why.empty()) return patch_label(op, i) + ": " + why;
+    }
+  } catch (...) {
+    // The target gave up (MessageTarget::Unsure): the set is run again as
+    // JSON, so the operations recorded so far get back what record() took.
+    for (size_t j = 0; j < i; j++) {
+      PlanChange& change = changes_[first_change + j];
+      ops[j].path_text = change.path;
+      ops[j].path = change.path_tokens;
+    }
+    throw;
   }
   return "";
 }
@@ -200,12 +214,12 @@ Result<PatchOp> PatchSession::parse(const json& raw) const {
   return out;
 }
 
-std::string PatchSession::step(PatchOp& op, bool keep_op) {
+std::string PatchSession::step(PatchOp& op) {
   if (op.op == "test") return target_.run(op);
   if (std::string why = guard(op); !why.empty()) return why;
   if (std::string why = check_owners(op); !why.empty()) return why;
   if (std::string why = target_.run(op); !why.empty()) return why;
-  record(op, keep_op);
+  record(op);
   return "";
 }
 
@@ -329,7 +343,7 @@ std::string JsonTarget::run(const PatchOp& op) {
   return "";
 }
 
-void PatchSession::record(PatchOp& op, bool keep_op) {
+void PatchSession::record(PatchOp& op) {
   if (op.op == "move") record_removal(op.from);
   if (op.op == "remove") {
     record_removal(op.path);
@@ -342,10 +356,6 @@ void PatchSession::record(PatchOp& op, bool keep_op) {
   // already in the form to_pointer() would give.
   std::string from = is_one_of(op.op, {"move", "copy"}) ? op.raw->at("from").get_ref<const std::string&>() : "";
   json value = op.op == "remove" || !keep_values_ ? json() : *op.value;
-  if (keep_op) {
-    changes_.push_back({hook_, op.op, op.path_text, std::move(from), std::move(value), op.path, op.from});
-    return;
-  }
   changes_.push_back({hook_, op.op, std::move(op.path_text), std::move(from), std::move(value), std::move(op.path),
                       std::move(op.from)});
 }

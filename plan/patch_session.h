@@ -100,8 +100,9 @@ class PatchSession {
   std::string apply(const nlohmann::json& op, size_t index);
   // Every operation of `patches` in order; the first refusal, or empty.
   std::string apply_all(const nlohmann::json& patches);
-  // The same for a prepared set; the operations are left as they were
-  // given (a set the message target is unsure of is run again as JSON).
+  // The same for a prepared set. The operations are spent, except when the
+  // target throws (MessageTarget::Unsure): then they are given back whole,
+  // for the set to run again as JSON.
   std::string apply_all(PreparedPatches& ops);
 
   PathOwners& owners() { return owners_; }
@@ -109,13 +110,13 @@ class PatchSession {
 
  private:
   Result<PatchOp> parse(const nlohmann::json& raw) const;
-  std::string step(PatchOp& op, bool keep_op = false);
+  std::string step(PatchOp& op);
   std::string guard(PatchOp& op) const;
   std::string guard_add(const PathTokens& path, const nlohmann::json& value) const;
   std::string check_owners(const PatchOp& op) const;
   std::string check_owner(const std::string& pointer) const;
-  // Moves what it keeps out of `op` unless `keep_op`.
-  void record(PatchOp& op, bool keep_op = false);
+  // Moves what it keeps out of `op`.
+  void record(PatchOp& op);
   void record_removal(const PathTokens& path);
   void record_add(const PathTokens& path, const std::string& pointer, const nlohmann::json& value);
   std::optional<size_t> parent_array(const PathTokens& path) const;

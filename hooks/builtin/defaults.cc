@@ -65,14 +65,16 @@ struct ConfigKey {
 // configuration outlives the patch set.
 class Patcher {
  public:
-  explicit Patcher(const computepb::DriverSandbox& sandbox) : sandbox_(sandbox), spec_(sandbox.spec()) {}
+  explicit Patcher(const computepb::DriverSandbox& sandbox) : sandbox_(sandbox), spec_(sandbox.spec()) {
+    patches_.reserve(8);
+  }
 
   // Adds `section`'s missing values; an error names the config key.
   std::optional<std::string> merge(const Section& section) {
     const ConfigKey key{nullptr, &section.config_key, {}, 0};
     templated_ = section.templated;
     const size_t existing = existing_tokens(section.place);
-    if (existing < section.pointer.size()) return add_parents(section, existing, section.values, key);
+    if (existing < section.pointer.size()) return add_parents(section, existing, section.values, key, true);
     PathTokens path = section.pointer;
     if (section.place == Place::kDriverConfig) {
       return merge_struct(spec_.template_().driver_config(), path, section.values, key);
@@ -96,7 +98,7 @@ class Patcher {
       if (tmpl_env.count(k) == 0) missing.emplace(k, v);
     }
     if (missing.empty()) return std::nullopt;
-    return add_parents(section, existing_tokens(Place::kEnvironment), missing, key);
+    return add_parents(section, existing_tokens(Place::kEnvironment), missing, key, false);
   }
 
   PreparedPatches take_patches() { return std::move(patches_); }
@@ -112,15 +114,21 @@ class Patcher {
   }
 
   // One add of the whole subtree at the first missing token.
+  // `values` are the section's own when `lasting` (pointed at if they need
+  // neither expanding nor wrapping in parents).
   std::optional<std::string> add_parents(const Section& section, size_t existing, const nlohmann::json& values,
-                                         const ConfigKey& key) {
-    auto value = expand(values, key);
-    if (!value) return error_;
-    if (value->empty()) return std::nullopt;
-    for (size_t j = section.pointer.size(); j-- > existing + 1;) *value = nlohmann::json{{section.pointer[j], *value}};
+                                         const ConfigKey& key, bool lasting) {
+    if (values.empty()) return std::nullopt;
     if (existing == 0) created_spec_ = true;
     if (existing <= 1 && section.pointer.size() > 2) created_template_ = true;  // through spec.template
     PathTokens path(section.pointer.begin(), section.pointer.begin() + static_cast<std::ptrdiff_t>(existing + 1));
+    if (lasting && path.size() == section.pointer.size() && !(templated_ && has_braces(values))) {
+      patches_.push_back(prepared_add(std::move(path), &values));
+      return std::nullopt;
+    }
+    auto value = expand(values, key);
+    if (!value) return error_;
+    for (size_t j = section.pointer.size(); j-- > existing + 1;) *value = nlohmann::json{{section.pointer[j], *value}};
     patches_.push_back(prepared_add(std::move(path), nullptr, std::move(*value)));
     return std::nullopt;
   }

@@ -55,6 +55,8 @@ class PolicyHook : public SyncBuiltinHook {
   PolicyHook(std::string name, PolicyRules rules)
       : SyncBuiltinHook(std::move(name), kKind, kPhases), rules_(std::move(rules)) {}
 
+  bool reads_path_owners() const override { return false; }
+
  protected:
   HookOutcome evaluate(const hookpb::HookRequest& request) override {
     if (!is_phase(request, HookPhase::kValidate)) return HookOutcome::answered(allow_response());

@@ -373,6 +373,7 @@ class QuotaHook : public Hook {
 
   std::string transport() const override { return "builtin:quota"; }
   std::optional<PhaseSet> implemented_phases() const override { return kPhases; }
+  bool reads_path_owners() const override { return false; }
 
   void invoke(std::shared_ptr<const hookpb::HookRequest> request, const InvokeOptions& options,
               HookDone done) override {

@@ -93,7 +93,9 @@ class ScriptedHook final : public Hook {
  public:
   ScriptedHook(std::string name, Journal& journal) : Hook(std::move(name)), journal_(journal) {}
   std::map<std::string, Script> scripts;  // by phase name; missing = allow
+  bool reads_owners = true;
   std::string transport() const override { return "builtin:scripted"; }
+  bool reads_path_owners() const override { return reads_owners; }
 
   void invoke(std::shared_ptr<const hookpb::HookRequest> request, const InvokeOptions& options,
               HookDone done) override {
@@ -323,6 +325,32 @@ TEST_CASE("prepare patches reach the delegate; validate sees who set which path"
       owners_seen = true;
   }
   CHECK(owners_seen);
+}
+
+TEST_CASE("a builtin that does not read path_owners is not sent them; the others are", "[chain]") {
+  ChainFixture f;
+  f.add(spec("stamp", kCreatePhases)).scripts["prepare"] = patch_label("stamped", "yes");
+  f.add(spec("judge", kCreatePhases));
+  f.add(spec("blind", kCreatePhases)).reads_owners = false;
+  f.build();
+  Call call;
+  REQUIRE(call.run(f).ok());
+  REQUIRE(f.journal.wait_for(9));
+  std::lock_guard lock(f.journal.mu);
+  int judged = 0, blind = 0;
+  for (const auto& r : f.journal.requests) {
+    if (r.find("phase: \"validate\"") == std::string::npos) continue;
+    if (r.find("hook: \"judge\"") != std::string::npos) {
+      judged++;
+      CHECK_THAT(r, Contains("/spec/template/labels/stamped"));
+    }
+    if (r.find("hook: \"blind\"") != std::string::npos) {
+      blind++;
+      CHECK_THAT(r, !Contains("path_owners"));
+    }
+  }
+  CHECK(judged == 1);
+  CHECK(blind == 1);
 }
 
 TEST_CASE("a deny always denies; codes reach the caller the gateway lets through", "[chain]") {

@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <optional>
 #include <string>
 
 namespace owrap::test {
@@ -31,7 +32,10 @@ class PlanPair {
     REQUIRE(preview.ok() == preview_reference.ok());
     if (!preview.ok()) REQUIRE(preview.error() == preview_reference.error());
 
-    grpc::Status a = fast_.apply(name, patches, may_override, PatchRules{});
+    auto prepared = prepared_ ? as_prepared(patches) : std::nullopt;
+    if (prepared) prepared_sets_++;
+    grpc::Status a = prepared ? fast_.apply_prepared(name, *prepared, may_override, PatchRules{})
+                              : fast_.apply(name, patches, may_override, PatchRules{});
     grpc::Status b = reference_.apply(name, patches, may_override, json_only_);
     INFO("status " << a.error_message() << " | reference " << b.error_message());
     REQUIRE(reference_.applied_on_message() == 0);
@@ -55,6 +59,27 @@ class PlanPair {
   }
 
   const Plan& fast() const { return fast_; }
+  // The fast side applies what it can as a prepared set (an in-process
+  // hook's form), made here from the JSON.
+  void use_prepared() { prepared_ = true; }
+  int prepared_sets() const { return prepared_sets_; }
+
+  // `patches` as a prepared set: only add, remove and replace with valid
+  // pointers and the values they need.
+  static std::optional<PreparedPatches> as_prepared(const nlohmann::json& patches) {
+    if (!patches.is_array()) return std::nullopt;
+    PreparedPatches ops;
+    for (const auto& raw : patches) {
+      if (!is_patch_op(raw, {"add", "remove", "replace"})) return std::nullopt;
+      auto path = parse_pointer(raw.at("path").get<std::string>());
+      if (!path) return std::nullopt;
+      const std::string op = raw.at("op").get<std::string>();
+      if (op != "remove" && !raw.contains("value")) return std::nullopt;
+      ops.push_back(prepared_add(std::move(path.value()), nullptr, op == "remove" ? nullptr : raw.at("value")));
+      ops.back().op = op;
+    }
+    return ops;
+  }
 
  private:
   static Plan made(const openshell::compute::v1::DriverSandbox& request) {
@@ -82,6 +107,8 @@ class PlanPair {
   Plan fast_;
   Plan reference_;
   PatchRules json_only_;
+  bool prepared_ = false;
+  int prepared_sets_ = 0;
 };
 
 }  // namespace owrap::test
