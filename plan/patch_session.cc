@@ -161,9 +161,14 @@ std::string PatchSession::apply_all(PreparedPatches& ops) {
 }
 
 PatchOp prepared_add(PathTokens path, const json* value, json owned) {
+  std::string pointer = to_pointer(path);
+  return prepared_add(std::move(path), std::move(pointer), value, std::move(owned));
+}
+
+PatchOp prepared_add(PathTokens path, std::string pointer, const json* value, json owned) {
   PatchOp op;
   op.op = "add";
-  op.path_text = to_pointer(path);
+  op.path_text = std::move(pointer);
   op.path = std::move(path);
   op.source = std::move(owned);
   op.value = value;
@@ -225,8 +230,8 @@ std::string PatchSession::step(PatchOp& op) {
 
 std::string PatchSession::guard(PatchOp& op) const {
   auto whole = [&](const PathTokens& path) {
-    std::string why = protection_.inside(path);
-    return why.empty() ? protection_.contains(path) : why;
+    Protection::Verdicts v = protection_.judge(path);
+    return v.inside.empty() ? std::move(v.contains) : std::move(v.inside);
   };
   if (is_one_of(op.op, {"move", "copy"})) {
     if (std::string why = whole(op.from); !why.empty()) return why;
@@ -242,8 +247,9 @@ std::string PatchSession::guard(PatchOp& op) const {
 // `add` writes a new member, inserts into an array, or replaces an existing
 // member: the last is a replace and is judged as one.
 std::string PatchSession::guard_add(const PathTokens& path, const json& value) const {
-  if (std::string why = protection_.inside(path); !why.empty()) return why;
-  std::string why = protection_.contains(path);
+  Protection::Verdicts verdicts = protection_.judge(path);
+  if (!verdicts.inside.empty()) return std::move(verdicts.inside);
+  std::string why = std::move(verdicts.contains);
   if (why.empty()) return "";
   if (path.empty() || target_.has_member(path)) {
     return why + " (adding onto it replaces it)";

@@ -48,6 +48,9 @@ using PreparedPatches = std::vector<PatchOp>;
 // An add of `value` at `path` (tokens, unescaped); `value` must outlive the
 // set, or be null to take `owned`.
 PatchOp prepared_add(PathTokens path, const nlohmann::json* value, nlohmann::json owned = nullptr);
+// The same with the path's pointer already written (to_pointer(path)).
+PatchOp prepared_add(PathTokens path, std::string pointer, const nlohmann::json* value,
+                     nlohmann::json owned = nullptr);
 // The same operations as an RFC 6902 array.
 nlohmann::json prepared_to_json(const PreparedPatches& ops);
 

@@ -91,24 +91,22 @@ struct Protection::Memo {
   // A hook that sends ever new paths fills it once; past the bound paths
   // are judged every time, as before there was a memo.
   static constexpr size_t kMaxPaths = 1024;
-  using Verdicts = std::unordered_map<PathTokens, std::string, TokensHash>;
 
   template <class Judge>
-  std::string remember(Verdicts& verdicts, const PathTokens& path, Judge judge) {
+  Protection::Verdicts remember(const PathTokens& path, Judge judge) {
     {
       std::shared_lock lock(mutex);
       auto it = verdicts.find(path);
       if (it != verdicts.end()) return it->second;
     }
-    std::string verdict = judge();
+    Protection::Verdicts verdict = judge();
     std::unique_lock lock(mutex);
     if (verdicts.size() < kMaxPaths) verdicts.emplace(path, verdict);
     return verdict;
   }
 
   std::shared_mutex mutex;
-  Verdicts inside;
-  Verdicts contains;
+  std::unordered_map<PathTokens, Protection::Verdicts, TokensHash> verdicts;
 };
 
 Result<Protection> Protection::make(const Descriptor& root, const std::vector<std::string>& extra) {
@@ -129,12 +127,16 @@ Result<Protection> Protection::make(const Descriptor& root, const std::vector<st
   return out;
 }
 
+Protection::Verdicts Protection::judge(const PathTokens& path) const {
+  return memo_->remember(path, [&] { return Verdicts{judge_inside(path), judge_contains(path)}; });
+}
+
 std::string Protection::inside(const PathTokens& path) const {
-  return memo_->remember(memo_->inside, path, [&] { return judge_inside(path); });
+  return judge(path).inside;
 }
 
 std::string Protection::contains(const PathTokens& path) const {
-  return memo_->remember(memo_->contains, path, [&] { return judge_contains(path); });
+  return judge(path).contains;
 }
 
 std::string Protection::judge_inside(const PathTokens& path) const {

@@ -41,6 +41,12 @@ class Protection {
   // Why `path` may not be replaced or removed whole (a protected part lies
   // beneath it); empty when it may.
   std::string contains(const PathTokens& path) const;
+  // Both answers at once (one lookup): {inside, contains}.
+  struct Verdicts {
+    std::string inside;
+    std::string contains;
+  };
+  Verdicts judge(const PathTokens& path) const;
 
  private:
   struct Rule {

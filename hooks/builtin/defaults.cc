@@ -25,6 +25,24 @@ struct Section {
   std::string config_key;  // "hooks[0].config.labels"
   nlohmann::json values;   // an object; strings are templates
   bool templated = true;   // some string in `values` has a brace: expand() must look
+  std::string pointer_text;  // `pointer` as a JSON pointer
+};
+
+// A path being walked, as tokens and as its JSON pointer at once.
+struct Where {
+  PathTokens tokens;
+  std::string text;
+
+  Where(const PathTokens& tokens, const std::string& text) : tokens(tokens), text(text) {}
+  void push(const std::string& token) {
+    tokens.push_back(token);
+    text += '/';
+    append_escaped(text, token);
+  }
+  void pop() {
+    tokens.pop_back();
+    text.resize(text.rfind('/'));  // an escaped token has no slash
+  }
 };
 
 // Some string beneath `value` has "{" or "}" (a variable, or an escape).
@@ -75,7 +93,7 @@ class Patcher {
     templated_ = section.templated;
     const size_t existing = existing_tokens(section.place);
     if (existing < section.pointer.size()) return add_parents(section, existing, section.values, key, true);
-    PathTokens path = section.pointer;
+    Where path(section.pointer, section.pointer_text);
     if (section.place == Place::kDriverConfig) {
       return merge_struct(spec_.template_().driver_config(), path, section.values, key);
     }
@@ -90,7 +108,7 @@ class Patcher {
     templated_ = section.templated;
     const auto& tmpl_env = spec_.template_().environment();
     if (existing_tokens(Place::kEnvironment) == section.pointer.size()) {
-      PathTokens path = section.pointer;
+      Where path(section.pointer, section.pointer_text);
       return merge_strings(spec_.environment(), &tmpl_env, path, section.values, key);
     }
     nlohmann::json missing = nlohmann::json::object();
@@ -136,7 +154,7 @@ class Patcher {
   // A string map: each missing key is one add; a key `also` has counts as set.
   std::optional<std::string> merge_strings(const google::protobuf::Map<std::string, std::string>& map,
                                            const google::protobuf::Map<std::string, std::string>* also,
-                                           PathTokens& path, const nlohmann::json& values, const ConfigKey& key) {
+                                           Where& path, const nlohmann::json& values, const ConfigKey& key) {
     for (const auto& [k, v] : values.get_ref<const nlohmann::json::object_t&>()) {
       if (map.count(k) != 0 || (also && also->count(k) != 0)) continue;  // the plan's value wins
       if (auto err = add(path, k, v, ConfigKey{&key, nullptr, k, 0})) return err;
@@ -145,7 +163,7 @@ class Patcher {
   }
 
   // A Struct: objects deep-merge; any other value the plan has wins.
-  std::optional<std::string> merge_struct(const google::protobuf::Struct& node, PathTokens& path,
+  std::optional<std::string> merge_struct(const google::protobuf::Struct& node, Where& path,
                                           const nlohmann::json& values, const ConfigKey& key) {
     for (const auto& [k, v] : values.get_ref<const nlohmann::json::object_t&>()) {
       const ConfigKey child{&key, nullptr, k, 0};
@@ -155,26 +173,26 @@ class Patcher {
         continue;
       }
       if (it->second.kind_case() != google::protobuf::Value::kStructValue || !v.is_object()) continue;
-      path.push_back(k);
+      path.push(k);
       auto err = merge_struct(it->second.struct_value(), path, v, child);
-      path.pop_back();
+      path.pop();
       if (err) return err;
     }
     return std::nullopt;
   }
 
   // The add of `value` (the configuration's) at `path` + `member`.
-  std::optional<std::string> add(const PathTokens& path, const std::string& member, const nlohmann::json& value,
+  std::optional<std::string> add(const Where& path, const std::string& member, const nlohmann::json& value,
                                  const ConfigKey& key) {
-    PathTokens at = path;
-    at.push_back(member);
-    if (!templated_ || !has_braces(value)) {
-      patches_.push_back(prepared_add(std::move(at), &value));  // nothing to expand: nothing copied
+    Where at = path;
+    at.push(member);
+    if (!templated_ || !has_braces(value)) {  // nothing to expand: nothing copied
+      patches_.push_back(prepared_add(std::move(at.tokens), std::move(at.text), &value));
       return std::nullopt;
     }
     auto expanded = expand(value, key);
     if (!expanded) return error_;
-    patches_.push_back(prepared_add(std::move(at), nullptr, std::move(*expanded)));
+    patches_.push_back(prepared_add(std::move(at.tokens), std::move(at.text), nullptr, std::move(*expanded)));
     return std::nullopt;
   }
 
@@ -227,8 +245,14 @@ class DefaultsHook : public SyncBuiltinHook {
       : SyncBuiltinHook(std::move(name), kKind, kPhases),
         sections_(std::move(sections)),
         environment_(std::move(environment)) {
-    for (auto& section : sections_) section.templated = has_braces(section.values);
-    if (environment_) environment_->templated = has_braces(environment_->values);
+    for (auto& section : sections_) {
+      section.templated = has_braces(section.values);
+      section.pointer_text = to_pointer(section.pointer);
+    }
+    if (environment_) {
+      environment_->templated = has_braces(environment_->values);
+      environment_->pointer_text = to_pointer(environment_->pointer);
+    }
   }
 
  protected:
