@@ -93,6 +93,10 @@ grpc::Status ChainRun::status() const {
   return status_;
 }
 
+void ChainRun::keep(HookVerdict verdict) {
+  if (keep_verdicts_) verdicts_.push_back(std::move(verdict));
+}
+
 std::vector<HookVerdict> ChainRun::verdicts() const {
   std::lock_guard lock(mu_);
   return verdicts_;
@@ -235,12 +239,12 @@ bool ChainRun::judge(const ChainStep& step, HookOutcome outcome) {
       counters.audit_findings++;
       verdict.verdict = "audit_denied";
       log_info("audit: hook would deny the call", fields());
-      verdicts_.push_back(std::move(verdict));
+      keep(std::move(verdict));
       return true;
     }
     verdict.verdict = "denied";
     log_info("hook denied the call", fields());
-    verdicts_.push_back(verdict);
+    keep(verdict);
     end(grpc::Status(refusal_code(rpc_, response.status_code()),
                      "hook \"" + h.hook->name() + "\" denied " + std::string(rpc_name(rpc_)) + ": " + verdict.reason));
     return false;
@@ -256,7 +260,7 @@ bool ChainRun::judge(const ChainStep& step, HookOutcome outcome) {
   if (!failure.ok()) return fail_step(step, failure, verdict);
   verdict.reason = response.reason();
   if (Logger::instance().enabled(LogLevel::kDebug)) log_debug("hook allowed the call", fields());
-  verdicts_.push_back(std::move(verdict));
+  keep(std::move(verdict));
   return true;
 }
 
@@ -318,7 +322,7 @@ void ChainRun::log_changes(size_t before, HookVerdict& verdict) const {
     if (debug) {
       log_debug("patch value", {{"hook", changes[i].hook}, {"path", changes[i].path}, {"value", changes[i].value}});
     }
-    verdict.changed_paths.push_back(changes[i].path);
+    if (keep_verdicts_) verdict.changed_paths.push_back(changes[i].path);
   }
 }
 
@@ -337,19 +341,19 @@ bool ChainRun::fail_step(const ChainStep& step, const grpc::Status& failure, Hoo
     counters.audit_findings++;
     verdict.verdict = "audit_failed";
     log_warn("audit: hook failed (not enforced)", fields);
-    verdicts_.push_back(std::move(verdict));
+    keep(std::move(verdict));
     return true;
   }
   if (h.spec.failure_policy == FailurePolicy::kFailOpen) {
     counters.failed_open++;
     verdict.verdict = "failed_open";
     log_warn("hook failed; fail_open lets the call pass", fields);
-    verdicts_.push_back(std::move(verdict));
+    keep(std::move(verdict));
     return true;
   }
   verdict.verdict = "failed";
   log_warn("hook failed; fail_closed refuses the call", fields);
-  verdicts_.push_back(std::move(verdict));
+  keep(std::move(verdict));
   end(grpc::Status(failure_code(rpc_, failure), message + " (failure_policy fail_closed)"));
   return false;
 }

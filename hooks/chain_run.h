@@ -53,6 +53,9 @@ class ChainRun : public std::enable_shared_from_this<ChainRun> {
   const Plan* plan() const { return plan_ ? &*plan_ : nullptr; }
   const google::protobuf::Struct& wrapper_config() const { return wrapper_config_; }
   std::vector<HookVerdict> verdicts() const;
+  // Keeps each hook's verdict for verdicts() (the plan tool's report); a
+  // call's run does not, so it copies no changed paths. Before start().
+  void keep_verdicts() { keep_verdicts_ = true; }
   bool has_steps() const { return !steps_.empty(); }
 
  private:
@@ -95,6 +98,8 @@ class ChainRun : public std::enable_shared_from_this<ChainRun> {
   bool ended_ = false;
   grpc::Status status_;
   std::vector<HookVerdict> verdicts_;
+  bool keep_verdicts_ = false;
+  void keep(HookVerdict verdict);
   std::vector<size_t> invoked_;  // hooks invoked, for call_finished
   bool close_pending_ = false;
   bool closed_ = false;

@@ -395,6 +395,7 @@ void HookChain::plan(const v1::DriverSandbox& sandbox, const google::protobuf::S
     done(std::move(r));
   };
   if (!run) return report(nullptr, error);
+  run->keep_verdicts();
   bool ended = run->start([run, report](grpc::Status s) { report(run, std::move(s)); }, nullptr);
   if (ended) report(run, run->status());
 }

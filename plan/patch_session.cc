@@ -150,14 +150,22 @@ std::string PatchSession::apply_all(PreparedPatches& ops) {
   } catch (...) {
     // The target gave up (MessageTarget::Unsure): the set is run again as
     // JSON, so the operations recorded so far get back what record() took.
-    for (size_t j = 0; j < i; j++) {
-      PlanChange& change = changes_[first_change + j];
-      ops[j].path_text = change.path;
-      ops[j].path = change.path_tokens;
-    }
+    give_back(ops, first_change, i);
     throw;
   }
   return "";
+}
+
+void PatchSession::give_back(PreparedPatches& ops) {
+  give_back(ops, changes_.size() - std::min(changes_.size(), ops.size()), ops.size());
+}
+
+void PatchSession::give_back(PreparedPatches& ops, size_t first_change, size_t count) {
+  for (size_t j = 0; j < count && first_change + j < changes_.size(); j++) {
+    const PlanChange& change = changes_[first_change + j];
+    ops[j].path_text = change.path;
+    ops[j].path = change.path_tokens;
+  }
 }
 
 PatchOp prepared_add(PathTokens path, const json* value, json owned) {

@@ -49,8 +49,7 @@ using PreparedPatches = std::vector<PatchOp>;
 // set, or be null to take `owned`.
 PatchOp prepared_add(PathTokens path, const nlohmann::json* value, nlohmann::json owned = nullptr);
 // The same with the path's pointer already written (to_pointer(path)).
-PatchOp prepared_add(PathTokens path, std::string pointer, const nlohmann::json* value,
-                     nlohmann::json owned = nullptr);
+PatchOp prepared_add(PathTokens path, std::string pointer, const nlohmann::json* value, nlohmann::json owned = nullptr);
 // The same operations as an RFC 6902 array.
 nlohmann::json prepared_to_json(const PreparedPatches& ops);
 
@@ -107,6 +106,10 @@ class PatchSession {
   // target throws (MessageTarget::Unsure): then they are given back whole,
   // for the set to run again as JSON.
   std::string apply_all(PreparedPatches& ops);
+  // After apply_all(ops) applied every operation: gives them back what
+  // record() took, for a set the plan must run again as JSON after all.
+  void give_back(PreparedPatches& ops);
+  void give_back(const nlohmann::json&) {}  // a JSON set is not spent
 
   PathOwners& owners() { return owners_; }
   std::vector<PlanChange>& changes() { return changes_; }
@@ -123,6 +126,7 @@ class PatchSession {
   void record_removal(const PathTokens& path);
   void record_add(const PathTokens& path, const std::string& pointer, const nlohmann::json& value);
   std::optional<size_t> parent_array(const PathTokens& path) const;
+  void give_back(PreparedPatches& ops, size_t first_change, size_t count);
 
   const Protection& protection_;
   std::string hook_;

@@ -165,7 +165,10 @@ Result<Plan::Staged> Plan::stage_on_message(const std::string& hook, Patches& pa
   MessageTarget target(out.sandbox);
   PatchSession session(protection, hook, may_override, target, owners_, keep_values);
   if (std::string why = session.apply_all(patches); !why.empty()) return Error{hook_prefix(hook) + why};
-  if (!MessageTarget::prints_back(out.sandbox)) throw MessageTarget::Unsure{};  // -0, too deep...: as the form reads it
+  if (!MessageTarget::prints_back(out.sandbox)) {  // -0, too deep...: as the form reads it
+    session.give_back(patches);
+    throw MessageTarget::Unsure{};
+  }
   out.owners = std::move(session.owners());
   out.changes = std::move(session.changes());
   out.on_message = true;
