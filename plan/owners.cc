@@ -52,7 +52,7 @@ std::optional<OwnerConflict> PathOwners::conflict(std::string_view pointer, cons
 OwnerMap::const_iterator PathOwners::first_below(std::string_view pointer) const {
   auto it = owners_.upper_bound(pointer);
   while (it != owners_.end() && has_prefix(it->first, pointer) && it->first.size() > pointer.size() &&
-         it->first[pointer.size()] < '/') {
+         static_cast<unsigned char>(it->first[pointer.size()]) < '/') {
     ++it;
   }
   return it;
