@@ -21,6 +21,8 @@
 using namespace owrap;
 using nlohmann::json;
 namespace v1 = openshell::compute::v1;
+using owrap::test::request_from;
+using owrap::test::text;
 
 namespace {
 
@@ -45,16 +47,6 @@ const char* kRequest = R"({
   },
   "status": {"conditions": [{"type": "Ready"}]}
 })";
-
-v1::DriverSandbox request_from(const char* text) {
-  v1::DriverSandbox out;
-  REQUIRE(google::protobuf::util::JsonStringToMessage(text, &out).ok());
-  return out;
-}
-
-std::string text(const json& j) {
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
 
 // Hook hN applies sets[N], both ways, compared after each (PlanPair).
 // Returns how many sets the message took.

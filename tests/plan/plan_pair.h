@@ -8,6 +8,7 @@
 #include "plan/plan.h"
 #include "plan/write_back.h"
 
+#include <google/protobuf/util/json_util.h>
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
@@ -15,6 +16,18 @@
 #include <string>
 
 namespace owrap::test {
+
+// A DriverSandbox from protobuf JSON text (a test's fixed request).
+inline openshell::compute::v1::DriverSandbox request_from(const char* json_text) {
+  openshell::compute::v1::DriverSandbox out;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(json_text, &out).ok());
+  return out;
+}
+
+// JSON for a failure message, invalid UTF-8 replaced.
+inline std::string text(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 class PlanPair {
  public:
@@ -25,8 +38,7 @@ class PlanPair {
 
   // Hook `name`'s patch set, both ways; the fast side's status.
   grpc::Status apply(const std::string& name, const nlohmann::json& patches, bool may_override) {
-    INFO("hook " << name << " patches " << patches.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
-                 << " plan " << reference_.json().dump());
+    INFO("hook " << name << " patches " << text(patches) << " plan " << reference_.json().dump());
     auto preview = fast_.preview(name, patches, may_override, PatchRules{});
     auto preview_reference = reference_.preview(name, patches, may_override, json_only_);
     REQUIRE(preview.ok() == preview_reference.ok());

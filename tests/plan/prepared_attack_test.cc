@@ -19,6 +19,8 @@
 using namespace owrap;
 using nlohmann::json;
 namespace v1 = openshell::compute::v1;
+using owrap::test::request_from;
+using owrap::test::text;
 
 namespace {
 
@@ -37,16 +39,6 @@ const char* kRequest = R"({
     }
   }
 })";
-
-v1::DriverSandbox request_from(const char* text) {
-  v1::DriverSandbox out;
-  REQUIRE(google::protobuf::util::JsonStringToMessage(text, &out).ok());
-  return out;
-}
-
-std::string text(const json& j) {
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
 
 json op(const std::string& o, const std::string& path) {
   return {{"op", o}, {"path", path}};
