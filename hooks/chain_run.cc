@@ -31,8 +31,8 @@ grpc::Status check_reply(const HookSpec& spec, HookPhase phase, const HookOutcom
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "answered an unknown status_code \"" + response.status_code() + "\"");
   }
-  // patch_count() and the apply read patch_json alone: the response's
-  // patches would be dropped without a word.
+  // patch_count() and the apply read one way alone (prepared, else
+  // patch_json, else the response's): the others would be dropped without a word.
   if (outcome.patches_twice()) {
     return grpc::Status(
         grpc::StatusCode::INVALID_ARGUMENT,

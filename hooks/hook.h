@@ -90,7 +90,7 @@ struct HookOutcome {
   hookpb::HookResponse response;
   // An in-process hook may answer its patches here, as the RFC 6902 array
   // the plan applies, instead of in `response.patches`: the same operations
-  // without a round trip through protobuf Values. Never both.
+  // without a round trip through protobuf Values.
   std::optional<nlohmann::json> patch_json;
   // Or already parsed (a builtin's): the plan neither prints nor parses
   // them. At most one of the three ways.

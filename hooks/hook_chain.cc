@@ -8,7 +8,6 @@
 #include <google/protobuf/arena.h>
 
 #include <algorithm>
-#include <span>
 
 namespace owrap {
 
@@ -44,11 +43,9 @@ grpc::StatusCode refusal_code(Rpc rpc, const std::string& hook_code) {
   }
 }
 
-namespace {
-
-// The phases as a fixed list: every create asks, and a vector would be
-// allocated and freed each time.
-std::span<const HookPhase> before_phase_list(Rpc rpc) {
+// A fixed list: every create asks, and a vector would be allocated and
+// freed each time.
+std::span<const HookPhase> before_phases(Rpc rpc) {
   static constexpr HookPhase kCreate[] = {HookPhase::kPrepare, HookPhase::kValidate};
   static constexpr HookPhase kStop[] = {HookPhase::kBeforeStop};
   static constexpr HookPhase kStart[] = {HookPhase::kBeforeStart};
@@ -66,13 +63,6 @@ std::span<const HookPhase> before_phase_list(Rpc rpc) {
     default:
       return {};
   }
-}
-
-}  // namespace
-
-std::vector<HookPhase> before_phases(Rpc rpc) {
-  auto phases = before_phase_list(rpc);
-  return {phases.begin(), phases.end()};
 }
 
 std::optional<HookPhase> after_phase(Rpc rpc, bool committed) {
@@ -227,7 +217,7 @@ std::shared_ptr<ChainRun> HookChain::make_run(Rpc rpc, const v1::DriverSandbox* 
     }
   }
   std::vector<ChainStep> steps;
-  for (HookPhase phase : before_phase_list(rpc)) {
+  for (HookPhase phase : before_phases(rpc)) {
     for (size_t i = 0; i < hooks_.size(); i++) {
       if (active(hooks_[i], phase, sandbox, wrapper_config)) steps.push_back({i, phase});
     }
@@ -348,7 +338,8 @@ nlohmann::json HookChain::effective_chain() const {
   nlohmann::json out = nlohmann::json::object();
   for (const RpcInfo& info : all_rpcs()) {
     nlohmann::json entries = nlohmann::json::array();
-    std::vector<HookPhase> phases = before_phases(info.rpc);
+    auto before = before_phases(info.rpc);
+    std::vector<HookPhase> phases(before.begin(), before.end());
     for (bool committed : {true, false}) {
       if (auto p = after_phase(info.rpc, committed)) phases.push_back(*p);
     }

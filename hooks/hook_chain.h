@@ -23,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -140,7 +141,7 @@ class HookChain {
 };
 
 // The phases an RPC runs before the delegate and after it.
-std::vector<HookPhase> before_phases(Rpc rpc);
+std::span<const HookPhase> before_phases(Rpc rpc);
 std::optional<HookPhase> after_phase(Rpc rpc, bool committed);
 
 // The code a refusal reaches the caller with: what the gateway passes

@@ -144,7 +144,7 @@ std::string PatchSession::apply_all(PreparedPatches& ops) {
   try {
     for (; i < ops.size(); i++) {
       PatchOp& op = ops[i];
-      if (!op.value && op.op != "remove") op.value = &op.source;
+      if (op.op != "remove") op.value = &prepared_value(op);  // the set no longer moves
       if (std::string why = step(op); !why.empty()) return patch_label(op, i) + ": " + why;
     }
   } catch (...) {
@@ -192,7 +192,7 @@ json prepared_to_json(const PreparedPatches& ops) {
     auto& members = item.get_ref<json::object_t&>();
     members.emplace("op", op.op);
     members.emplace("path", op.path_text);
-    if (op.op != "remove") members.emplace("value", op.value ? *op.value : op.source);
+    if (op.op != "remove") members.emplace("value", prepared_value(op));
     items.push_back(std::move(item));
   }
   return out;

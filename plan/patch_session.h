@@ -52,6 +52,10 @@ PatchOp prepared_add(PathTokens path, const nlohmann::json* value, nlohmann::jso
 PatchOp prepared_add(PathTokens path, std::string pointer, const nlohmann::json* value, nlohmann::json owned = nullptr);
 // The same operations as an RFC 6902 array.
 nlohmann::json prepared_to_json(const PreparedPatches& ops);
+// What a prepared add or replace writes: `*op.value`, or `op.source` when null.
+inline const nlohmann::json& prepared_value(const PatchOp& op) {
+  return op.value ? *op.value : op.source;
+}
 
 // What a patch set runs on. Every answer is about the plan's JSON form
 // (protobuf JSON, proto field names) as the operations so far left it.

@@ -55,7 +55,7 @@ size_t prepared_size_bound(const PreparedPatches& ops) {
   size_t n = 2 + ops.size();
   for (const PatchOp& op : ops) {
     n += 32 + 6 * (op.op.size() + op.path_text.size());  // {"op":"","path":"","value":}
-    if (op.op != "remove") n += dump_size_bound(op.value ? *op.value : op.source);
+    if (op.op != "remove") n += dump_size_bound(prepared_value(op));
   }
   return n;
 }
@@ -245,18 +245,17 @@ Status Plan::apply_prepared(const std::string& hook, PreparedPatches& ops, bool 
   }
 }
 
-void Plan::commit(Staged staged_value) {
-  auto* staged = &staged_value;
-  if (staged->on_message) applied_on_message_++;
+void Plan::commit(Staged staged) {
+  if (staged.on_message) applied_on_message_++;
   // Not the patched document: it keeps what the hook wrote ({"gpu": null})
   // where the view has protobuf's form ({}); the next hook is shown the view,
   // so its patches, and a refusal's replay, must run on the same form.
   json_.reset();
-  owners_ = std::move(staged->owners);
-  current_ = std::make_shared<const DriverSandbox>(std::move(staged->sandbox));
+  owners_ = std::move(staged.owners);
+  current_ = std::make_shared<const DriverSandbox>(std::move(staged.sandbox));
   // The message path checked its result; a JSON path's is judged when asked.
-  current_prints_back_ = staged->on_message ? std::optional<bool>(true) : std::nullopt;
-  for (auto& change : staged->changes) changes_.push_back(std::move(change));
+  current_prints_back_ = staged.on_message ? std::optional<bool>(true) : std::nullopt;
+  for (auto& change : staged.changes) changes_.push_back(std::move(change));
 }
 
 Result<std::vector<PlanChange>> Plan::preview(const std::string& hook, const nlohmann::json& patches, bool may_override,

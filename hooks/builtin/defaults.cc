@@ -21,10 +21,10 @@ enum class Place { kLabels, kDriverConfig, kEnvironment };
 // One group of defaults merged at one place in the plan.
 struct Section {
   Place place;
-  PathTokens pointer;      // the place's reference tokens, unescaped
-  std::string config_key;  // "hooks[0].config.labels"
-  nlohmann::json values;   // an object; strings are templates
-  bool templated = true;   // some string in `values` has a brace: expand() must look
+  PathTokens pointer;        // the place's reference tokens, unescaped
+  std::string config_key;    // "hooks[0].config.labels"
+  nlohmann::json values;     // an object; strings are templates
+  bool templated = true;     // some string in `values` has a brace: expand() must look
   std::string pointer_text;  // `pointer` as a JSON pointer
 };
 
@@ -140,7 +140,7 @@ class Patcher {
     if (existing == 0) created_spec_ = true;
     if (existing <= 1 && section.pointer.size() > 2) created_template_ = true;  // through spec.template
     PathTokens path(section.pointer.begin(), section.pointer.begin() + static_cast<std::ptrdiff_t>(existing + 1));
-    if (lasting && path.size() == section.pointer.size() && !(templated_ && has_braces(values))) {
+    if (lasting && path.size() == section.pointer.size() && !needs_expanding(values)) {
       patches_.push_back(prepared_add(std::move(path), &values));
       return std::nullopt;
     }
@@ -153,8 +153,8 @@ class Patcher {
 
   // A string map: each missing key is one add; a key `also` has counts as set.
   std::optional<std::string> merge_strings(const google::protobuf::Map<std::string, std::string>& map,
-                                           const google::protobuf::Map<std::string, std::string>* also,
-                                           Where& path, const nlohmann::json& values, const ConfigKey& key) {
+                                           const google::protobuf::Map<std::string, std::string>* also, Where& path,
+                                           const nlohmann::json& values, const ConfigKey& key) {
     for (const auto& [k, v] : values.get_ref<const nlohmann::json::object_t&>()) {
       if (map.count(k) != 0 || (also && also->count(k) != 0)) continue;  // the plan's value wins
       if (auto err = add(path, k, v, ConfigKey{&key, nullptr, k, 0})) return err;
@@ -186,7 +186,7 @@ class Patcher {
                                  const ConfigKey& key) {
     Where at = path;
     at.push(member);
-    if (!templated_ || !has_braces(value)) {  // nothing to expand: nothing copied
+    if (!needs_expanding(value)) {  // nothing copied
       patches_.push_back(prepared_add(std::move(at.tokens), std::move(at.text), &value));
       return std::nullopt;
     }
@@ -195,6 +195,8 @@ class Patcher {
     patches_.push_back(prepared_add(std::move(at.tokens), std::move(at.text), nullptr, std::move(*expanded)));
     return std::nullopt;
   }
+
+  bool needs_expanding(const nlohmann::json& value) const { return templated_ && has_braces(value); }
 
   // `value` with templates expanded; nullopt (and error_) on a missing variable.
   std::optional<nlohmann::json> expand(const nlohmann::json& value, const ConfigKey& key) {

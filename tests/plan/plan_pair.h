@@ -29,10 +29,35 @@ inline std::string text(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+inline Plan plan_of(const openshell::compute::v1::DriverSandbox& request) {
+  auto plan = Plan::from(request);
+  REQUIRE(plan.ok());
+  return std::move(plan.value());
+}
+
+// The same view, JSON form, owners and change log, change by change.
+inline void require_same_plans(const Plan& fast, const Plan& reference) {
+  REQUIRE(canonical_bytes(fast.view()) == canonical_bytes(reference.view()));
+  REQUIRE(fast.json() == reference.json());
+  REQUIRE(fast.owners() == reference.owners());
+  REQUIRE(fast.changes().size() == reference.changes().size());
+  for (size_t i = 0; i < fast.changes().size(); i++) {
+    const PlanChange& x = fast.changes()[i];
+    const PlanChange& y = reference.changes()[i];
+    REQUIRE(x.hook == y.hook);
+    REQUIRE(x.op == y.op);
+    REQUIRE(x.path == y.path);
+    REQUIRE(x.from == y.from);
+    REQUIRE(x.value == y.value);
+    REQUIRE(x.path_tokens == y.path_tokens);
+    REQUIRE(x.from_tokens == y.from_tokens);
+  }
+}
+
 class PlanPair {
  public:
   explicit PlanPair(const openshell::compute::v1::DriverSandbox& request)
-      : request_(request), fast_(made(request)), reference_(made(request)) {
+      : request_(request), fast_(plan_of(request)), reference_(plan_of(request)) {
     json_only_.json_only = true;
   }
 
@@ -54,10 +79,7 @@ class PlanPair {
     REQUIRE(a.ok() == b.ok());
     REQUIRE(a.error_message() == b.error_message());
     REQUIRE(a.ok() == preview.ok());
-    REQUIRE(canonical_bytes(fast_.view()) == canonical_bytes(reference_.view()));
-    REQUIRE(fast_.json() == reference_.json());
-    REQUIRE(fast_.owners() == reference_.owners());
-    same_changes();
+    require_same_plans(fast_, reference_);
     return a;
   }
 
@@ -94,27 +116,6 @@ class PlanPair {
   }
 
  private:
-  static Plan made(const openshell::compute::v1::DriverSandbox& request) {
-    auto plan = Plan::from(request);
-    REQUIRE(plan.ok());
-    return std::move(plan.value());
-  }
-
-  void same_changes() const {
-    REQUIRE(fast_.changes().size() == reference_.changes().size());
-    for (size_t i = 0; i < fast_.changes().size(); i++) {
-      const PlanChange& x = fast_.changes()[i];
-      const PlanChange& y = reference_.changes()[i];
-      REQUIRE(x.hook == y.hook);
-      REQUIRE(x.op == y.op);
-      REQUIRE(x.path == y.path);
-      REQUIRE(x.from == y.from);
-      REQUIRE(x.value == y.value);
-      REQUIRE(x.path_tokens == y.path_tokens);
-      REQUIRE(x.from_tokens == y.from_tokens);
-    }
-  }
-
   openshell::compute::v1::DriverSandbox request_;
   Plan fast_;
   Plan reference_;

@@ -3,6 +3,7 @@
 #include "future.pb.h"
 #include "plan/protection.h"
 #include "secrets_test.pb.h"
+#include "tests/plan/plan_pair.h"
 
 #include <google/protobuf/util/json_util.h>
 #include <catch2/catch.hpp>
@@ -14,6 +15,7 @@
 using namespace owrap;
 using nlohmann::json;
 namespace v1 = openshell::compute::v1;
+using owrap::test::plan_of;
 
 namespace {
 
@@ -39,12 +41,6 @@ v1::DriverSandbox parse(const std::string& text) {
   v1::DriverSandbox out;
   REQUIRE(google::protobuf::util::JsonStringToMessage(text, &out).ok());
   return out;
-}
-
-Plan plan_of(const v1::DriverSandbox& sandbox) {
-  auto plan = Plan::from(sandbox);
-  REQUIRE(plan.ok());
-  return std::move(plan.value());
 }
 
 std::string text_of(const google::protobuf::Message& m) {

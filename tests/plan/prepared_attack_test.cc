@@ -19,7 +19,9 @@
 using namespace owrap;
 using nlohmann::json;
 namespace v1 = openshell::compute::v1;
+using owrap::test::plan_of;
 using owrap::test::request_from;
+using owrap::test::require_same_plans;
 using owrap::test::text;
 
 namespace {
@@ -68,28 +70,6 @@ PreparedPatches prepare(const json& set, bool pointed) {
   return ops;
 }
 
-Plan plan_of(const v1::DriverSandbox& request) {
-  auto plan = Plan::from(request);
-  REQUIRE(plan.ok());
-  return std::move(plan.value());
-}
-
-void same_plans(const Plan& fast, const Plan& reference) {
-  REQUIRE(canonical_bytes(fast.view()) == canonical_bytes(reference.view()));
-  REQUIRE(fast.json() == reference.json());
-  REQUIRE(fast.owners() == reference.owners());
-  REQUIRE(fast.changes().size() == reference.changes().size());
-  for (size_t i = 0; i < fast.changes().size(); i++) {
-    const PlanChange& x = fast.changes()[i];
-    const PlanChange& y = reference.changes()[i];
-    REQUIRE(x.hook == y.hook);
-    REQUIRE(x.op == y.op);
-    REQUIRE(x.path == y.path);
-    REQUIRE(x.value == y.value);
-    REQUIRE(x.path_tokens == y.path_tokens);
-  }
-}
-
 // Hook hN's prepared set sets[N] on one plan, the same as JSON on the JSON
 // form on another, compared after each. Returns the last status.
 grpc::Status prepared_vs_json(const v1::DriverSandbox& request, const std::vector<json>& sets, bool may_override,
@@ -112,7 +92,7 @@ grpc::Status prepared_vs_json(const v1::DriverSandbox& request, const std::vecto
     REQUIRE(a.ok() == b.ok());
     REQUIRE(a.error_message() == b.error_message());
     REQUIRE(sets[i] == before);  // values pointed at are never changed
-    same_plans(fast, reference);
+    require_same_plans(fast, reference);
     last = a;
   }
   return last;
