@@ -250,6 +250,45 @@ bool message_prints_back(const Message& m, int depth) {
   return true;
 }
 
+// A JSON value read into a Value prints back if no number in it is one the
+// printer writes otherwise and its nesting stays `levels` deep at most
+// (each JSON level is two of the walk's: a Value and its Struct or list).
+bool json_prints_back(const json& v, int levels) {
+  if (levels < 0) return false;
+  switch (v.type()) {
+    case json::value_t::number_float: {
+      double d = v.get<double>();
+      return std::isfinite(d) && !(d == 0 && std::signbit(d));
+    }
+    case json::value_t::object:
+      for (const auto& [key, item] : v.get_ref<const json::object_t&>()) {
+        if (!json_prints_back(item, levels - 2)) return false;
+      }
+      return true;
+    case json::value_t::array:
+      for (const auto& item : v.get_ref<const json::array_t&>()) {
+        if (!json_prints_back(item, levels - 2)) return false;
+      }
+      return true;
+    default:
+      return true;
+  }
+}
+
+// A field whose written values the walk checks as JSON-read Values: Struct,
+// Value and ListValue fields. Other message fields are walked again.
+bool holds_values(const FieldDescriptor& f) {
+  if (f.cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE || f.is_map()) return false;
+  switch (f.message_type()->well_known_type()) {
+    case Descriptor::WELLKNOWNTYPE_STRUCT:
+    case Descriptor::WELLKNOWNTYPE_VALUE:
+    case Descriptor::WELLKNOWNTYPE_LISTVALUE:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 bool MessageTarget::prints_back(const Message& view) {
@@ -336,7 +375,30 @@ std::string MessageTarget::run(const PatchOp& op) {
     case Kind::kScalar:
       unsure();
   }
+  note_written(*parent, op);
   return "";
+}
+
+// The walk's depth at `op.path` is at most depth_of(op.path): a token is one
+// level through a message or a repeated field, two through a Struct or list
+// (the Value, then what it holds), none into a string map.
+void MessageTarget::note_written(const Node& parent, const PatchOp& op) {
+  if (op.op == "remove" || recheck_) return;  // a removal writes nothing
+  const FieldDescriptor* f = nullptr;
+  if (parent.kind == Kind::kMessage) {
+    f = parent.message->GetDescriptor()->FindFieldByName(op.path.back());
+  } else if (parent.kind == Kind::kRepeated) {
+    f = parent.field;
+  } else if (parent.kind == Kind::kStrings) {
+    return;  // a string: printed as written
+  }
+  if (f && f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) return;  // a scalar the walk never looks at
+  if (f && f->is_map() && f->message_type()->map_value()->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) return;
+  if (f && !holds_values(*f)) {
+    recheck_ = true;
+    return;
+  }
+  if (!json_prints_back(*op.value, kPrintableDepth - depth_of(op.path))) recheck_ = true;
 }
 
 void MessageTarget::run_on_message(Message& m, const PatchOp& op, int depth) {

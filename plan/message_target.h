@@ -50,6 +50,11 @@ class MessageTarget : public PatchTarget {
   // does not survive it (a request may carry one, a hook may write one)
   // must go that way too: the plan checks before and after the message.
   static bool prints_back(const google::protobuf::Message& view);
+  // prints_back(root) after this target's operations, for a root that
+  // printed back before them: only what they wrote can have changed that,
+  // so the whole view is walked again only when a written value is not
+  // plainly printable (a float, deep nesting, a message of another type).
+  bool still_prints_back() const { return !recheck_ || prints_back(root_); }
 
   std::optional<nlohmann::json> value_at(const PathTokens& path) const override;
   bool has_member(const PathTokens& path) const override;
@@ -70,10 +75,13 @@ class MessageTarget : public PatchTarget {
   void run_on_strings(StringMap& map, const PatchOp& op);
   void run_on_struct(google::protobuf::Struct& s, const PatchOp& op, int depth);
   void run_on_list(google::protobuf::ListValue& list, const PatchOp& op, int depth);
+  // Notes whether what `op` writes into `parent` needs the whole walk.
+  void note_written(const Node& parent, const PatchOp& op);
 
   google::protobuf::Message& root_;
   mutable PathTokens walked_;               // tokens of the kept walk
   mutable std::vector<Node> walked_nodes_;  // walked_nodes_[i]: where walked_[0..i] lands
+  bool recheck_ = false;                    // still_prints_back() must walk the view
 };
 
 }  // namespace owrap

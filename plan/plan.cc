@@ -96,6 +96,17 @@ Result<Plan> Plan::from(const DriverSandbox& sandbox) {
   return plan;
 }
 
+DriverSandbox* Plan::new_view() const {
+  if (!arena_) {
+    // One block holds a typical view and what a few sets write into it.
+    google::protobuf::ArenaOptions options;
+    options.start_block_size = 8192;
+    options.max_block_size = 65536;
+    arena_ = std::make_shared<google::protobuf::Arena>(options);
+  }
+  return google::protobuf::Arena::CreateMessage<DriverSandbox>(arena_.get());
+}
+
 Result<const nlohmann::json*> Plan::document() const {
   if (!json_) {
     auto doc = message_to_json(*current_);
@@ -161,11 +172,12 @@ template <class Patches>
 Result<Plan::Staged> Plan::stage_on_message(const std::string& hook, Patches& patches, bool may_override,
                                             const Protection& protection, bool keep_values) const {
   if (!current_prints_back()) throw MessageTarget::Unsure{};
-  Staged out{{}, {}, *current_};
-  MessageTarget target(out.sandbox);
+  Staged out{{}, {}, new_view()};
+  out.sandbox->CopyFrom(*current_);
+  MessageTarget target(*out.sandbox);
   PatchSession session(protection, hook, may_override, target, owners_, keep_values);
   if (std::string why = session.apply_all(patches); !why.empty()) return Error{hook_prefix(hook) + why};
-  if (!MessageTarget::prints_back(out.sandbox)) {  // -0, too deep...: as the form reads it
+  if (!target.still_prints_back()) {  // -0, too deep...: as the form reads it
     session.give_back(patches);
     throw MessageTarget::Unsure{};
   }
@@ -182,8 +194,8 @@ Result<Plan::Staged> Plan::stage_on_json(const std::string& hook, const nlohmann
   JsonTarget target(std::move(doc.value()));
   PatchSession session(protection, hook, may_override, target, owners_, keep_values);
   if (std::string why = session.apply_all(patches); !why.empty()) return Error{hook_prefix(hook) + why};
-  Staged out{std::move(session.owners()), std::move(session.changes()), {}};
-  if (auto parsed = json_to_message(target.doc(), out.sandbox); !parsed) {
+  Staged out{std::move(session.owners()), std::move(session.changes()), new_view()};
+  if (auto parsed = json_to_message(target.doc(), *out.sandbox); !parsed) {
     return Error{hook_prefix(hook) + find_type_error(patches, parsed.error())};
   }
   return out;
@@ -252,7 +264,7 @@ void Plan::commit(Staged staged) {
   // so its patches, and a refusal's replay, must run on the same form.
   json_.reset();
   owners_ = std::move(staged.owners);
-  current_ = std::make_shared<const DriverSandbox>(std::move(staged.sandbox));
+  current_ = std::shared_ptr<const DriverSandbox>(arena_, staged.sandbox);
   // The message path checked its result; a JSON path's is judged when asked.
   current_prints_back_ = staged.on_message ? std::optional<bool>(true) : std::nullopt;
   for (auto& change : staged.changes) changes_.push_back(std::move(change));

@@ -15,6 +15,7 @@
 #include "plan/patch_session.h"
 #include "plan/protection.h"
 
+#include <google/protobuf/arena.h>
 #include <grpcpp/support/status.h>
 #include <nlohmann/json.hpp>
 
@@ -97,9 +98,11 @@ class Plan {
   struct Staged {
     PathOwners owners;
     std::vector<PlanChange> changes;
-    openshell::compute::v1::DriverSandbox sandbox;
+    openshell::compute::v1::DriverSandbox* sandbox = nullptr;  // on arena_
     bool on_message = false;
   };
+  // An empty message on arena_, which is made on first use.
+  openshell::compute::v1::DriverSandbox* new_view() const;
   // Add, remove and replace are applied to a copy of the view itself
   // (plan/message_target.h); other patch sets, and those it is unsure of,
   // to the plan's JSON form: taken when `take_json` (apply: a refusal drops
@@ -123,6 +126,10 @@ class Plan {
   // The JSON form of current_, made once; an error if it has none.
   Result<const nlohmann::json*> document() const;
 
+  // Where each patch set's copy of the view is made (and left, if the set
+  // is refused): the copies, and what a set writes into them, are freed
+  // with the plan and the requests it lent its views to, not piece by piece.
+  mutable std::shared_ptr<google::protobuf::Arena> arena_;
   // Immutable once made; the same object until a hook changes the plan.
   std::shared_ptr<const openshell::compute::v1::DriverSandbox> base_;     // the view before any hook
   std::shared_ptr<const openshell::compute::v1::DriverSandbox> current_;  // the view now

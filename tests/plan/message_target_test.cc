@@ -10,6 +10,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <random>
 
 using namespace owrap;
@@ -289,4 +290,89 @@ TEST_CASE("what the message is unsure of goes to the JSON form, with its wording
       CHECK_THAT(s.error_message(), Catch::Contains(c.error));
     }
   }
+}
+
+namespace {
+
+// Values a hook may write that the JSON form prints otherwise (-0, NaN,
+// infinities) or not at all (too deep), among plain ones, at any depth.
+json hostile_value(std::mt19937& rng) {
+  static const std::vector<json> leaves = {
+      "v", 1, 2.5, -0.0, std::nan(""), HUGE_VAL, -HUGE_VAL, nullptr, true, json::object(), json::array(),
+  };
+  json v = pick(rng, leaves);
+  for (unsigned levels = rng() % 14; levels > 0; levels--) {
+    v = rng() % 2 ? json{{"k" + std::to_string(rng() % 3), std::move(v)}, {"s", "x"}} : json::array({std::move(v), 0});
+  }
+  return v;
+}
+
+std::string hostile_path(std::mt19937& rng) {
+  static const std::vector<std::string> paths = {
+      "/spec/template/driver_config",
+      "/spec/template/driver_config/new",
+      "/spec/template/driver_config/pod",
+      "/spec/template/driver_config/pod/node_selector/pool",
+      "/spec/template/driver_config/pod/tolerations/-",
+      "/spec/template/driver_config/pod/tolerations/1/1/deep",
+      "/spec/template/driver_config/pod/tolerations/1/-",
+      "/spec/template/driver_config/0/0",
+      "/spec/template/platform_config",
+      "/spec/template/platform_config/p/q/-",
+      "/spec/template/platform_config/p/deeper",
+      "/spec/template/labels/new",
+      "/spec/template/labels",
+      "/spec/environment/NEW",
+      "/spec/template/resources",
+      "/spec/resource_requirements",
+      "/spec/resource_requirements/gpu",
+      "/spec/template",
+  };
+  return pick(rng, paths);
+}
+
+}  // namespace
+
+// MessageTarget::still_prints_back() skips the walk of the whole view when
+// every written value is plainly printable: it must never say yes where
+// the walk says no.
+TEST_CASE("a target's still_prints_back is the walk of the whole view", "[plan]") {
+  std::mt19937 rng(47);
+  const v1::DriverSandbox request = hook_view(with_unknown_fields(kRequest));
+  REQUIRE(MessageTarget::prints_back(request));
+  int printable = 0, not_printable = 0;
+  for (int round = 0; round < 20000; round++) {
+    v1::DriverSandbox view = request;
+    MessageTarget target(view);
+    json patches = json::array();
+    for (unsigned n = 1 + rng() % 3; n > 0; n--) {
+      json op = {{"op", rng() % 4 == 0 ? "replace" : "add"}, {"path", hostile_path(rng)}};
+      op["value"] = rng() % 3 == 0 ? random_value(rng) : hostile_value(rng);
+      patches.push_back(op);
+    }
+    bool ran = true;
+    for (const auto& raw : patches) {
+      PatchOp op;
+      op.raw = &raw;
+      op.op = raw["op"];
+      op.path_text = raw["path"];
+      op.path = parse_pointer(op.path_text).value();
+      op.value = &raw["value"];
+      try {
+        target.run(op);
+      } catch (const MessageTarget::Unsure&) {
+        ran = false;
+        break;
+      }
+    }
+    if (!ran) continue;
+    const bool whole = MessageTarget::prints_back(view);
+    INFO(patches.dump(-1, ' ', false, json::error_handler_t::replace));
+    REQUIRE(target.still_prints_back() == whole);
+    if (!whole) not_printable++;
+    if (whole) printable++;
+  }
+  // Both answers were reached many times.
+  CHECK(not_printable > 500);
+  CHECK(printable > 500);
 }
