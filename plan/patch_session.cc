@@ -230,9 +230,12 @@ Result<PatchOp> PatchSession::parse(const json& raw) const {
 std::string PatchSession::step(PatchOp& op) {
   if (op.op == "test") return target_.run(op);
   if (std::string why = guard(op); !why.empty()) return why;
-  if (std::string why = check_owners(op); !why.empty()) return why;
+  // Whether the operation lands in an array, and its length: asked once,
+  // for the ownership check and the record (a replace needs neither).
+  const std::optional<size_t> parent = op.op == "replace" ? std::nullopt : parent_array(op.path);
+  if (std::string why = check_owners(op, parent); !why.empty()) return why;
   if (std::string why = target_.run(op); !why.empty()) return why;
-  record(op);
+  record(op, parent);
   return "";
 }
 
@@ -272,13 +275,13 @@ std::optional<size_t> PatchSession::parent_array(const PathTokens& path) const {
   return target_.array_size(path, path.size() - 1);
 }
 
-std::string PatchSession::check_owners(const PatchOp& op) const {
+std::string PatchSession::check_owners(const PatchOp& op, std::optional<size_t> parent) const {
   if (may_override_) return "";
   if (op.op == "move") {
     if (std::string why = check_owner(op.raw->at("from").get_ref<const std::string&>()); !why.empty()) return why;
   }
   // Inserting into an array changes no one's element.
-  if (is_one_of(op.op, {"add", "move", "copy"}) && parent_array(op.path)) return "";
+  if (is_one_of(op.op, {"add", "move", "copy"}) && parent) return "";
   return check_owner(op.path_text);
 }
 
@@ -357,14 +360,19 @@ std::string JsonTarget::run(const PatchOp& op) {
   return "";
 }
 
-void PatchSession::record(PatchOp& op) {
-  if (op.op == "move") record_removal(op.from);
-  if (op.op == "remove") {
-    record_removal(op.path);
+void PatchSession::record(PatchOp& op, std::optional<size_t> parent) {
+  if (op.op == "move") {
+    // Looked at after the operation: a move onto an ancestor of its source
+    // leaves another value at the source's parent, maybe an array the
+    // source's last token does not index; and the move shifted the arrays.
+    record_removal(op.from, parent_array(op.from) && array_index(op.from.back()));
+    record_add(op.path, op.path_text, *op.value, parent_array(op.path));
+  } else if (op.op == "remove") {
+    record_removal(op.path, parent && array_index(op.path.back()));  // an array stays one, one shorter
   } else if (op.op == "replace") {
     owners_.claim_set(op.path_text, *op.value, hook_);
-  } else {
-    record_add(op.path, op.path_text, *op.value);
+  } else {  // add, copy: an array is one longer
+    record_add(op.path, op.path_text, *op.value, parent ? std::optional<size_t>(*parent + 1) : std::nullopt);
   }
   // The operation's own pointers: parsed, they were valid, so they are
   // already in the form to_pointer() would give.
@@ -374,20 +382,16 @@ void PatchSession::record(PatchOp& op) {
                       std::move(op.from)});
 }
 
-void PatchSession::record_removal(const PathTokens& path) {
-  // Looked at after the operation: a move onto an ancestor of its source
-  // leaves another value at the source's parent, maybe an array the
-  // source's last token does not index.
-  auto index = parent_array(path) ? array_index(path.back()) : std::nullopt;
-  if (index) {
-    owners_.shift(parent_of(path), *index, -1);
+void PatchSession::record_removal(const PathTokens& path, bool in_array) {
+  if (in_array) {
+    owners_.shift(parent_of(path), *array_index(path.back()), -1);
     return;
   }
   owners_.claim_removal(path, hook_);
 }
 
-void PatchSession::record_add(const PathTokens& path, const std::string& pointer, const json& value) {
-  auto size = parent_array(path);
+void PatchSession::record_add(const PathTokens& path, const std::string& pointer, const json& value,
+                              std::optional<size_t> size) {
   if (!size) {
     owners_.claim_set(pointer, value, hook_);
     return;

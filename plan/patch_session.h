@@ -123,12 +123,16 @@ class PatchSession {
   std::string step(PatchOp& op);
   std::string guard(PatchOp& op) const;
   std::string guard_add(const PathTokens& path, const nlohmann::json& value) const;
-  std::string check_owners(const PatchOp& op) const;
+  // `parent`: parent_array(op.path) before the operation, asked once.
+  std::string check_owners(const PatchOp& op, std::optional<size_t> parent) const;
   std::string check_owner(const std::string& pointer) const;
   // Moves what it keeps out of `op`.
-  void record(PatchOp& op);
-  void record_removal(const PathTokens& path);
-  void record_add(const PathTokens& path, const std::string& pointer, const nlohmann::json& value);
+  void record(PatchOp& op, std::optional<size_t> parent);
+  // `in_array`: the path's parent is an array (after the operation).
+  void record_removal(const PathTokens& path, bool in_array);
+  // `size`: that of the array the path's parent is, after the operation.
+  void record_add(const PathTokens& path, const std::string& pointer, const nlohmann::json& value,
+                  std::optional<size_t> size);
   std::optional<size_t> parent_array(const PathTokens& path) const;
   void give_back(PreparedPatches& ops, size_t first_change, size_t count);
 

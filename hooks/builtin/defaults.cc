@@ -18,16 +18,6 @@ const PhaseSet kPhases = phases_of({HookPhase::kPrepare});
 // Where in the plan a group of defaults merges.
 enum class Place { kLabels, kDriverConfig, kEnvironment };
 
-// One group of defaults merged at one place in the plan.
-struct Section {
-  Place place;
-  PathTokens pointer;        // the place's reference tokens, unescaped
-  std::string config_key;    // "hooks[0].config.labels"
-  nlohmann::json values;     // an object; strings are templates
-  bool templated = true;     // some string in `values` has a brace: expand() must look
-  std::string pointer_text;  // `pointer` as a JSON pointer
-};
-
 // A path being walked, as tokens and as its JSON pointer at once.
 struct Where {
   PathTokens tokens;
@@ -43,6 +33,18 @@ struct Where {
     tokens.pop_back();
     text.resize(text.rfind('/'));  // an escaped token has no slash
   }
+};
+
+// One group of defaults merged at one place in the plan.
+struct Section {
+  Place place;
+  PathTokens pointer;        // the place's reference tokens, unescaped
+  std::string config_key;    // "hooks[0].config.labels"
+  nlohmann::json values;     // an object; strings are templates
+  bool templated = true;     // some string in `values` has a brace: expand() must look
+  std::string pointer_text;  // `pointer` as a JSON pointer
+  // A string map's: where each of `values`' members goes, in their order.
+  std::vector<Where> members;
 };
 
 // Some string beneath `value` has "{" or "}" (a variable, or an escape).
@@ -97,7 +99,7 @@ class Patcher {
     if (section.place == Place::kDriverConfig) {
       return merge_struct(spec_.template_().driver_config(), path, section.values, key);
     }
-    return merge_strings(spec_.template_().labels(), nullptr, path, section.values, key);
+    return merge_strings(spec_.template_().labels(), nullptr, section, key);
   }
 
   // The environment's defaults: a variable set in either environment map
@@ -108,8 +110,7 @@ class Patcher {
     templated_ = section.templated;
     const auto& tmpl_env = spec_.template_().environment();
     if (existing_tokens(Place::kEnvironment) == section.pointer.size()) {
-      Where path(section.pointer, section.pointer_text);
-      return merge_strings(spec_.environment(), &tmpl_env, path, section.values, key);
+      return merge_strings(spec_.environment(), &tmpl_env, section, key);
     }
     nlohmann::json missing = nlohmann::json::object();
     for (const auto& [k, v] : section.values.get_ref<const nlohmann::json::object_t&>()) {
@@ -151,13 +152,16 @@ class Patcher {
     return std::nullopt;
   }
 
-  // A string map: each missing key is one add; a key `also` has counts as set.
+  // A string map that exists: each missing key is one add; a key `also`
+  // has counts as set.
   std::optional<std::string> merge_strings(const google::protobuf::Map<std::string, std::string>& map,
-                                           const google::protobuf::Map<std::string, std::string>* also, Where& path,
-                                           const nlohmann::json& values, const ConfigKey& key) {
-    for (const auto& [k, v] : values.get_ref<const nlohmann::json::object_t&>()) {
+                                           const google::protobuf::Map<std::string, std::string>* also,
+                                           const Section& section, const ConfigKey& key) {
+    size_t i = 0;
+    for (const auto& [k, v] : section.values.get_ref<const nlohmann::json::object_t&>()) {
+      const Where& at = section.members[i++];
       if (map.count(k) != 0 || (also && also->count(k) != 0)) continue;  // the plan's value wins
-      if (auto err = add(path, k, v, ConfigKey{&key, nullptr, k, 0})) return err;
+      if (auto err = add_at(at, v, ConfigKey{&key, nullptr, k, 0})) return err;
     }
     return std::nullopt;
   }
@@ -186,13 +190,18 @@ class Patcher {
                                  const ConfigKey& key) {
     Where at = path;
     at.push(member);
+    return add_at(at, value, key);
+  }
+
+  // The add of `value` (the configuration's) at `at`.
+  std::optional<std::string> add_at(const Where& at, const nlohmann::json& value, const ConfigKey& key) {
     if (!needs_expanding(value)) {  // nothing copied
-      patches_.push_back(prepared_add(std::move(at.tokens), std::move(at.text), &value));
+      patches_.push_back(prepared_add(at.tokens, at.text, &value));
       return std::nullopt;
     }
     auto expanded = expand(value, key);
     if (!expanded) return error_;
-    patches_.push_back(prepared_add(std::move(at.tokens), std::move(at.text), nullptr, std::move(*expanded)));
+    patches_.push_back(prepared_add(at.tokens, at.text, nullptr, std::move(*expanded)));
     return std::nullopt;
   }
 
@@ -247,14 +256,8 @@ class DefaultsHook : public SyncBuiltinHook {
       : SyncBuiltinHook(std::move(name), kKind, kPhases),
         sections_(std::move(sections)),
         environment_(std::move(environment)) {
-    for (auto& section : sections_) {
-      section.templated = has_braces(section.values);
-      section.pointer_text = to_pointer(section.pointer);
-    }
-    if (environment_) {
-      environment_->templated = has_braces(environment_->values);
-      environment_->pointer_text = to_pointer(environment_->pointer);
-    }
+    for (auto& section : sections_) prepare(section);
+    if (environment_) prepare(*environment_);
   }
 
  protected:
@@ -275,6 +278,16 @@ class DefaultsHook : public SyncBuiltinHook {
   }
 
  private:
+  static void prepare(Section& section) {
+    section.templated = has_braces(section.values);
+    section.pointer_text = to_pointer(section.pointer);
+    if (section.place == Place::kDriverConfig) return;
+    for (const auto& [k, v] : section.values.get_ref<const nlohmann::json::object_t&>()) {
+      section.members.emplace_back(section.pointer, section.pointer_text);
+      section.members.back().push(k);
+    }
+  }
+
   std::vector<Section> sections_;  // labels, driver_config: merged in this order
   std::optional<Section> environment_;
 };

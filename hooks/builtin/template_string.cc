@@ -1,7 +1,6 @@
 #include "hooks/builtin/template_string.h"
 
 #include <array>
-#include <functional>
 
 namespace owrap {
 
@@ -21,8 +20,8 @@ bool known_variable(std::string_view name) {
 
 // Walks `text`, handing literal runs and variable names to the callbacks;
 // an error message on malformed syntax or an unknown variable.
-std::optional<std::string> walk(std::string_view text, const std::function<void(std::string_view)>& literal,
-                                const std::function<bool(std::string_view)>& variable) {
+template <class Literal, class Variable>
+std::optional<std::string> walk(std::string_view text, const Literal& literal, const Variable& variable) {
   size_t i = 0;
   while (i < text.size()) {
     char c = text[i];
@@ -68,42 +67,48 @@ std::optional<std::string> check_template(std::string_view text) {
       text, [](std::string_view) {}, [](std::string_view) { return true; });
 }
 
-std::optional<std::string> template_variable(const openshell::compute::v1::DriverSandbox& sandbox,
-                                             std::string_view name) {
-  std::string value;
+// The sandbox's value of one variable, nullptr when unset or empty; not
+// copied: a template is expanded against one sandbox at a time.
+static const std::string* variable_value(const openshell::compute::v1::DriverSandbox& sandbox, std::string_view name) {
+  const std::string* value = nullptr;
   if (name == "sandbox.id") {
-    value = sandbox.id();
+    value = &sandbox.id();
   } else if (name == "sandbox.name") {
-    value = sandbox.name();
+    value = &sandbox.name();
   } else if (name == "sandbox.namespace") {
-    value = sandbox.namespace_();
+    value = &sandbox.namespace_();
   } else if (name == "template.image") {
-    value = sandbox.spec().template_().image();
+    value = &sandbox.spec().template_().image();
   } else if (name.substr(0, kLabelsPrefix.size()) == kLabelsPrefix) {
     const auto& labels = sandbox.spec().template_().labels();
     auto it = labels.find(std::string(name.substr(kLabelsPrefix.size())));
-    if (it != labels.end()) value = it->second;
+    if (it != labels.end()) value = &it->second;
   }
-  if (value.empty()) return std::nullopt;
-  return value;
+  return value && !value->empty() ? value : nullptr;
+}
+
+std::optional<std::string> template_variable(const openshell::compute::v1::DriverSandbox& sandbox,
+                                             std::string_view name) {
+  const std::string* value = variable_value(sandbox, name);
+  return value ? std::optional<std::string>(*value) : std::nullopt;
 }
 
 Result<std::string> expand_template(std::string_view text, const openshell::compute::v1::DriverSandbox& sandbox) {
   std::string out;
-  std::string missing;
+  std::string_view missing;
   auto err = walk(
       text, [&](std::string_view lit) { out += lit; },
       [&](std::string_view name) {
-        auto value = template_variable(sandbox, name);
+        const std::string* value = variable_value(sandbox, name);
         if (!value) {
-          missing = std::string(name);
+          missing = name;
           return false;
         }
         out += *value;
         return true;
       });
   if (err) return Error{*err};
-  if (!missing.empty()) return Error{"template variable {" + missing + "} is not set on this sandbox"};
+  if (!missing.empty()) return Error{"template variable {" + std::string(missing) + "} is not set on this sandbox"};
   return out;
 }
 
