@@ -96,7 +96,7 @@ Result<Plan> Plan::from(const DriverSandbox& sandbox) {
   return plan;
 }
 
-DriverSandbox* Plan::new_view() const {
+std::shared_ptr<DriverSandbox> Plan::new_view() const {
   if (!arena_) {
     // One block holds a typical view and what a few sets write into it.
     google::protobuf::ArenaOptions options;
@@ -104,7 +104,13 @@ DriverSandbox* Plan::new_view() const {
     options.max_block_size = 65536;
     arena_ = std::make_shared<google::protobuf::Arena>(options);
   }
-  return google::protobuf::Arena::CreateMessage<DriverSandbox>(arena_.get());
+  // (Long strings' bytes are the heap's even on the arena, but live as long
+  // as it: hence the view's size, not the arena's.)
+  if (arena_copies_ > 0 && (arena_copies_ + 1) * current_->ByteSizeLong() > kArenaBytes) {
+    return std::make_shared<DriverSandbox>();
+  }
+  arena_copies_++;
+  return std::shared_ptr<DriverSandbox>(arena_, google::protobuf::Arena::CreateMessage<DriverSandbox>(arena_.get()));
 }
 
 Result<const nlohmann::json*> Plan::document() const {
@@ -264,7 +270,7 @@ void Plan::commit(Staged staged) {
   // so its patches, and a refusal's replay, must run on the same form.
   json_.reset();
   owners_ = std::move(staged.owners);
-  current_ = std::shared_ptr<const DriverSandbox>(arena_, staged.sandbox);
+  current_ = std::move(staged.sandbox);
   // The message path checked its result; a JSON path's is judged when asked.
   current_prints_back_ = staged.on_message ? std::optional<bool>(true) : std::nullopt;
   for (auto& change : staged.changes) changes_.push_back(std::move(change));

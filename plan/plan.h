@@ -98,11 +98,12 @@ class Plan {
   struct Staged {
     PathOwners owners;
     std::vector<PlanChange> changes;
-    openshell::compute::v1::DriverSandbox* sandbox = nullptr;  // on arena_
+    std::shared_ptr<openshell::compute::v1::DriverSandbox> sandbox;  // from new_view()
     bool on_message = false;
   };
-  // An empty message on arena_, which is made on first use.
-  openshell::compute::v1::DriverSandbox* new_view() const;
+  // An empty message for a set's copy of the view: on arena_ (made on first
+  // use) while the copies on it stay small, else on the heap.
+  std::shared_ptr<openshell::compute::v1::DriverSandbox> new_view() const;
   // Add, remove and replace are applied to a copy of the view itself
   // (plan/message_target.h); other patch sets, and those it is unsure of,
   // to the plan's JSON form: taken when `take_json` (apply: a refusal drops
@@ -126,9 +127,14 @@ class Plan {
   // The JSON form of current_, made once; an error if it has none.
   Result<const nlohmann::json*> document() const;
 
-  // Where each patch set's copy of the view is made (and left, if the set
-  // is refused): the copies, and what a set writes into them, are freed
-  // with the plan and the requests it lent its views to, not piece by piece.
+  // Where each patch set's copy of the view is made (and left, when the set
+  // is refused or a later one replaces it): the copies, and what a set
+  // writes into them, are freed with the plan and the requests it lent its
+  // views to, not piece by piece. Once the copies would add up past
+  // kArenaBytes they go to the heap instead, so a large view patched by
+  // many hooks is not kept once per set.
+  static constexpr size_t kArenaBytes = 256 * 1024;
+  mutable size_t arena_copies_ = 0;
   mutable std::shared_ptr<google::protobuf::Arena> arena_;
   // Immutable once made; the same object until a hook changes the plan.
   std::shared_ptr<const openshell::compute::v1::DriverSandbox> base_;     // the view before any hook

@@ -542,3 +542,32 @@ TEST_CASE("a protection's remembered verdicts are the ones it judges, past its b
              Catch::Contains("protected by the operator"));
   CHECK_THAT(shared->contains({"spec"}), Catch::Contains("contains"));
 }
+
+// Each patch set's copy of the view is made on the plan's arena while the
+// copies stay small; a large view goes to the heap from the second set on,
+// so the arena does not keep a large view once per set. Either way the
+// result is the same.
+TEST_CASE("patch sets' copies of the view leave the arena once it holds a large view", "[plan]") {
+  for (size_t size : {size_t(100), size_t(300 * 1024)}) {
+    INFO("a driver_config string of " << size << " bytes");
+    v1::DriverSandbox sandbox = owrap::test::request_from(kSandbox);
+    (*sandbox.mutable_spec()->mutable_template_()->mutable_driver_config()->mutable_fields())["big"].set_string_value(
+        std::string(size, 'x'));
+    auto plan = Plan::from(sandbox);
+    REQUIRE(plan.ok());
+    std::vector<bool> on_arena;
+    for (int hook = 0; hook < 4; hook++) {
+      std::string label = "h" + std::to_string(hook);
+      json patches = json::array({{{"op", "add"}, {"path", "/spec/template/labels/" + label}, {"value", label}}});
+      REQUIRE(plan->apply(label, patches, false, PatchRules{}).ok());
+      on_arena.push_back(plan->view().GetArena() != nullptr);
+    }
+    CHECK(on_arena[0]);
+    for (int hook = 1; hook < 4; hook++) CHECK(on_arena[hook] == (size < 1000));
+    v1::DriverSandbox target = sandbox;
+    REQUIRE(plan->write_back(target).ok());
+    CHECK(target.spec().template_().labels().size() == sandbox.spec().template_().labels().size() + 4);
+    CHECK(target.spec().template_().labels().at("h3") == "h3");
+    CHECK(target.spec().template_().driver_config().fields().at("big").string_value().size() == size);
+  }
+}
