@@ -2,6 +2,7 @@
 
 #include "common/message_fields.h"
 
+#include "compute_driver.pb.h"
 #include "options.pb.h"
 
 #include <google/protobuf/struct.pb.h>
@@ -9,6 +10,8 @@
 #include <algorithm>
 #include <deque>
 #include <shared_mutex>
+#include <string_view>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -207,7 +210,126 @@ void discard_unknown_fields(Message& m, const Descriptor& type) {
   }
 }
 
+// The contract's DriverSandbox, every create's view, walked through its
+// generated accessors: reflection's HasField and MutableMessage cost about
+// 170 instructions each, and the generic walk above makes a dozen such calls
+// per view. It is used only while the schema is the one it was written for
+// (sandbox_walk_fits): a newer contract with another secret or message field
+// takes the generic walk again.
+namespace sbpb = openshell::compute::v1;
+
+void drop_unknown(Message& m) {
+  const Reflection& r = *m.GetReflection();
+  if (!r.GetUnknownFields(m).empty()) r.MutableUnknownFields(&m)->Clear();
+}
+
+void scrub_sandbox(sbpb::DriverSandbox& sandbox) {
+  static const Descriptor* const kStruct = google::protobuf::Struct::descriptor();
+  drop_unknown(sandbox);
+  if (sandbox.has_spec()) {
+    sbpb::DriverSandboxSpec& spec = *sandbox.mutable_spec();
+    drop_unknown(spec);
+    spec.clear_sandbox_token();
+    if (spec.has_template_()) {
+      sbpb::DriverSandboxTemplate& tmpl = *spec.mutable_template_();
+      drop_unknown(tmpl);
+      if (tmpl.has_resources()) drop_unknown(*tmpl.mutable_resources());
+      if (tmpl.has_platform_config()) discard_unknown_fields(*tmpl.mutable_platform_config(), *kStruct);
+      if (tmpl.has_driver_config()) discard_unknown_fields(*tmpl.mutable_driver_config(), *kStruct);
+    }
+    if (spec.has_resource_requirements()) {
+      sbpb::ResourceRequirements& rr = *spec.mutable_resource_requirements();
+      drop_unknown(rr);
+      if (rr.has_gpu()) drop_unknown(*rr.mutable_gpu());
+    }
+  }
+  if (sandbox.has_status()) {
+    sbpb::DriverSandboxStatus& status = *sandbox.mutable_status();
+    drop_unknown(status);
+    for (sbpb::DriverCondition& c : *status.mutable_conditions()) drop_unknown(c);
+  }
+}
+
+// What scrub_sandbox() knows of each type it reaches: the message fields it
+// descends into (number -> type, repeated or not) and the secret fields it
+// clears. Any other message field, secret, extension range or
+// message-valued map in the schema, and the walk would miss it.
+struct KnownType {
+  std::string_view name;
+  std::vector<std::tuple<int, std::string_view, bool>> messages;  // number, type, repeated
+  std::vector<int> secrets;
+};
+
+bool type_fits(const Descriptor& type, const KnownType& known) {
+  if (type.full_name() != known.name || type.extension_range_count() > 0) return false;
+  size_t messages = 0, secrets = 0;
+  for (int i = 0; i < type.field_count(); i++) {
+    const FieldDescriptor& f = *type.field(i);
+    if (is_secret_field(f)) {
+      if (std::find(known.secrets.begin(), known.secrets.end(), f.number()) == known.secrets.end()) return false;
+      if (f.is_repeated() || f.cpp_type() != FieldDescriptor::CPPTYPE_STRING) return false;
+      secrets++;
+      continue;
+    }
+    if (f.cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    if (f.is_map()) {
+      if (f.message_type()->map_value()->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) return false;
+      continue;
+    }
+    auto it = std::find_if(known.messages.begin(), known.messages.end(),
+                           [&](const auto& m) { return std::get<0>(m) == f.number(); });
+    if (it == known.messages.end() || f.message_type()->full_name() != std::get<1>(*it) ||
+        f.is_repeated() != std::get<2>(*it)) {
+      return false;
+    }
+    messages++;
+  }
+  return messages == known.messages.size() && secrets == known.secrets.size();
+}
+
 }  // namespace
+
+bool sandbox_walk_fits(const Descriptor& sandbox) {
+  static const std::vector<KnownType> kKnown = {
+      {"openshell.compute.v1.DriverSandbox",
+       {{4, "openshell.compute.v1.DriverSandboxSpec", false}, {5, "openshell.compute.v1.DriverSandboxStatus", false}},
+       {}},
+      {"openshell.compute.v1.DriverSandboxSpec",
+       {{6, "openshell.compute.v1.DriverSandboxTemplate", false},
+        {9, "openshell.compute.v1.ResourceRequirements", false}},
+       {11}},
+      {"openshell.compute.v1.ResourceRequirements", {{1, "openshell.compute.v1.GpuResourceRequirements", false}}, {}},
+      {"openshell.compute.v1.GpuResourceRequirements", {}, {}},
+      {"openshell.compute.v1.DriverSandboxTemplate",
+       {{10, "openshell.compute.v1.DriverResourceRequirements", false},
+        {11, "google.protobuf.Struct", false},
+        {12, "google.protobuf.Struct", false}},
+       {}},
+      {"openshell.compute.v1.DriverResourceRequirements", {}, {}},
+      {"openshell.compute.v1.DriverSandboxStatus", {{5, "openshell.compute.v1.DriverCondition", true}}, {}},
+      {"openshell.compute.v1.DriverCondition", {}, {}},
+  };
+  // Every type reached from `sandbox` must be one of kKnown (Struct aside,
+  // walked generically and never holding a secret).
+  std::vector<const Descriptor*> todo{&sandbox};
+  std::unordered_set<const Descriptor*> seen;
+  while (!todo.empty()) {
+    const Descriptor* t = todo.back();
+    todo.pop_back();
+    if (!seen.insert(t).second) continue;
+    if (t->full_name() == "google.protobuf.Struct") {
+      if (may_hold_secrets(*t)) return false;
+      continue;
+    }
+    auto it = std::find_if(kKnown.begin(), kKnown.end(), [&](const KnownType& k) { return k.name == t->full_name(); });
+    if (it == kKnown.end() || !type_fits(*t, *it)) return false;
+    for (int i = 0; i < t->field_count(); i++) {
+      const FieldDescriptor* f = t->field(i);
+      if (f->message_type() && !f->is_map()) todo.push_back(f->message_type());
+    }
+  }
+  return true;
+}
 
 bool is_secret_field(const FieldDescriptor& field) {
   return field.options().GetExtension(openshell::options::v1::secret);
@@ -219,6 +341,11 @@ bool may_hold_secrets(const Descriptor& type) {
 
 void scrub_secrets(Message& message) {
   const Descriptor& type = *message.GetDescriptor();
+  static const bool sandbox_fits = sandbox_walk_fits(*sbpb::DriverSandbox::descriptor());
+  if (&type == sbpb::DriverSandbox::descriptor() && sandbox_fits) {
+    // A dynamic message of the type has no generated accessors.
+    if (auto* sandbox = dynamic_cast<sbpb::DriverSandbox*>(&message)) return scrub_sandbox(*sandbox);
+  }
   const Plan& plan = PlanCache::instance().plan(type);
   if (!plan.empty()) scrub(message, plan);
   discard_unknown_fields(message, type);

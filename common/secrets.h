@@ -33,6 +33,12 @@ bool may_hold_secrets(const google::protobuf::Descriptor& type);
 // a field this build cannot read is one it cannot prove harmless.
 void scrub_secrets(google::protobuf::Message& message);
 
+// Whether scrub_secrets() may walk the contract's DriverSandbox through its
+// generated accessors: true while every message field, secret field,
+// extension range and map of every type `sandbox` reaches is one that walk
+// knows. Takes the descriptor so that tests can hand it a changed schema.
+bool sandbox_walk_fits(const google::protobuf::Descriptor& sandbox);
+
 // A copy of `message` with scrub_secrets() applied; the original is untouched.
 std::unique_ptr<google::protobuf::Message> scrubbed_copy(const google::protobuf::Message& message);
 

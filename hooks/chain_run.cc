@@ -9,10 +9,6 @@ namespace owrap {
 
 namespace {
 
-std::string hook_label(const std::string& hook, HookPhase phase) {
-  return "hook \"" + hook + "\", phase " + std::string(phase_name(phase));
-}
-
 nlohmann::json patches_to_json(const hookpb::HookResponse& response) {
   nlohmann::json ops = nlohmann::json::array();
   for (const auto& p : response.patches()) {
@@ -136,9 +132,10 @@ bool ChainRun::advance() {
     invoked_at_.reset();
     if (std::chrono::steady_clock::now() >= budget_end_) {
       auto budget = chain_.options_.config.budget.count();
-      if (!judge(step, HookOutcome::failed(grpc::StatusCode::DEADLINE_EXCEEDED,
-                                           "did not run: the hook budget of " + std::to_string(budget) +
-                                               " ms (wrapper.hook_budget_ms) was used up"))) {
+      HookOutcome skipped = HookOutcome::failed(
+          grpc::StatusCode::DEADLINE_EXCEEDED,
+          "did not run: the hook budget of " + std::to_string(budget) + " ms (wrapper.hook_budget_ms) was used up");
+      if (!judge(step, skipped)) {
         return true;
       }
       next_++;
@@ -154,7 +151,7 @@ bool ChainRun::advance() {
     options.cancel = cancel;
     options.cq = cq;
     lock.unlock();
-    if (on_progress_) on_progress_(hook_label(h.hook->name(), step.phase));
+    if (on_progress_) on_progress_(chain_.labels_[step.hook][static_cast<size_t>(step.phase)]);
     h.hook->invoke(std::move(request), options, [self = shared_from_this(), step_no = next_](HookOutcome outcome) {
       self->on_outcome(step_no, std::move(outcome));
     });
@@ -168,7 +165,9 @@ bool ChainRun::advance() {
     // The call may have given up while the hook answered on this thread:
     // its thread reads the plan from then on, so nothing is judged or applied.
     if (given_up_locked()) return true;
-    if (!judge(step, std::move(outcome_))) return true;
+    // Judged where it lies (the next answer replaces it): a move of an
+    // outcome costs.
+    if (!judge(step, outcome_)) return true;
     next_++;
   }
 }
@@ -199,7 +198,7 @@ void ChainRun::on_outcome(size_t step_no, HookOutcome outcome) {
   deliver_close_locked();
   // The call moved on; nothing is judged or logged as the hook's failure.
   if (given_up_locked()) return;
-  bool go_on = judge(steps_[next_], std::move(outcome));
+  bool go_on = judge(steps_[next_], outcome);
   if (go_on) next_++;
   lock.unlock();
   if (go_on && !advance()) return;
@@ -211,7 +210,7 @@ void ChainRun::on_outcome(size_t step_no, HookOutcome outcome) {
   if (done) done(status());
 }
 
-bool ChainRun::judge(const ChainStep& step, HookOutcome outcome) {
+bool ChainRun::judge(const ChainStep& step, HookOutcome& outcome) {
   const ConfiguredHook& h = chain_.hooks_[step.hook];
   HookCounters& counters = *chain_.counters_[step.hook];
   counters.invocations++;
@@ -330,7 +329,7 @@ bool ChainRun::fail_step(const ChainStep& step, const grpc::Status& failure, Hoo
   const ConfiguredHook& h = chain_.hooks_[step.hook];
   HookCounters& counters = *chain_.counters_[step.hook];
   counters.failures++;
-  std::string message = hook_label(h.hook->name(), step.phase) + ": " + failure.error_message();
+  std::string message = chain_.labels_[step.hook][static_cast<size_t>(step.phase)] + ": " + failure.error_message();
   nlohmann::json fields = {{"hook", h.hook->name()},
                            {"phase", phase_name(step.phase)},
                            {"rpc", rpc_name(rpc_)},

@@ -64,7 +64,7 @@ class ChainRun : public std::enable_shared_from_this<ChainRun> {
   // The answer of steps_[step_no]; a second answer to a step is ignored.
   void on_outcome(size_t step_no, HookOutcome outcome);
   // Judges the answer of the current step; false when the run ends here.
-  bool judge(const ChainStep& step, HookOutcome outcome);
+  bool judge(const ChainStep& step, HookOutcome& outcome);
   bool fail_step(const ChainStep& step, const grpc::Status& failure, HookVerdict& verdict);
   bool apply_patches(const ChainStep& step, const nlohmann::json& patches, HookVerdict& verdict, grpc::Status& failure);
   bool apply_prepared(const ChainStep& step, PreparedPatches& ops, HookVerdict& verdict, grpc::Status& failure);

@@ -8,6 +8,7 @@
 #include <google/protobuf/arena.h>
 
 #include <algorithm>
+#include <cstddef>
 
 namespace owrap {
 
@@ -19,6 +20,22 @@ bool ready_now(const v1::DriverSandbox& sandbox) {
   }
   return false;
 }
+
+// What a hook request lives in. Its arena's first block is part of the
+// holder: a request costs one allocation, not one more for that block.
+struct RequestHolder {
+  static constexpr size_t kInlineBlock = 1024;
+  alignas(std::max_align_t) char block[kInlineBlock];
+  google::protobuf::Arena arena{options(block)};
+  std::shared_ptr<const v1::DriverSandbox> sandbox;
+
+  static google::protobuf::ArenaOptions options(char* block) {
+    google::protobuf::ArenaOptions o;
+    o.initial_block = block;
+    o.initial_block_size = kInlineBlock;
+    return o;
+  }
+};
 
 }  // namespace
 
@@ -85,6 +102,12 @@ HookChain::HookChain(HookChainOptions options, std::vector<ConfiguredHook> hooks
       hooks_(std::move(hooks)),
       after_(options_.config.after_queue_capacity, options_.config.after_concurrency) {
   for (size_t i = 0; i < hooks_.size(); i++) counters_.push_back(std::make_unique<HookCounters>());
+  for (const auto& h : hooks_) {
+    auto& labels = labels_.emplace_back();
+    for (HookPhase phase : all_phases()) {
+      labels[static_cast<size_t>(phase)] = "hook \"" + h.hook->name() + "\", phase " + std::string(phase_name(phase));
+    }
+  }
   for (const auto& h : hooks_) {
     claimed_.insert(h.spec.name);
     after_ready_ = after_ready_ || h.spec.phases.test(static_cast<size_t>(HookPhase::kAfterReady));
@@ -174,22 +197,19 @@ std::shared_ptr<hookpb::HookRequest> HookChain::base_request(const ConfiguredHoo
   // On an arena: made and freed whole, not field by field. An arena never
   // frees what it was lent (the view, the hook's config), and the holder
   // keeps the view alive as long as the request.
-  struct Holder {
-    google::protobuf::Arena arena;
-    std::shared_ptr<const v1::DriverSandbox> sandbox;
-  };
-  auto holder = std::make_shared<Holder>();
-  holder->sandbox = sandbox;
-  std::shared_ptr<hookpb::HookRequest> request(
-      holder, google::protobuf::Arena::CreateMessage<hookpb::HookRequest>(&holder->arena));
+  auto holder = std::make_shared<RequestHolder>();
+  holder->sandbox = std::move(sandbox);
+  const v1::DriverSandbox* view = holder->sandbox.get();
+  auto* message = google::protobuf::Arena::CreateMessage<hookpb::HookRequest>(&holder->arena);
+  std::shared_ptr<hookpb::HookRequest> request(std::move(holder), message);
   const bool holds_config = h.spec.config.fields_size() > 0;
   request->set_protocol_version(kHookProtocolVersion);
   request->set_hook(h.spec.name);
   request->set_phase(std::string(phase_name(phase)));
   request->set_rpc(std::string(rpc_name(rpc)));
   request->set_sandbox_id(sandbox_id);
-  if (sandbox) {
-    request->unsafe_arena_set_allocated_sandbox(const_cast<v1::DriverSandbox*>(sandbox.get()));
+  if (view) {
+    request->unsafe_arena_set_allocated_sandbox(const_cast<v1::DriverSandbox*>(view));
   } else {
     request->mutable_sandbox()->set_id(sandbox_id);
   }

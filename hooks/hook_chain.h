@@ -18,6 +18,7 @@
 #include "hooks/hook_config.h"
 #include "plan/plan.h"
 
+#include <array>
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -128,6 +129,9 @@ class HookChain {
   HookChainOptions options_;
   std::vector<ConfiguredHook> hooks_;
   std::vector<std::unique_ptr<HookCounters>> counters_;
+  // Per hook and phase, what the call says runs ('hook "a", phase validate'),
+  // made once: every invocation reports it.
+  std::vector<std::array<std::string, kHookPhaseCount>> labels_;
   AfterQueue after_;
   // The patch rules, made once; null if the configured paths do not make
   // rules (every apply() then says why).

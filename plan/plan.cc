@@ -5,6 +5,10 @@
 #include "plan/sandbox_json.h"
 #include "plan/write_back.h"
 
+#include <google/protobuf/arena.h>
+
+#include <cstddef>
+
 namespace owrap {
 
 using grpc::Status;
@@ -78,20 +82,49 @@ std::string check_limits(const json& patches, const PatchRules& rules) {
 
 }  // namespace
 
-DriverSandbox hook_view(const DriverSandbox& sandbox) {
-  DriverSandbox view(sandbox);
+namespace {
+
+// What hook_view() removes, removed from `view` in place.
+void make_hook_view(DriverSandbox& view) {
   scrub_secrets(view);
   if (view.has_spec()) {
     drop_token_entries(*view.mutable_spec()->mutable_environment());
     if (view.spec().has_template_())
       drop_token_entries(*view.mutable_spec()->mutable_template_()->mutable_environment());
   }
+}
+
+// The plan's first view lives on an arena whose first block is part of the
+// same allocation: its strings and map nodes cost no malloc of their own,
+// and the view is freed whole when the last holder lets go.
+struct ArenaView {
+  static constexpr size_t kInlineBlock = 4096;
+  alignas(std::max_align_t) char block[kInlineBlock];
+  google::protobuf::Arena arena{arena_options(block)};
+
+  static google::protobuf::ArenaOptions arena_options(char* block) {
+    google::protobuf::ArenaOptions options;
+    options.initial_block = block;
+    options.initial_block_size = kInlineBlock;
+    return options;
+  }
+};
+
+}  // namespace
+
+DriverSandbox hook_view(const DriverSandbox& sandbox) {
+  DriverSandbox view(sandbox);
+  make_hook_view(view);
   return view;
 }
 
 Result<Plan> Plan::from(const DriverSandbox& sandbox) {
+  auto holder = std::make_shared<ArenaView>();
+  auto* view = google::protobuf::Arena::CreateMessage<DriverSandbox>(&holder->arena);
+  view->CopyFrom(sandbox);
+  make_hook_view(*view);
   Plan plan;
-  plan.base_ = std::make_shared<const DriverSandbox>(hook_view(sandbox));
+  plan.base_ = std::shared_ptr<const DriverSandbox>(std::move(holder), view);
   plan.current_ = plan.base_;
   return plan;
 }

@@ -1,8 +1,10 @@
 #include "common/secrets.h"
 
 #include "compute_driver.pb.h"
+#include "options.pb.h"
 #include "secrets_test.pb.h"
 
+#include <google/protobuf/descriptor.pb.h>
 #include <google/protobuf/dynamic_message.h>
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/message_differencer.h>
@@ -311,4 +313,136 @@ TEST_CASE("collecting secrets costs little on every call", "[secrets][cost]") {
   // Generous bounds for a loaded CI box; the figures above are what matters.
   CHECK(create_ns < 20000);
   CHECK(get_ns < 5000);
+}
+
+namespace {
+
+// Every message field of the contract's DriverSandbox set, Struct values
+// included, the token too, and an unknown field in each message.
+v1::DriverSandbox sandbox_with_everything() {
+  v1::DriverSandbox sb = sandbox_with_token("sb-all");
+  sb.set_name("n");
+  sb.set_workspace("w");
+  auto* spec = sb.mutable_spec();
+  spec->set_log_level("debug");
+  spec->add_command("sh");
+  spec->mutable_resource_requirements()->mutable_gpu()->set_count(1);
+  auto* tmpl = spec->mutable_template_();
+  tmpl->set_image("img");
+  (*tmpl->mutable_labels())["team"] = "blue";
+  (*tmpl->mutable_environment())["B"] = "2";
+  tmpl->mutable_resources()->set_cpu_limit("1");
+  (*tmpl->mutable_platform_config()->mutable_fields())["zone"].set_string_value("a");
+  auto& pod = *(*tmpl->mutable_driver_config()->mutable_fields())["pod"].mutable_struct_value()->mutable_fields();
+  (*pod["selector"].mutable_struct_value()->mutable_fields())["pool"].set_string_value("p");
+  pod["list"].mutable_list_value()->add_values()->set_string_value("x");
+  sb.mutable_status()->set_sandbox_name("s");
+  sb.mutable_status()->add_conditions()->set_type("Ready");
+  sb.mutable_status()->add_conditions()->set_type("Scheduled");
+  return sb;
+}
+
+// The contract's files, copied into a pool of their own, with `change`
+// applied to compute_driver.proto: what a newer contract would look like.
+template <class Change>
+const google::protobuf::Descriptor* changed_contract(google::protobuf::DescriptorPool& pool, Change change) {
+  const auto* options = google::protobuf::DescriptorPool::generated_pool()->FindFileByName("options.proto");
+  REQUIRE(options != nullptr);
+  for (const google::protobuf::FileDescriptor* file : {google::protobuf::DescriptorProto::descriptor()->file(),
+                                                       google::protobuf::Struct::descriptor()->file(), options}) {
+    google::protobuf::FileDescriptorProto proto;
+    file->CopyTo(&proto);
+    REQUIRE(pool.BuildFile(proto) != nullptr);
+  }
+  google::protobuf::FileDescriptorProto proto;
+  v1::DriverSandbox::descriptor()->file()->CopyTo(&proto);
+  change(proto);
+  REQUIRE(pool.BuildFile(proto) != nullptr);
+  return pool.FindMessageTypeByName("openshell.compute.v1.DriverSandbox");
+}
+
+google::protobuf::DescriptorProto& message_named(google::protobuf::FileDescriptorProto& file, const std::string& name) {
+  for (auto& m : *file.mutable_message_type()) {
+    if (m.name() == name) return m;
+  }
+  FAIL("no message " << name);
+  throw std::logic_error("unreachable");
+}
+
+}  // namespace
+
+TEST_CASE("the contract's DriverSandbox is scrubbed through its accessors as the generic walk scrubs it", "[secrets]") {
+  v1::DriverSandbox sb = sandbox_with_everything();
+  REQUIRE(add_unknown_everywhere(sb, "") >= 16);
+  REQUIRE(owrap::sandbox_walk_fits(*v1::DriverSandbox::descriptor()));
+
+  auto fast = scrubbed_copy(sb);  // the generated walk
+  // The same sandbox inside another message: the generic walk reaches it.
+  v1::CreateSandboxRequest wrapped;
+  *wrapped.mutable_sandbox() = sb;
+  auto generic = scrubbed_copy(wrapped);
+  const auto& by_generic = dynamic_cast<const v1::CreateSandboxRequest&>(*generic).sandbox();
+
+  const std::string bytes = fast->SerializeAsString();
+  CHECK(bytes.find("unknown-marker") == std::string::npos);
+  CHECK(bytes.find(kToken) == std::string::npos);
+  CHECK(google::protobuf::util::MessageDifferencer::Equals(*fast, by_generic));
+  v1::DriverSandbox expected = sb;
+  expected.DiscardUnknownFields();
+  expected.mutable_spec()->clear_sandbox_token();
+  CHECK(google::protobuf::util::MessageDifferencer::Equals(*fast, expected));
+}
+
+TEST_CASE("the accessor walk is kept for the schema it was written for", "[secrets]") {
+  CHECK(owrap::sandbox_walk_fits(*v1::DriverSandbox::descriptor()));
+  auto secret = [](google::protobuf::FieldDescriptorProto& f) {
+    f.mutable_options()->SetExtension(openshell::options::v1::secret, true);
+  };
+  SECTION("an unchanged copy fits") {
+    google::protobuf::DescriptorPool pool;
+    CHECK(owrap::sandbox_walk_fits(*changed_contract(pool, [](auto&) {})));
+  }
+  SECTION("a second secret field") {
+    google::protobuf::DescriptorPool pool;
+    auto* type = changed_contract(pool, [&](google::protobuf::FileDescriptorProto& file) {
+      auto* f = message_named(file, "DriverCondition").add_field();
+      f->set_name("credential");
+      f->set_number(40);
+      f->set_type(google::protobuf::FieldDescriptorProto::TYPE_STRING);
+      f->set_label(google::protobuf::FieldDescriptorProto::LABEL_OPTIONAL);
+      secret(*f);
+    });
+    REQUIRE(owrap::may_hold_secrets(*type));
+    CHECK_FALSE(owrap::sandbox_walk_fits(*type));
+  }
+  SECTION("an existing field marked secret") {
+    google::protobuf::DescriptorPool pool;
+    auto* type = changed_contract(pool, [&](google::protobuf::FileDescriptorProto& file) {
+      for (auto& f : *message_named(file, "DriverSandbox").mutable_field()) {
+        if (f.name() == "workspace") secret(f);
+      }
+    });
+    CHECK_FALSE(owrap::sandbox_walk_fits(*type));
+  }
+  SECTION("a message field the walk does not descend into") {
+    google::protobuf::DescriptorPool pool;
+    auto* type = changed_contract(pool, [&](google::protobuf::FileDescriptorProto& file) {
+      auto* f = message_named(file, "DriverSandboxStatus").add_field();
+      f->set_name("last_condition");
+      f->set_number(40);
+      f->set_type(google::protobuf::FieldDescriptorProto::TYPE_MESSAGE);
+      f->set_type_name(".openshell.compute.v1.DriverCondition");
+      f->set_label(google::protobuf::FieldDescriptorProto::LABEL_OPTIONAL);
+    });
+    CHECK_FALSE(owrap::sandbox_walk_fits(*type));
+  }
+  SECTION("a field repeated that was singular") {
+    google::protobuf::DescriptorPool pool;
+    auto* type = changed_contract(pool, [&](google::protobuf::FileDescriptorProto& file) {
+      for (auto& f : *message_named(file, "DriverSandboxTemplate").mutable_field()) {
+        if (f.name() == "resources") f.set_label(google::protobuf::FieldDescriptorProto::LABEL_REPEATED);
+      }
+    });
+    CHECK_FALSE(owrap::sandbox_walk_fits(*type));
+  }
 }
