@@ -29,6 +29,8 @@ struct RequestHolder {
   google::protobuf::Arena arena{options(block)};
   std::shared_ptr<const v1::DriverSandbox> sandbox;
 
+  RequestHolder() {}  // not `= default`: make_shared would zero the block first
+
   static google::protobuf::ArenaOptions options(char* block) {
     google::protobuf::ArenaOptions o;
     o.initial_block = block;

@@ -94,21 +94,31 @@ void make_hook_view(DriverSandbox& view) {
   }
 }
 
-// The plan's first view lives on an arena whose first block is part of the
-// same allocation: its strings and map nodes cost no malloc of their own,
-// and the view is freed whole when the last holder lets go.
-struct ArenaView {
-  static constexpr size_t kInlineBlock = 4096;
+// The plan's views live on an arena whose first block is part of the same
+// allocation: their strings and map nodes cost no malloc of their own, and
+// they are freed whole when the last holder lets go. The block holds a
+// typical view and a patch set's copy of it.
+struct PlanArena {
+  static constexpr size_t kInlineBlock = 8192;
   alignas(std::max_align_t) char block[kInlineBlock];
   google::protobuf::Arena arena{arena_options(block)};
+
+  PlanArena() {}  // not `= default`: make_shared would zero the block first
 
   static google::protobuf::ArenaOptions arena_options(char* block) {
     google::protobuf::ArenaOptions options;
     options.initial_block = block;
     options.initial_block_size = kInlineBlock;
+    options.start_block_size = 8192;
+    options.max_block_size = 65536;
     return options;
   }
 };
+
+std::shared_ptr<google::protobuf::Arena> make_plan_arena() {
+  auto holder = std::make_shared<PlanArena>();
+  return std::shared_ptr<google::protobuf::Arena>(holder, &holder->arena);
+}
 
 }  // namespace
 
@@ -119,24 +129,18 @@ DriverSandbox hook_view(const DriverSandbox& sandbox) {
 }
 
 Result<Plan> Plan::from(const DriverSandbox& sandbox) {
-  auto holder = std::make_shared<ArenaView>();
-  auto* view = google::protobuf::Arena::CreateMessage<DriverSandbox>(&holder->arena);
+  Plan plan;
+  plan.arena_ = make_plan_arena();
+  auto* view = google::protobuf::Arena::CreateMessage<DriverSandbox>(plan.arena_.get());
   view->CopyFrom(sandbox);
   make_hook_view(*view);
-  Plan plan;
-  plan.base_ = std::shared_ptr<const DriverSandbox>(std::move(holder), view);
+  plan.base_ = std::shared_ptr<const DriverSandbox>(plan.arena_, view);
   plan.current_ = plan.base_;
   return plan;
 }
 
 std::shared_ptr<DriverSandbox> Plan::new_view() const {
-  if (!arena_) {
-    // One block holds a typical view and what a few sets write into it.
-    google::protobuf::ArenaOptions options;
-    options.start_block_size = 8192;
-    options.max_block_size = 65536;
-    arena_ = std::make_shared<google::protobuf::Arena>(options);
-  }
+  if (!arena_) arena_ = make_plan_arena();
   // (Long strings' bytes are the heap's even on the arena, but live as long
   // as it: hence the view's size, not the arena's.)
   if (arena_copies_ > 0 && (arena_copies_ + 1) * current_->ByteSizeLong() > kArenaBytes) {

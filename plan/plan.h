@@ -127,7 +127,8 @@ class Plan {
   // The JSON form of current_, made once; an error if it has none.
   Result<const nlohmann::json*> document() const;
 
-  // Where each patch set's copy of the view is made (and left, when the set
+  // Where the views are made: the first (Plan::from), and each patch set's
+  // copy (left there when the set
   // is refused or a later one replaces it): the copies, and what a set
   // writes into them, are freed with the plan and the requests it lent its
   // views to, not piece by piece. Once the copies would add up past
