@@ -141,12 +141,15 @@ Result<Plan> Plan::from(const DriverSandbox& sandbox) {
 
 std::shared_ptr<DriverSandbox> Plan::new_view() const {
   if (!arena_) arena_ = make_plan_arena();
-  // (Long strings' bytes are the heap's even on the arena, but live as long
-  // as it: hence the view's size, not the arena's.)
-  if (arena_copies_ > 0 && (arena_copies_ + 1) * current_->ByteSizeLong() > kArenaBytes) {
+  // What the arena holds (a copy's map nodes, messages and string objects
+  // take several times its wire size) and what its copies' long strings
+  // hold on the heap until it goes (at most their wire size).
+  const size_t bytes = current_->ByteSizeLong();
+  if (arena_copies_ > 0 && arena_->SpaceAllocated() + arena_copied_bytes_ + bytes > kArenaBytes) {
     return std::make_shared<DriverSandbox>();
   }
   arena_copies_++;
+  arena_copied_bytes_ += bytes;
   return std::shared_ptr<DriverSandbox>(arena_, google::protobuf::Arena::CreateMessage<DriverSandbox>(arena_.get()));
 }
 

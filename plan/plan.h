@@ -136,6 +136,7 @@ class Plan {
   // many hooks is not kept once per set.
   static constexpr size_t kArenaBytes = 256 * 1024;
   mutable size_t arena_copies_ = 0;
+  mutable size_t arena_copied_bytes_ = 0;  // the copies' wire sizes, added up
   mutable std::shared_ptr<google::protobuf::Arena> arena_;
   // Immutable once made; the same object until a hook changes the plan.
   std::shared_ptr<const openshell::compute::v1::DriverSandbox> base_;     // the view before any hook
