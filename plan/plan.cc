@@ -144,12 +144,15 @@ std::shared_ptr<DriverSandbox> Plan::new_view() const {
   // What the arena holds (a copy's map nodes, messages and string objects
   // take several times its wire size) and what its copies' long strings
   // hold on the heap until it goes (at most their wire size).
-  const size_t bytes = current_->ByteSizeLong();
-  if (arena_copies_ > 0 && arena_->SpaceAllocated() + arena_copied_bytes_ + bytes > kArenaBytes) {
-    return std::make_shared<DriverSandbox>();
+  // The first copy always goes to the arena, unmeasured (most calls make
+  // no second): the view after it stands in for it.
+  if (arena_copies_ > 0) {
+    const size_t bytes = current_->ByteSizeLong();
+    if (arena_copied_bytes_ == 0) arena_copied_bytes_ = bytes;
+    if (arena_->SpaceAllocated() + arena_copied_bytes_ + bytes > kArenaBytes) return std::make_shared<DriverSandbox>();
+    arena_copied_bytes_ += bytes;
   }
   arena_copies_++;
-  arena_copied_bytes_ += bytes;
   return std::shared_ptr<DriverSandbox>(arena_, google::protobuf::Arena::CreateMessage<DriverSandbox>(arena_.get()));
 }
 
