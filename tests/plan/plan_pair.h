@@ -5,6 +5,7 @@
 // changes, a preview first; the write-backs onto the request the same bytes.
 #pragma once
 
+#include "plan/message_target.h"
 #include "plan/plan.h"
 #include "plan/write_back.h"
 
@@ -12,10 +13,50 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <optional>
+#include <random>
 #include <string>
+#include <vector>
 
 namespace owrap::test {
+
+// A value a hook may write that the JSON form prints otherwise (-0, NaN,
+// infinities) or not at all (too deep), among plain ones, nested up to 13
+// levels in objects and arrays.
+inline nlohmann::json hostile_value(std::mt19937& rng) {
+  static const std::vector<nlohmann::json> leaves = {
+      "v",
+      1,
+      2.5,
+      -0.0,
+      std::nan(""),
+      HUGE_VAL,
+      -HUGE_VAL,
+      nullptr,
+      true,
+      nlohmann::json::object(),
+      nlohmann::json::array(),
+  };
+  nlohmann::json v = leaves[rng() % leaves.size()];
+  for (unsigned levels = rng() % 14; levels > 0; levels--) {
+    v = rng() % 2 ? nlohmann::json{{"k" + std::to_string(rng() % 3), std::move(v)}, {"s", "x"}}
+                  : nlohmann::json::array({std::move(v), 0});
+  }
+  return v;
+}
+
+// One RFC 6902 operation (add, remove or replace) run on `target` as the
+// plan's session would hand it over; MessageTarget::Unsure passes through.
+inline void run_operation(MessageTarget& target, const nlohmann::json& raw) {
+  PatchOp op;
+  op.raw = &raw;
+  op.op = raw["op"];
+  op.path_text = raw["path"];
+  op.path = parse_pointer(op.path_text).value();
+  if (op.op != "remove") op.value = &raw["value"];
+  target.run(op);
+}
 
 // A DriverSandbox from protobuf JSON text (a test's fixed request).
 inline openshell::compute::v1::DriverSandbox request_from(const char* json_text) {

@@ -4,6 +4,7 @@
 // land at every depth up to and past the printable one.
 #include "plan/message_target.h"
 #include "plan/paths.h"
+#include "tests/plan/plan_pair.h"
 
 #include <google/protobuf/descriptor.pb.h>
 #include <google/protobuf/dynamic_message.h>
@@ -52,25 +53,6 @@ const pb::Descriptor* root_type(pb::DescriptorPool& pool) {
   return pool.FindMessageTypeByName("attack.Root");
 }
 
-json hostile(std::mt19937& rng) {
-  static const std::vector<json> leaves = {"v", 1, 2.5, -0.0, HUGE_VAL, nullptr, true, json::object(), json::array()};
-  json v = leaves[rng() % leaves.size()];
-  for (unsigned levels = rng() % 14; levels > 0; levels--) {
-    v = rng() % 2 ? json{{"k", std::move(v)}, {"s", "x"}} : json::array({std::move(v), 0});
-  }
-  return v;
-}
-
-void run(MessageTarget& target, const json& raw) {
-  PatchOp op;
-  op.raw = &raw;
-  op.op = raw["op"];
-  op.path_text = raw["path"];
-  op.path = parse_pointer(op.path_text).value();
-  op.value = &raw["value"];
-  target.run(op);
-}
-
 }  // namespace
 
 TEST_CASE("still_prints_back is the whole walk at every depth of a self-nested root", "[plan][attack]") {
@@ -94,14 +76,20 @@ TEST_CASE("still_prints_back is the whole walk at every depth of a self-nested r
     try {
       for (int d = 0; d <= depth; d++) {
         for (const char* f : {"v", "ov", "s"}) {
-          run(builder, json{{"op", "add"}, {"path", prefix + "/" + f}, {"value", {{"k", {{"k", 1}}}, {"s", "x"}}}});
+          owrap::test::run_operation(
+              builder, json{{"op", "add"}, {"path", prefix + "/" + f}, {"value", {{"k", {{"k", 1}}}, {"s", "x"}}}});
         }
         for (const char* f : {"rv", "lv"}) {
-          run(builder, json{{"op", "add"}, {"path", prefix + "/" + f}, {"value", json::array({json{{"k", 1}}, 2})}});
+          owrap::test::run_operation(
+              builder, json{{"op", "add"}, {"path", prefix + "/" + f}, {"value", json::array({json{{"k", 1}}, 2})}});
         }
-        run(builder, json{{"op", "add"}, {"path", prefix + "/rs"}, {"value", json::array({json{{"k", 1}}})}});
-        run(builder, json{{"op", "add"}, {"path", prefix + "/kids"}, {"value", json::array({json{{"name", "n"}}})}});
-        if (d < depth) run(builder, json{{"op", "add"}, {"path", prefix + "/child"}, {"value", json{{"name", "c"}}}});
+        owrap::test::run_operation(
+            builder, json{{"op", "add"}, {"path", prefix + "/rs"}, {"value", json::array({json{{"k", 1}}})}});
+        owrap::test::run_operation(
+            builder, json{{"op", "add"}, {"path", prefix + "/kids"}, {"value", json::array({json{{"name", "n"}}})}});
+        if (d < depth)
+          owrap::test::run_operation(builder,
+                                     json{{"op", "add"}, {"path", prefix + "/child"}, {"value", json{{"name", "c"}}}});
         prefix += "/child";
       }
     } catch (const MessageTarget::Unsure&) {
@@ -115,11 +103,11 @@ TEST_CASE("still_prints_back is the whole walk at every depth of a self-nested r
     for (unsigned n = 1 + rng() % 3; n > 0; n--) {
       patches.push_back(json{{"op", rng() % 4 == 0 ? "replace" : "add"},
                              {"path", at + tails[rng() % tails.size()]},
-                             {"value", hostile(rng)}});
+                             {"value", owrap::test::hostile_value(rng)}});
     }
     bool ran = true;
     try {
-      for (const auto& raw : patches) run(target, raw);
+      for (const auto& raw : patches) owrap::test::run_operation(target, raw);
     } catch (const MessageTarget::Unsure&) {
       ran = false;
     }
