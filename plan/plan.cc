@@ -80,10 +80,6 @@ std::string check_limits(const json& patches, const PatchRules& rules) {
   return "";
 }
 
-}  // namespace
-
-namespace {
-
 // What hook_view() removes, removed from `view` in place.
 void make_hook_view(DriverSandbox& view) {
   scrub_secrets(view);
@@ -141,11 +137,11 @@ Result<Plan> Plan::from(const DriverSandbox& sandbox) {
 
 std::shared_ptr<DriverSandbox> Plan::new_view() const {
   if (!arena_) arena_ = make_plan_arena();
-  // What the arena holds (a copy's map nodes, messages and string objects
-  // take several times its wire size) and what its copies' long strings
-  // hold on the heap until it goes (at most their wire size).
-  // The first copy always goes to the arena, unmeasured (most calls make
-  // no second): the view after it stands in for it.
+  // Counted: what the arena holds (a copy's map nodes, messages and string
+  // objects take several times its wire size) and what its copies' long
+  // strings hold on the heap until it goes (at most their wire size). The
+  // first copy, most calls' only one, always goes to the arena unmeasured;
+  // the view after it stands in for it.
   if (arena_copies_ > 0) {
     const size_t bytes = current_->ByteSizeLong();
     if (arena_copied_bytes_ == 0) arena_copied_bytes_ = bytes;

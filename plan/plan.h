@@ -127,13 +127,12 @@ class Plan {
   // The JSON form of current_, made once; an error if it has none.
   Result<const nlohmann::json*> document() const;
 
-  // Where the views are made: the first (Plan::from), and each patch set's
-  // copy (left there when the set
-  // is refused or a later one replaces it): the copies, and what a set
-  // writes into them, are freed with the plan and the requests it lent its
-  // views to, not piece by piece. Once the copies would add up past
-  // kArenaBytes they go to the heap instead, so a large view patched by
-  // many hooks is not kept once per set.
+  // Where the views are made: the first (Plan::from) and each patch set's
+  // copy, left there when the set is refused or a later one replaces it.
+  // They, and what a set writes into them, are freed with the plan and the
+  // requests it lent its views to, not piece by piece. Once the copies
+  // would add up past kArenaBytes they go to the heap instead, so a large
+  // view patched by many hooks is not kept once per set (new_view()).
   static constexpr size_t kArenaBytes = 256 * 1024;
   mutable size_t arena_copies_ = 0;
   mutable size_t arena_copied_bytes_ = 0;  // the copies' wire sizes, added up
