@@ -188,7 +188,6 @@ int main(int argc, char** argv) {
   figures.push_back({"value_to_json (patch values from a transport)",
                      [&] { sink = sink + patches_json(transported, kValueJson).size(); },
                      {}});
-  figures.push_back({"sandbox_json (builtins' view)", [&] { sink = sink + sandbox_json(before).size(); }, {}});
   figures.push_back(
       {"defaults hook: invoke (evaluate)", [&] { sink = sink + invoke(*hook, request).patch_count(); }, {}});
   figures.push_back({"Plan::from + its JSON view",

@@ -1,7 +1,5 @@
 #include "hooks/builtin/builtin_hook.h"
 
-#include "plan/sandbox_json.h"
-
 #include <exception>
 
 namespace owrap {
@@ -42,11 +40,6 @@ hookpb::HookResponse deny_response(std::string_view code, std::string reason) {
   r.set_status_code(std::string(code));
   r.set_reason(std::move(reason));
   return r;
-}
-
-nlohmann::json sandbox_json(const computepb::DriverSandbox& sandbox) {
-  auto doc = message_to_json(sandbox);
-  return doc ? std::move(doc.value()) : nlohmann::json::object();
 }
 
 const toml::table& config_table(const HookSpec& spec) {

@@ -45,9 +45,6 @@ hookpb::HookResponse allow_response();
 // `code` is a gRPC code name ("FAILED_PRECONDITION").
 hookpb::HookResponse deny_response(std::string_view code, std::string reason);
 
-// The sandbox as the hook protocol's JSON view: protobuf JSON with proto
-// field names (default values left out, as the plan's view does).
-nlohmann::json sandbox_json(const computepb::DriverSandbox& sandbox);
 // The hook's config table, or an empty one.
 const toml::table& config_table(const HookSpec& spec);
 // Joins configuration errors into the factory's Error, one per line.

@@ -4,6 +4,7 @@
 #include "hooks/builtin/quantity.h"
 #include "hooks/builtin/template_string.h"
 #include "plan/paths.h"
+#include "plan/sandbox_json.h"
 
 #include <google/protobuf/util/json_util.h>
 #include <catch2/catch.hpp>
@@ -97,7 +98,7 @@ json patches_json(const HookOutcome& outcome) {
 // The patches applied as the plan component will: to the JSON view, then
 // back to a DriverSandbox (which must still parse).
 cpb::DriverSandbox apply(const cpb::DriverSandbox& sandbox, const HookOutcome& outcome) {
-  json patched = sandbox_json(sandbox).patch(patches_json(outcome));
+  json patched = message_to_json(sandbox).value().patch(patches_json(outcome));
   return sandbox_from(patched.dump());
 }
 
@@ -197,7 +198,7 @@ bool ref_section(Reference& ref, const std::vector<std::string>& pointer, const 
 
 std::optional<Reference> reference_defaults(const cpb::DriverSandbox& sb, const json& labels, const json& dc,
                                             const json& env) {
-  Reference ref{{}, sandbox_json(sb)};
+  Reference ref{{}, message_to_json(sb).value()};
   if (!labels.empty() && !ref_section(ref, {"spec", "template", "labels"}, labels, sb)) return std::nullopt;
   if (!dc.empty() && !ref_section(ref, {"spec", "template", "driver_config"}, dc, sb)) return std::nullopt;
   json missing = json::object();
@@ -287,7 +288,7 @@ TEST_CASE("defaults: the message walk makes the adds the JSON view means", "[bui
     }
     auto want = reference_defaults(sb, labels, dc, env);
     auto outcome = invoke_sync(*hook, HookPhase::kPrepare, sb);
-    INFO("sandbox " << sandbox_json(sb).dump());
+    INFO("sandbox " << message_to_json(sb).value().dump());
     REQUIRE(outcome.failure.ok() == want.has_value());
     if (!want) {
       CHECK(outcome.failure.error_message().find("is not set on this sandbox") != std::string::npos);
@@ -298,7 +299,7 @@ TEST_CASE("defaults: the message walk makes the adds the JSON view means", "[bui
     std::vector<std::string> paths;
     for (const auto& op : patches) paths.push_back(op.at("path"));
     CHECK(paths == want->paths);
-    CHECK(sandbox_json(sb).patch(patches) == want->doc);
+    CHECK(message_to_json(sb).value().patch(patches) == want->doc);
     added += static_cast<int>(paths.size());
   }
   CHECK(failed > 100);  // both outcomes were reached
@@ -372,7 +373,7 @@ TEST_CASE("defaults: deep-merges driver_config without overwriting the caller", 
     {"op": "add", "path": "/spec/template/driver_config/pod/tolerations", "value": [{"key": "sandbox", "operator": "Exists"}]}
   ])"));
   auto result = apply(sb, outcome);
-  json dc = sandbox_json(result)["spec"]["template"]["driver_config"];
+  json dc = message_to_json(result).value()["spec"]["template"]["driver_config"];
   CHECK(dc["pod"]["node_selector"] == json({{"pool", "gpu"}, {"zone", "a"}}));
   CHECK(dc["pod"]["priority_class_name"] == "high");
 }

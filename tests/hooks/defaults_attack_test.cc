@@ -129,7 +129,7 @@ void section(json& doc, const std::vector<std::string>& pointer, const json& val
 }
 
 json meant(const cpb::DriverSandbox& sb, const json& labels, const json& dc, const json& env) {
-  json doc = sandbox_json(sb);
+  json doc = message_to_json(sb).value();
   if (!labels.empty()) section(doc, {"spec", "template", "labels"}, labels);
   if (!dc.empty()) section(doc, {"spec", "template", "driver_config"}, dc);
   json missing = json::object();

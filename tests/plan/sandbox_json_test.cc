@@ -637,8 +637,8 @@ TEST_CASE("sandbox json: a DriverSandbox with every field set is written as prot
   CHECK(round_trips(sb));
   CHECK(same_json(v1::DriverSandbox()));
   CHECK(message_to_json(v1::DriverSandbox()).value() == json::object());
-  // builtins' view is the same document
-  CHECK(sandbox_json(sb) == protobuf_json::message_to_json(sb).value());
+  // the view tests hold builtins' patches against is the same document
+  CHECK(message_to_json(sb).value() == protobuf_json::message_to_json(sb).value());
   // optional presence: a zero count is written, an unset one is not
   CHECK(message_to_json(sb).value()["spec"]["resource_requirements"]["gpu"] == json{{"count", 0}});
   sb.mutable_spec()->mutable_resource_requirements()->mutable_gpu()->clear_count();
