@@ -1,11 +1,10 @@
 #include "hooks/hook_chain.h"
 
 #include "common/grpc_util.h"
+#include "common/inline_arena.h"
 #include "common/log.h"
 #include "common/secrets.h"
 #include "hooks/chain_run.h"
-
-#include <google/protobuf/arena.h>
 
 #include <algorithm>
 #include <cstddef>
@@ -21,22 +20,11 @@ bool ready_now(const v1::DriverSandbox& sandbox) {
   return false;
 }
 
-// What a hook request lives in. Its arena's first block is part of the
-// holder: a request costs one allocation, not one more for that block.
+// What a hook request lives in: its arena, whose first block is part of
+// the holder (a request costs one allocation), and the view it is lent.
 struct RequestHolder {
-  static constexpr size_t kInlineBlock = 1024;
-  alignas(std::max_align_t) char block[kInlineBlock];
-  google::protobuf::Arena arena{options(block)};
+  InlineArena<1024> memory;
   std::shared_ptr<const v1::DriverSandbox> sandbox;
-
-  RequestHolder() {}  // not `= default`: make_shared would zero the block first
-
-  static google::protobuf::ArenaOptions options(char* block) {
-    google::protobuf::ArenaOptions o;
-    o.initial_block = block;
-    o.initial_block_size = kInlineBlock;
-    return o;
-  }
 };
 
 }  // namespace
@@ -199,10 +187,10 @@ std::shared_ptr<hookpb::HookRequest> HookChain::base_request(const ConfiguredHoo
   // On an arena: made and freed whole, not field by field. An arena never
   // frees what it was lent (the view, the hook's config), and the holder
   // keeps the view alive as long as the request.
-  auto holder = std::make_shared<RequestHolder>();
+  auto holder = std::make_shared_for_overwrite<RequestHolder>();
   holder->sandbox = std::move(sandbox);
   const v1::DriverSandbox* view = holder->sandbox.get();
-  auto* message = google::protobuf::Arena::CreateMessage<hookpb::HookRequest>(&holder->arena);
+  auto* message = google::protobuf::Arena::CreateMessage<hookpb::HookRequest>(&holder->memory.arena);
   std::shared_ptr<hookpb::HookRequest> request(std::move(holder), message);
   const bool holds_config = h.spec.config.fields_size() > 0;
   request->set_protocol_version(kHookProtocolVersion);

@@ -1,13 +1,10 @@
 #include "plan/plan.h"
 
+#include "common/inline_arena.h"
 #include "common/secrets.h"
 #include "plan/message_target.h"
 #include "plan/sandbox_json.h"
 #include "plan/write_back.h"
-
-#include <google/protobuf/arena.h>
-
-#include <cstddef>
 
 namespace owrap {
 
@@ -90,21 +87,14 @@ void make_hook_view(DriverSandbox& view) {
   }
 }
 
-// The plan's views live on an arena whose first block is part of the same
-// allocation: their strings and map nodes cost no malloc of their own, and
-// they are freed whole when the last holder lets go. The block holds a
-// typical view and a patch set's copy of it.
-struct PlanArena {
-  static constexpr size_t kInlineBlock = 8192;
-  alignas(std::max_align_t) char block[kInlineBlock];
-  google::protobuf::Arena arena{arena_options(block)};
+// The plan's views live on an arena whose first block holds a typical view
+// and a patch set's copy of it: their strings and map nodes cost no malloc
+// of their own, and they are freed whole when the last holder lets go.
+struct PlanArena : InlineArena<8192> {
+  PlanArena() : InlineArena(growth()) {}
 
-  PlanArena() {}  // not `= default`: make_shared would zero the block first
-
-  static google::protobuf::ArenaOptions arena_options(char* block) {
+  static google::protobuf::ArenaOptions growth() {
     google::protobuf::ArenaOptions options;
-    options.initial_block = block;
-    options.initial_block_size = kInlineBlock;
     options.start_block_size = 8192;
     options.max_block_size = 65536;
     return options;
@@ -112,7 +102,7 @@ struct PlanArena {
 };
 
 std::shared_ptr<google::protobuf::Arena> make_plan_arena() {
-  auto holder = std::make_shared<PlanArena>();
+  auto holder = std::make_shared_for_overwrite<PlanArena>();
   return std::shared_ptr<google::protobuf::Arena>(holder, &holder->arena);
 }
 
