@@ -151,7 +151,7 @@ bool ChainRun::advance() {
     options.cancel = cancel;
     options.cq = cq;
     lock.unlock();
-    if (on_progress_) on_progress_(chain_.labels_[step.hook][static_cast<size_t>(step.phase)]);
+    if (on_progress_) on_progress_(label(step));
     h.hook->invoke(std::move(request), options, [self = shared_from_this(), step_no = next_](HookOutcome outcome) {
       self->on_outcome(step_no, std::move(outcome));
     });
@@ -329,7 +329,7 @@ bool ChainRun::fail_step(const ChainStep& step, const grpc::Status& failure, Hoo
   const ConfiguredHook& h = chain_.hooks_[step.hook];
   HookCounters& counters = *chain_.counters_[step.hook];
   counters.failures++;
-  std::string message = chain_.labels_[step.hook][static_cast<size_t>(step.phase)] + ": " + failure.error_message();
+  std::string message = label(step) + ": " + failure.error_message();
   nlohmann::json fields = {{"hook", h.hook->name()},
                            {"phase", phase_name(step.phase)},
                            {"rpc", rpc_name(rpc_)},

@@ -73,6 +73,10 @@ class ChainRun : public std::enable_shared_from_this<ChainRun> {
   std::shared_ptr<hookpb::HookRequest> request_for(const ChainStep& step,
                                                    std::chrono::steady_clock::time_point deadline) const;
   std::chrono::steady_clock::time_point deadline_for(const ChainStep& step) const;
+  // 'hook "a", phase validate': what the call says runs, and how a failure names it.
+  const std::string& label(const ChainStep& step) const {
+    return chain_.labels_[step.hook][static_cast<size_t>(step.phase)];
+  }
   void end(grpc::Status status);
   // Ends the run if the call was cancelled or ended (close()); true then.
   bool given_up_locked();

@@ -289,6 +289,11 @@ bool holds_values(const FieldDescriptor& f) {
   }
 }
 
+// Add, remove and replace below the whole document: all the target runs.
+bool runs(const PatchOp& op) {
+  return !op.path.empty() && (op.op == "add" || op.op == "remove" || op.op == "replace");
+}
+
 }  // namespace
 
 bool MessageTarget::prints_back(const Message& view) {
@@ -304,7 +309,7 @@ bool MessageTarget::handles(const json& patches) {
 
 bool MessageTarget::handles(const PreparedPatches& ops) {
   for (const auto& op : ops) {
-    if (op.path.empty() || (op.op != "add" && op.op != "remove" && op.op != "replace")) return false;
+    if (!runs(op)) return false;
   }
   return true;
 }
@@ -349,7 +354,7 @@ std::optional<size_t> MessageTarget::array_size(const PathTokens& path, size_t c
 }
 
 std::string MessageTarget::run(const PatchOp& op) {
-  if (op.path.empty() || (op.op != "add" && op.op != "remove" && op.op != "replace")) unsure();
+  if (!runs(op)) unsure();
   // The parent stays where it is: the operation changes what is in it.
   auto parent = resolve(op.path, op.path.size() - 1);
   if (!parent) unsure();               // a missing parent: the form's error words it

@@ -132,13 +132,13 @@ std::shared_ptr<DriverSandbox> Plan::new_view() const {
   // strings hold on the heap until it goes (at most their wire size). The
   // first copy, most calls' only one, always goes to the arena unmeasured;
   // the view after it stands in for it.
-  if (arena_copies_ > 0) {
+  if (copied_on_arena_) {
     const size_t bytes = current_->ByteSizeLong();
     if (arena_copied_bytes_ == 0) arena_copied_bytes_ = bytes;
     if (arena_->SpaceAllocated() + arena_copied_bytes_ + bytes > kArenaBytes) return std::make_shared<DriverSandbox>();
     arena_copied_bytes_ += bytes;
   }
-  arena_copies_++;
+  copied_on_arena_ = true;
   return std::shared_ptr<DriverSandbox>(arena_, google::protobuf::Arena::CreateMessage<DriverSandbox>(arena_.get()));
 }
 

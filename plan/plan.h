@@ -134,7 +134,7 @@ class Plan {
   // would add up past kArenaBytes they go to the heap instead, so a large
   // view patched by many hooks is not kept once per set (new_view()).
   static constexpr size_t kArenaBytes = 256 * 1024;
-  mutable size_t arena_copies_ = 0;
+  mutable bool copied_on_arena_ = false;
   mutable size_t arena_copied_bytes_ = 0;  // the copies' wire sizes, added up
   mutable std::shared_ptr<google::protobuf::Arena> arena_;
   // Immutable once made; the same object until a hook changes the plan.

@@ -95,8 +95,8 @@ class Patcher {
     templated_ = section.templated;
     const size_t existing = existing_tokens(section.place);
     if (existing < section.pointer.size()) return add_parents(section, existing, section.values, key, true);
-    Where path(section.pointer, section.pointer_text);
     if (section.place == Place::kDriverConfig) {
+      Where path(section.pointer, section.pointer_text);
       return merge_struct(spec_.template_().driver_config(), path, section.values, key);
     }
     return merge_strings(spec_.template_().labels(), nullptr, section, key);
