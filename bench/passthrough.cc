@@ -293,6 +293,12 @@ int run() {
   auto c2 = endpoint_wrapper("c2", "c1", c1->socket);
   auto c3 = endpoint_wrapper("c3", "c2", c2->socket);
   auto plain = endpoint_wrapper("plain", "memory", memory.socket, false);
+  // The same wrapper with gRPC's server serving the gateway's connections
+  // (relay = "grpc"): what the frame relay is measured against.
+  WrapperSpec grpc_spec{"grpcrelay", "memory", "nested", {}};
+  grpc_spec.endpoint_socket = memory.socket;
+  grpc_spec.extra_toml = "log_level = \"warn\"\nwatch_queue_capacity = 4096\nrelay = \"grpc\"\n";
+  auto grpc_relay = std::make_unique<WrapperProc>(dir, grpc_spec);
   // OWRAP_BENCH_WRAPPER: another build's wrapper as (b'), in the same
   // rounds as (b), to compare builds on a shared machine.
   const char* other_binary = std::getenv("OWRAP_BENCH_WRAPPER");
@@ -321,6 +327,7 @@ int run() {
   targets.push_back(
       {"(c) chain of three", c3->socket, {{driver}, {c1->proc->pid()}, {c2->proc->pid()}, {c3->proc->pid()}}});
   targets.push_back({"(d) one wrapper, defaults", plain->socket, {{driver}, {plain->proc->pid()}}});
+  targets.push_back({"(g) one wrapper, relay grpc", grpc_relay->socket, {{driver}, {grpc_relay->proc->pid()}}});
   if (!add_proxy(targets, haproxy.get(), driver) || !add_proxy(targets, nginx.get(), driver)) return 1;
 
   const int rounds = 20, per_round = 250, calls = rounds * per_round;

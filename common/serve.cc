@@ -6,9 +6,11 @@
 
 namespace owrap {
 
-Result<std::unique_ptr<UdsGrpcServer>> UdsGrpcServer::start(
-    const std::string& path, std::vector<grpc::Service*> services, grpc::CallbackGenericService* generic,
-    std::string who, const std::function<void(grpc::ServerBuilder&)>& configure) {
+Result<std::unique_ptr<UdsGrpcServer>> UdsGrpcServer::start(const std::string& path,
+                                                            std::vector<grpc::Service*> services,
+                                                            grpc::CallbackGenericService* generic, std::string who,
+                                                            const std::function<void(grpc::ServerBuilder&)>& configure,
+                                                            ConnectionHandoff handoff) {
   auto socket = GuardedSocket::bind(path);
   if (!socket) return Error{socket.error()};
   std::unique_ptr<UdsGrpcServer> out(new UdsGrpcServer());
@@ -23,7 +25,8 @@ Result<std::unique_ptr<UdsGrpcServer>> UdsGrpcServer::start(
   if (configure) configure(builder);
   out->server_ = builder.BuildAndStart();
   if (!out->server_) return Error{"cannot start gRPC server for " + path};
-  out->acceptor_ = std::make_unique<PeerCheckedAcceptor>(*out->socket_, out->server_.get(), std::move(who));
+  out->acceptor_ =
+      std::make_unique<PeerCheckedAcceptor>(*out->socket_, out->server_.get(), std::move(who), std::move(handoff));
   out->acceptor_->start();
   return out;
 }

@@ -21,9 +21,12 @@ class UdsGrpcServer {
   // Binds `path` (see GuardedSocket), starts a server with `services` and an
   // optional catch-all generic service, and accepts same-uid peers only.
   // `configure` may add completion queues before the server is built.
+  // With `handoff`, accepted connections go there instead of to the server
+  // (which then only sees the connections its owner adds).
   static Result<std::unique_ptr<UdsGrpcServer>> start(const std::string& path, std::vector<grpc::Service*> services,
                                                       grpc::CallbackGenericService* generic, std::string who,
-                                                      const std::function<void(grpc::ServerBuilder&)>& configure = {});
+                                                      const std::function<void(grpc::ServerBuilder&)>& configure = {},
+                                                      ConnectionHandoff handoff = {});
   ~UdsGrpcServer();
 
   // Refuses new connections (existing ones may still start calls).

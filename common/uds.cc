@@ -188,8 +188,13 @@ GuardedSocket::~GuardedSocket() {
   }
 }
 
-PeerCheckedAcceptor::PeerCheckedAcceptor(GuardedSocket& socket, grpc::Server* server, std::string who)
-    : socket_(socket), server_(server), who_(std::move(who)), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+PeerCheckedAcceptor::PeerCheckedAcceptor(GuardedSocket& socket, grpc::Server* server, std::string who,
+                                         ConnectionHandoff handoff)
+    : socket_(socket),
+      server_(server),
+      who_(std::move(who)),
+      handoff_(std::move(handoff)),
+      wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
 
 PeerCheckedAcceptor::~PeerCheckedAcceptor() {
   stop();
@@ -239,6 +244,10 @@ void PeerCheckedAcceptor::run() {
       refused_++;
       log_warn("dropping connection from a foreign uid",
                {{"peer_uid", cred.uid}, {"peer_pid", cred.pid}, {"expected_uid", self}, {"socket", socket_.path()}});
+      continue;
+    }
+    if (handoff_) {
+      handoff_(std::move(conn));
       continue;
     }
     // gRPC needs the fd non-blocking (set by accept4), or the connection hangs.

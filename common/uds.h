@@ -85,10 +85,13 @@ class GuardedSocket {
 };
 
 // Accepts connections on a GuardedSocket, checks the peer's uid and hands
-// accepted fds to a grpc::Server that has no listening ports of its own.
+// accepted fds on: to a grpc::Server that has no listening ports of its
+// own, or to `handoff` (the wrapper's frame relay). Called on the accept
+// thread; the fd is non-blocking.
+using ConnectionHandoff = std::function<void(UniqueFd)>;
 class PeerCheckedAcceptor {
  public:
-  PeerCheckedAcceptor(GuardedSocket& socket, grpc::Server* server, std::string who);
+  PeerCheckedAcceptor(GuardedSocket& socket, grpc::Server* server, std::string who, ConnectionHandoff handoff = {});
   ~PeerCheckedAcceptor();
   void start();
   void stop();  // idempotent; returns once the accept thread has exited
@@ -99,6 +102,7 @@ class PeerCheckedAcceptor {
   GuardedSocket& socket_;
   grpc::Server* server_;
   std::string who_;
+  ConnectionHandoff handoff_;
   UniqueFd wake_;
   std::thread thread_;
   std::atomic<uint64_t> refused_{0};

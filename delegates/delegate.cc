@@ -3,6 +3,7 @@
 #include "common/grpc_util.h"
 #include "common/log.h"
 #include "compute_driver.grpc.pb.h"
+#include "delegates/delegate_config.h"
 #include "delegates/endpoint_delegate.h"
 #include "delegates/managed_delegate.h"
 
@@ -54,11 +55,9 @@ bool wait_until_answers(const std::shared_ptr<grpc::Channel>& channel, std::chro
   return false;
 }
 
-namespace {
 std::string unavailable_message(const Delegate& d, const std::string& reason) {
   return "delegate \"" + d.name() + "\" is unavailable: " + reason;
 }
-}  // namespace
 
 grpc::Status unavailable_delegate_status(const Delegate& d) {
   return grpc::Status(grpc::StatusCode::UNAVAILABLE, unavailable_message(d, d.unavailable_reason()));
@@ -88,6 +87,10 @@ std::unique_ptr<Delegate> make_delegate(const DelegateOptions& options) {
 
 EndpointDelegate::EndpointDelegate(DelegateOptions options)
     : options_(std::move(options)), channel_(make_delegate_channel(options_.endpoint)) {}
+
+std::string EndpointDelegate::socket_path() const {
+  return endpoint_socket_path(options_.endpoint);
+}
 
 Result<bool> EndpointDelegate::start(const std::function<bool()>& cancelled) {
   std::string caps;

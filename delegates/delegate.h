@@ -22,6 +22,9 @@ class Delegate {
   // The base driver's driver_config key, used in messages and logs.
   virtual const std::string& name() const = 0;
   virtual std::shared_ptr<grpc::Channel> channel() const = 0;
+  // The Unix socket the delegate serves on (the frame relay connects there
+  // itself); may change only across a restart.
+  virtual std::string socket_path() const = 0;
   // False while a managed process is down or restarting: calls fail fast.
   virtual bool available() const = 0;
   virtual std::string unavailable_reason() const = 0;
@@ -67,6 +70,8 @@ bool wait_until_answers(const std::shared_ptr<grpc::Channel>& channel, std::chro
 
 std::unique_ptr<Delegate> make_delegate(const DelegateOptions& options);
 
+// "delegate "<name>" is unavailable: <reason>".
+std::string unavailable_message(const Delegate& d, const std::string& reason);
 // UNAVAILABLE naming `d` and why it is down: what a call gets while it is.
 grpc::Status unavailable_delegate_status(const Delegate& d);
 // Rewrites a transport failure (the delegate never answered) so the caller

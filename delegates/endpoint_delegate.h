@@ -10,6 +10,7 @@ class EndpointDelegate final : public Delegate {
   explicit EndpointDelegate(DelegateOptions options);
   const std::string& name() const override { return options_.name; }
   std::shared_ptr<grpc::Channel> channel() const override { return channel_; }
+  std::string socket_path() const override;
   bool available() const override { return true; }
   std::string unavailable_reason() const override { return {}; }
   Result<bool> start(const std::function<bool()>& cancelled) override;

@@ -33,7 +33,7 @@ class ManagedDelegate final : public Delegate {
   Result<bool> start(const std::function<bool()>& cancelled) override;
   void stop(std::chrono::milliseconds grace) override;
 
-  const std::string& socket_path() const { return socket_path_; }
+  std::string socket_path() const override { return socket_path_; }
   pid_t pid() const { return pid_.load(); }
 
  private:

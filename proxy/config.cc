@@ -25,7 +25,8 @@ const std::vector<std::string> kOwnWrapperKeys = {"name",
                                                   "watch_queue_capacity",
                                                   "watch_finish_grace_ms",
                                                   "resync_timeout_ms",
-                                                  "worker_threads"};
+                                                  "worker_threads",
+                                                  "relay"};
 
 // [wrapper] also holds the hook chain's own settings, read by hooks/.
 const std::vector<std::string>& wrapper_keys() {
@@ -77,6 +78,14 @@ void read_wrapper(TomlSection& w, WrapperConfig& cfg) {
   if (auto v = w.millis("resync_timeout_ms", 100, kTenMinutes)) cfg.resync_timeout = *v;
   if (auto v = w.integer("watch_queue_capacity", 1, 1 << 24)) cfg.watch_queue_capacity = static_cast<size_t>(*v);
   if (auto v = w.integer("worker_threads", 1, 64)) cfg.worker_threads = static_cast<unsigned>(*v);
+  if (auto relay = w.string("relay")) {
+    if (*relay == "frames")
+      cfg.relay = RelayMode::kFrames;
+    else if (*relay == "grpc")
+      cfg.relay = RelayMode::kGrpc;
+    else
+      w.error("relay", "must be \"frames\" or \"grpc\", not \"" + *relay + "\"");
+  }
   read_hook_chain_settings(w, cfg.hooks);
 }
 
@@ -107,11 +116,8 @@ void read_testing(TomlSection& t, TestingStageConfig& out) {
 
 const std::vector<ConfigSection>& config_sections() {
   static const std::vector<ConfigSection> kSections = {
-      {"wrapper", wrapper_keys()},
-      {"capabilities", kCapabilitiesKeys},
-      {"testing", kTestingKeys},
-      {"delegate", delegate_config_keys()},
-      {"hooks", hook_config_keys()},
+      {"wrapper", wrapper_keys()},          {"capabilities", kCapabilitiesKeys}, {"testing", kTestingKeys},
+      {"delegate", delegate_config_keys()}, {"hooks", hook_config_keys()},
   };
   return kSections;
 }
@@ -211,7 +217,8 @@ nlohmann::json WrapperConfig::to_json() const {
                   {"watch_queue_capacity", watch_queue_capacity},
                   {"watch_finish_grace_ms", watch_finish_grace.count()},
                   {"resync_timeout_ms", resync_timeout.count()},
-                  {"worker_threads", worker_threads}};
+                  {"worker_threads", worker_threads},
+                  {"relay", relay == RelayMode::kFrames ? "frames" : "grpc"}};
   nlohmann::json caps = nlohmann::json::object();
   if (default_image) caps["default_image"] = *default_image;
   if (gateway_manages_lifecycle) caps["gateway_manages_lifecycle"] = *gateway_manages_lifecycle;

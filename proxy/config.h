@@ -26,6 +26,11 @@ struct TestingStageConfig {
   RpcSet rpcs = rpc_set({Rpc::kCreateSandbox});
 };
 
+// Who serves the gateway's connections (proxy/frame_relay.h): the
+// wrapper's HTTP/2 front, which relays calls no stage sees straight to the
+// delegate and the rest to the gRPC server; or the gRPC server alone.
+enum class RelayMode { kFrames, kGrpc };
+
 struct WrapperConfig {
   std::string name;
   std::string socket;
@@ -41,6 +46,7 @@ struct WrapperConfig {
   std::chrono::milliseconds resync_timeout{30000};
   // Threads relaying calls, each polling its own completion queue.
   unsigned worker_threads = 1;
+  RelayMode relay = RelayMode::kFrames;
   // [capabilities]: overrides of what the delegate reports.
   std::optional<std::string> default_image;
   std::optional<bool> gateway_manages_lifecycle;

@@ -238,4 +238,10 @@ bool WireCheck::parses(const grpc::ByteBuffer& bytes) const {
   return wire_detail::check_fields(in, type_, 0, 0);
 }
 
+bool WireCheck::parses(std::string_view bytes) const {
+  auto* begin = reinterpret_cast<const uint8_t*>(bytes.data());
+  wire_detail::Reader in(begin, begin + bytes.size());
+  return wire_detail::check_fields(in, type_, 0, 0);
+}
+
 }  // namespace owrap

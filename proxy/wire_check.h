@@ -9,6 +9,8 @@
 #include <google/protobuf/descriptor.h>
 #include <grpcpp/support/byte_buffer.h>
 
+#include <string_view>
+
 namespace owrap {
 
 namespace wire_detail {
@@ -21,6 +23,7 @@ class WireCheck {
   // need a look inside; kept for the process's lifetime.
   explicit WireCheck(const google::protobuf::Descriptor& type);
   bool parses(const grpc::ByteBuffer& bytes) const;
+  bool parses(std::string_view bytes) const;
 
  private:
   const wire_detail::TypeCheck* type_;

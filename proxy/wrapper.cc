@@ -6,6 +6,7 @@
 #include "hooks/hook_factory.h"
 #include "proxy/builtin_stages.h"
 #include "proxy/delegate_lister.h"
+#include "proxy/frame_relay.h"
 #include "proxy/generic_relay.h"
 #include "proxy/unary_server.h"
 #include "proxy/watch_hub.h"
@@ -136,12 +137,21 @@ int run_wrapper(WrapperConfig config) {
                                config.resync_timeout, watch_observer(chain, feed), watch_liveness(chain, feed)},
                queues);
   GenericRelay relay(config.name, *delegate, queues);
-  auto server = UdsGrpcServer::start(config.socket, {&service}, nullptr, "wrapper " + config.name,
-                                     [&](grpc::ServerBuilder& builder) {
-                                       relay.register_with(builder);
-                                       queues.add_to(builder);
-                                     });
+  std::optional<FrameRelay> frames;
+  ConnectionHandoff handoff;
+  if (config.relay == RelayMode::kFrames) {
+    frames.emplace(FrameRelayOptions{config.name, *delegate, pipeline, queues.tracker()});
+    handoff = [&frames](UniqueFd fd) { frames->adopt(std::move(fd)); };
+  }
+  auto server = UdsGrpcServer::start(
+      config.socket, {&service}, nullptr, "wrapper " + config.name,
+      [&](grpc::ServerBuilder& builder) {
+        relay.register_with(builder);
+        queues.add_to(builder);
+      },
+      handoff);
   if (!server) {
+    frames.reset();
     log_error("cannot serve", {{"error", server.error()}});
     lister.cancel_all();
     queues.stop();
@@ -150,6 +160,7 @@ int run_wrapper(WrapperConfig config) {
     io_thread.stop();
     return 1;
   }
+  if (frames) frames->set_server(server.value()->server());
   queues.start();
   unary.start();
   hub.listen(service);
@@ -175,6 +186,10 @@ int run_wrapper(WrapperConfig config) {
     log_warn("calls still running after the shutdown grace; cancelling them",
              {{"active", queues.tracker().active()}, {"grace_ms", config.shutdown_grace.count()}});
   }
+  // The front goes first: its gateway streams are reset and its delegate
+  // streams cancelled; its socket pairs close, which the server sees as
+  // the gateway's connections going away.
+  if (frames) frames->stop();
   server.value()->shutdown(std::chrono::milliseconds(0));
   lister.cancel_all();
   queues.stop();

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(meson ninja-build pkg-config g++ libgrpc++-dev libabsl-dev protobuf-compiler-grpc libprotobuf-dev
-          protobuf-compiler libboost-dev nlohmann-json3-dev libtomlplusplus-dev catch2 util-linux procps
+          protobuf-compiler libboost-dev nlohmann-json3-dev libtomlplusplus-dev libnghttp2-dev catch2 util-linux procps
           python3 python3-grpcio python3-protobuf)
 
 install_deps() {
