@@ -22,6 +22,7 @@
 // only) of the measured calls alone: a figure no other load on the machine
 // moves, for comparing builds; the syscalls a call makes are strace's to count.
 // OWRAP_BENCH_CALLGRIND=<file> keeps the dump there, for callgrind_annotate.
+// OWRAP_BENCH_RELAY=grpc|frames sets the wrapper's `relay`.
 #include "bench/hook_configs.h"
 #include "tests/support/harness.h"
 
@@ -130,6 +131,9 @@ int run(int argc, char** argv) {
   WrapperSpec spec{"one", "memory", "nested", {}};
   spec.endpoint_socket = memory.socket;
   if (!info) spec.extra_toml = "log_level = \"warn\"\n";
+  // OWRAP_BENCH_RELAY=grpc: gRPC's server serves the gateway's connections.
+  if (const char* relay = std::getenv("OWRAP_BENCH_RELAY"))
+    spec.extra_toml += "relay = \"" + std::string(relay) + "\"\n";
   if (!hooks.empty()) spec.extra_delegate_toml = hooks;
   const bool callgrind = std::getenv("OWRAP_BENCH_CALLGRIND") != nullptr;
   // OWRAP_BENCH_WRAPPER: another build's binary, to compare builds.

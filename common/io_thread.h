@@ -29,7 +29,10 @@ class IoThread {
   }
 
  private:
-  boost::asio::io_context io_;
+  // One thread runs it: a handler posted from that thread then goes to the
+  // thread's own queue instead of waking the reactor (an epoll_ctl per post;
+  // two per call for the frame relay). Locking stays on: other threads post.
+  boost::asio::io_context io_{1};
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
   std::thread thread_;
 };

@@ -16,7 +16,7 @@ namespace {
 // more: its streams' bodies stay where they are, and flow control holds
 // their producers.
 constexpr size_t kMaxUnsent = 256 * 1024;
-constexpr size_t kReadChunk = 64 * 1024;
+constexpr size_t kReadChunk = 32 * 1024;
 // A header block larger than this resets its stream (gRPC's own server
 // refuses far less: 16 KiB).
 constexpr size_t kMaxHeaderBlock = 64 * 1024;
@@ -191,7 +191,12 @@ std::shared_ptr<H2Connection> H2Connection::make(boost::asio::io_context& io, Un
 
 H2Connection::H2Connection(boost::asio::io_context& io, UniqueFd fd, Side side, H2Flusher& flusher,
                            H2StreamAcceptor* acceptor, std::string who)
-    : socket_(io, fd.release()), side_(side), flusher_(flusher), acceptor_(acceptor), who_(std::move(who)) {}
+    : socket_(io, fd.release()),
+      side_(side),
+      flusher_(flusher),
+      acceptor_(acceptor),
+      who_(std::move(who)),
+      read_buf_(new uint8_t[kReadChunk]) {}
 
 H2Connection::~H2Connection() {
   if (session_ != nullptr) nghttp2_session_del(session_);
@@ -269,33 +274,32 @@ void H2Connection::dirty() {
   flusher_.mark(shared_from_this());
 }
 
+// async_read_some, not async_wait + recv: Asio reads when the event comes
+// and, after a short read (the socket was empty at that instant, so any
+// later byte makes a new edge), queues the next read without a syscall.
+// A wait costs an epoll_ctl to re-arm and a recv that ends in EAGAIN.
 void H2Connection::read_some() {
-  if (torn_down_) return;
-  socket_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
-                     [self = shared_from_this()](const boost::system::error_code& ec) {
-                       if (ec || self->torn_down_) return;
-                       self->on_readable();
-                       self->flusher_.flush();
-                     });
+  if (torn_down_ || closing_) return;
+  socket_.async_read_some(boost::asio::buffer(read_buf_.get(), kReadChunk),
+                          [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
+                            if (self->torn_down_) return;
+                            if (ec == boost::asio::error::operation_aborted) return;
+                            if (ec == boost::asio::error::eof) {
+                              self->fail("peer closed the connection");
+                            } else if (ec) {
+                              self->fail("read: " + ec.message());
+                            } else {
+                              self->on_read(n);
+                            }
+                            self->flusher_.flush();
+                          });
 }
 
-void H2Connection::on_readable() {
-  alignas(16) uint8_t buf[kReadChunk];
-  for (;;) {
-    ssize_t n = ::recv(socket_.native_handle(), buf, sizeof buf, 0);
-    if (n > 0) {
-      ssize_t used = nghttp2_session_mem_recv(session_, buf, static_cast<size_t>(n));
-      if (torn_down_) return;
-      if (used < 0) return fail(std::string("HTTP/2 error: ") + nghttp2_strerror(static_cast<int>(used)));
-      dirty();
-      if (closing_) return;
-      continue;
-    }
-    if (n == 0) return fail("peer closed the connection");
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-    return fail(std::string("read: ") + std::strerror(errno));
-  }
+void H2Connection::on_read(size_t n) {
+  ssize_t used = nghttp2_session_mem_recv(session_, read_buf_.get(), n);
+  if (torn_down_) return;
+  if (used < 0) return fail(std::string("HTTP/2 error: ") + nghttp2_strerror(static_cast<int>(used)));
+  dirty();
   read_some();
 }
 

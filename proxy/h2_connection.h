@@ -3,7 +3,7 @@
 // for the gateway's connections (server side), the delegate's and the
 // wrapper's own gRPC server's (client side).
 //
-// Reads drain the socket until EAGAIN, then feed nghttp2. Writes are not
+// What a read brings is fed to nghttp2 at once. Writes are not
 // made per frame: whatever a read's callbacks submitted, on this connection
 // or another, goes out in one send per connection when that read has been
 // handled (`H2Flusher`). Write readiness is waited for only while a send
@@ -145,7 +145,7 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   H2Connection(boost::asio::io_context& io, UniqueFd fd, Side side, H2Flusher& flusher, H2StreamAcceptor* acceptor,
                std::string who);
   void read_some();
-  void on_readable();
+  void on_read(size_t n);
   void dirty();
   friend class H2Flusher;
   void flush();
@@ -164,6 +164,7 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   std::unordered_map<int32_t, H2StreamSink*> sinks_;
   H2Headers building_;  // the header block being received (HTTP/2 never interleaves two)
   size_t building_bytes_ = 0;
+  std::unique_ptr<uint8_t[]> read_buf_;
   std::string out_;  // bytes nghttp2 produced that the socket did not take yet
   size_t out_offset_ = 0;
   bool marked_ = false;
