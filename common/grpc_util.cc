@@ -79,21 +79,26 @@ void copy_request_metadata(const grpc::ServerContextBase& from, grpc::ClientCont
   to.AddMetadata(std::string(kHopsMetadata), std::to_string(wrapper_hops(from) + 1));
 }
 
+std::optional<std::string> relayable_response_metadata(std::string_view key, std::string_view value,
+                                                       const std::vector<std::string>* secrets) {
+  if (is_transport_metadata(key)) return std::nullopt;
+  std::string v(value);
+  if (secrets != nullptr && !secrets->empty()) {
+    std::string scrubbed = redact_secrets(v, *secrets);
+    if (scrubbed != v) {
+      if (key.size() > 4 && key.substr(key.size() - 4) == "-bin") return std::nullopt;
+      v = std::move(scrubbed);
+    }
+  }
+  return v;
+}
+
 namespace {
 
 // Adds one response metadata entry unless it must not leave the process.
 template <class Add>
 void copy_entry(std::string_view key, std::string_view value, const std::vector<std::string>* secrets, Add add) {
-  if (is_transport_metadata(key)) return;
-  std::string v(value);
-  if (secrets != nullptr && !secrets->empty()) {
-    std::string scrubbed = redact_secrets(v, *secrets);
-    if (scrubbed != v) {
-      if (key.size() > 4 && key.substr(key.size() - 4) == "-bin") return;
-      v = std::move(scrubbed);
-    }
-  }
-  add(std::string(key), std::move(v));
+  if (auto v = relayable_response_metadata(key, value, secrets)) add(std::string(key), std::move(*v));
 }
 
 void put_varint(std::string& out, uint64_t v) {

@@ -45,6 +45,11 @@ void copy_request_metadata(const grpc::ServerContextBase& from, grpc::ClientCont
 // for binary (-bin) keys, whose bytes cannot be edited safely.
 void copy_response_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to,
                             const std::vector<std::string>* secrets = nullptr);
+// One response metadata entry as the relay passes it on: nullopt when it
+// must not leave the process (a transport header, or a -bin value carrying
+// a secret), else the value with any secret scrubbed.
+std::optional<std::string> relayable_response_metadata(std::string_view key, std::string_view value,
+                                                       const std::vector<std::string>* secrets);
 void copy_initial_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to,
                            const std::vector<std::string>* secrets = nullptr);
 void copy_trailing_metadata(const grpc::ClientContext& from, grpc::ServerContextBase& to,

@@ -2,21 +2,23 @@
 // gateway's connections are served by the wrapper's own HTTP/2 front, on one
 // thread, instead of by gRPC's server.
 //
-//  * A unary RPC no stage applies to (GetSandbox, ListSandboxes, ...; see
-//    `FrameRelay::direct`) is a `DirectCall`: the request message is checked
-//    and sent to the delegate's socket as it came, the reply checked and
-//    sent back as it came. No gRPC call object exists on either side; this
-//    is what HAProxy does for a hop, plus the wrapper's checks.
-//  * Every other stream (CreateSandbox and the RPCs stages see, the watch,
-//    unknown methods, compressed requests) is a `PipedCall`: relayed stream
-//    for stream to the wrapper's gRPC server over a socket pair per gateway
-//    connection, where the call pipeline runs as with `relay = "grpc"`.
+//  * A unary RPC is a `FrameCall` (proxy/frame_call.h): the call pipeline
+//    runs on the relay's thread and the delegate is called on the relay's
+//    own HTTP/2 connection to its socket. An RPC no stage applies to
+//    (GetSandbox, ListSandboxes, ...) is relayed as the bytes that came in,
+//    both ways: no gRPC call object exists on either side, which is what
+//    HAProxy does for a hop, plus the wrapper's checks.
+//  * Every other stream (WatchSandboxes, unknown methods, a compressed
+//    request) is a `PipedCall`: relayed stream for stream to the wrapper's
+//    gRPC server over a socket pair per gateway connection, where the watch
+//    hub, the generic relay and `UnaryCall` serve it as with
+//    `relay = "grpc"`.
 //
-// A direct call keeps the gRPC path's behaviour: the same answers to a
+// A frame call keeps the gRPC path's behaviour: the same answers to a
 // request that does not parse, a loop of wrappers, a draining wrapper, a
 // delegate that is down or sends a reply that does not parse; metadata
 // copied by the same rules; the caller's deadline and cancellation reach
-// the delegate; one access-log line per call.
+// suspended stages and the delegate; one access-log line per call.
 #pragma once
 
 #include "call/rpc.h"
@@ -25,7 +27,6 @@
 
 #include <grpcpp/server.h>
 
-#include <array>
 #include <memory>
 #include <optional>
 #include <string>
@@ -64,22 +65,17 @@ class FrameRelay {
   // delegate streams reset) and joins the relay's thread. Idempotent.
   void stop();
 
-  // Whether calls of `rpc` are relayed directly (unary, no stage applies,
-  // no secret-marked field in the request).
-  bool direct(Rpc rpc) const { return direct_[static_cast<size_t>(rpc)]; }
-  // Live gateway connections (for tests and the log at stop).
+  // Live gateway connections; the relay's thread only.
   size_t connections() const;
 
-  // Internal, for the relay's call objects (on the relay's thread).
-  struct Shared;
+  struct State;
 
  private:
   void start_connection(UniqueFd fd);
 
   FrameRelayOptions options_;
-  std::array<bool, kRpcCount> direct_{};
-  IoThread io_;  // before shared_: its connections' sockets need the loop
-  std::unique_ptr<Shared> shared_;
+  IoThread io_;  // before state_: its connections' sockets need the loop
+  std::unique_ptr<State> state_;
   bool stopped_ = false;
 };
 

@@ -245,6 +245,15 @@ int H2Connection::submit_response(int32_t stream, const H2Headers& headers, H2Bo
   return rv;
 }
 
+int H2Connection::submit_headers(int32_t stream, const H2Headers& headers, bool end_stream) {
+  if (!open()) return NGHTTP2_ERR_INVALID_STATE;
+  std::vector<nghttp2_nv> nva = Callbacks::to_nv(headers);
+  int rv = nghttp2_submit_headers(session_, end_stream ? NGHTTP2_FLAG_END_STREAM : NGHTTP2_FLAG_NONE, stream, nullptr,
+                                  nva.data(), nva.size(), nullptr);
+  dirty();
+  return rv;
+}
+
 void H2Connection::body_grew(int32_t stream) {
   if (!open()) return;
   nghttp2_session_resume_data(session_, stream);

@@ -124,6 +124,9 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   // Server side: the response headers, then `body` (null: the headers end
   // the stream, a trailers-only answer).
   int submit_response(int32_t stream, const H2Headers& headers, H2Body* body);
+  // Server side: a header block without a body (response headers with
+  // `end_stream` false, then trailers with it true).
+  int submit_headers(int32_t stream, const H2Headers& headers, bool end_stream);
   // New bytes (or the end, or trailers) in a body given to a submit call.
   void body_grew(int32_t stream);
   void reset(int32_t stream, uint32_t error_code);

@@ -1,0 +1,57 @@
+// gRPC's HTTP/2 protocol, the parts the frame relay reads and writes
+// itself: grpc-timeout, grpc-message's percent encoding, message framing,
+// and an answer's status as gRPC's client would report it.
+#pragma once
+
+#include "proxy/h2_connection.h"
+
+#include <grpcpp/support/status.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace owrap {
+
+// The largest message either side may send, as the gRPC server and the
+// delegate channel allow.
+inline constexpr size_t kMaxGrpcMessage = 64 * 1024 * 1024;
+
+// grpc-timeout: up to 8 digits and a unit (H M S m u n).
+std::optional<std::chrono::nanoseconds> parse_grpc_timeout(std::string_view value);
+std::string format_grpc_timeout(std::chrono::nanoseconds left);
+
+// The openshell-wrapper-hops count in request headers (0 when absent or not
+// a number), as wrapper_hops reads it from gRPC metadata.
+int hops_of(const H2Headers& headers);
+
+std::string percent_encode(std::string_view s);
+std::string percent_decode(std::string_view s);
+
+// A -bin header's value (base64, unpadded as gRPC writes it) and back;
+// undecodable text is empty.
+std::string encode_binary_header(std::string_view bytes);
+std::string decode_binary_header(std::string_view text);
+
+// The payload of a body holding exactly one uncompressed message.
+std::optional<std::string_view> single_message(std::string_view body);
+// `payload` with its 5-byte length prefix.
+std::string framed_message(std::string_view payload);
+
+// What came back on a stream, and the status gRPC's client makes of it
+// (the delegate's own status is never rewritten here).
+struct H2Answer {
+  H2Headers headers;   // the response headers (empty for a trailers-only answer)
+  H2Headers trailers;  // the trailers, or the trailers-only block
+  std::string body;
+  bool got_headers = false;
+  void add_headers(H2Headers&& h, bool end_stream);
+  // `close_code`: the stream's HTTP/2 error code (kConnectionLost when the
+  // connection went). A status carried in the trailers wins.
+  grpc::Status status(uint32_t close_code, const std::string& lost_message) const;
+  // True when the status came from the peer's own grpc-status.
+  bool has_grpc_status() const;
+};
+
+}  // namespace owrap
