@@ -185,6 +185,12 @@ std::unique_ptr<Process> start_python_hook(const TempDir& dir, const std::string
   return proc;
 }
 
+// OWRAP_BENCH_RELAY=grpc|frames: the wrappers' `relay`.
+std::string relay_toml() {
+  const char* relay = std::getenv("OWRAP_BENCH_RELAY");
+  return relay ? "relay = \"" + std::string(relay) + "\"\n" : "";
+}
+
 // ---- 1. Sequential CreateSandbox ----
 
 // One configuration: its own memory driver (so watch events of one do not
@@ -229,7 +235,7 @@ std::unique_ptr<Target> make_target(const TempDir& dir, std::string tag, std::st
   }
   WrapperSpec spec{"w-" + t->tag, "memory", "nested", {}};
   spec.endpoint_socket = t->memory->socket;
-  spec.extra_toml = "log_level = \"warn\"\n";
+  spec.extra_toml = "log_level = \"warn\"\n" + relay_toml();
   spec.extra_delegate_toml = hooks_toml;
   spec.binary = binary;
   t->wrapper = std::make_unique<WrapperProc>(dir, spec);
@@ -521,7 +527,7 @@ void slow_hook_bursts(const TempDir& dir, int bursts, const std::string& binary 
   WrapperSpec spec{"w-" + tag, "memory", "nested", {}};
   spec.endpoint_socket = memory.socket;
   spec.binary = binary;
-  spec.extra_toml = "log_level = \"warn\"\n";
+  spec.extra_toml = "log_level = \"warn\"\n" + relay_toml();
   spec.extra_delegate_toml = exec_hook("sleep-200ms", script, "max_in_flight = 200\ntimeout_ms = 5000\n");
   WrapperProc wrapper(dir, spec);
   // One channel for the creates and the unrelated GetSandbox calls, as the

@@ -68,6 +68,7 @@ class FrameCall final : public H2StreamSink, public CallHost {
         raw_(shared.options.pipeline.for_rpc(rpc).empty()),
         runner_(*this, state_, shared.options.pipeline.for_rpc(rpc), request_, response_) {
     state_.rpc = rpc;
+    if (shared.options.hook_queue) state_.cq = shared.options.hook_queue();
     state_.traceparent = std::string(find_header(headers, "traceparent"));
     hops_ = hops_of(headers);
     path_ = std::string(find_header(headers, ":path"));

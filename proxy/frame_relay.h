@@ -27,6 +27,7 @@
 
 #include <grpcpp/server.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,6 +47,9 @@ struct FrameRelayOptions {
   Delegate& delegate;
   const Pipeline& pipeline;
   CallTracker& tracker;
+  // The queue a call's grpc hooks start their invocations on (the wrapper's
+  // completion queues, whose threads poll anyway); null: each hook's own.
+  std::function<grpc::CompletionQueue*()> hook_queue;
 };
 
 class FrameRelay {

@@ -140,7 +140,8 @@ int run_wrapper(WrapperConfig config) {
   std::optional<FrameRelay> frames;
   ConnectionHandoff handoff;
   if (config.relay == RelayMode::kFrames) {
-    frames.emplace(FrameRelayOptions{config.name, *delegate, pipeline, queues.tracker()});
+    frames.emplace(
+        FrameRelayOptions{config.name, *delegate, pipeline, queues.tracker(), [&queues] { return queues.any(); }});
     handoff = [&frames](UniqueFd fd) { frames->adopt(std::move(fd)); };
   }
   auto server = UdsGrpcServer::start(
