@@ -153,9 +153,13 @@ class FrameCall final : public H2StreamSink, public CallHost {
     maybe_retire();
   }
 
-  // CallHost. Any thread; the runner keeps the call until this resume ran.
+  // CallHost. Any thread. The runner keeps the call until this resume
+  // ran, except when the relay stops and lets every call go: `alive_`.
   void post_resume() override {
-    boost::asio::post(shared_.io, [this] { after_event([this] { runner_.on_resumed(); }); });
+    boost::asio::post(shared_.io, [this, alive = std::weak_ptr<void>(alive_)] {
+      if (alive.expired()) return;
+      after_event([this] { runner_.on_resumed(); });
+    });
   }
   void arm_timer(std::chrono::steady_clock::time_point at) override {
     if (!stage_timer_) stage_timer_.emplace(shared_.io);
@@ -418,6 +422,7 @@ class FrameCall final : public H2StreamSink, public CallHost {
   bool delivered_ = false;
   bool logged_ = false;
   bool retired_ = false;
+  std::shared_ptr<void> alive_ = raw_ ? nullptr : std::make_shared<bool>();  // only stages suspend
   CallRunner runner_;  // last: it goes first, abandoning a suspension that still points at this host
 };
 

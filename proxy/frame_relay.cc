@@ -283,8 +283,19 @@ void FrameRelay::stop() {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   io_.stop();
+  // The loop's thread is gone: handlers already due (retirements, resumes)
+  // run here, on this thread; then what is left goes, and the handlers that
+  // sets off (timers cancelled, resumes of calls now gone, which check) run
+  // too, so nothing of the relay outlives it in the loop's queue.
+  auto drain = [this] {
+    io_.io().restart();
+    for (int i = 0; i < 100 && io_.io().poll() > 0; i++) {
+    }
+  };
+  drain();
   state_->connections.clear();
   state_->shared.delegate.reset();
+  drain();
 }
 
 }  // namespace owrap
