@@ -363,6 +363,11 @@ void H2Connection::close() {
   if (!open()) return;
   closing_ = true;
   nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
+  tell_closed();
+  dirty();
+}
+
+void H2Connection::tell_closed() {
   auto sinks = std::move(sinks_);
   sinks_.clear();
   for (auto& [id, s] : sinks) s->on_close(kConnectionLost);
@@ -371,7 +376,6 @@ void H2Connection::close() {
     acceptor_ = nullptr;
     a->on_connection_closed();
   }
-  dirty();
 }
 
 void H2Connection::fail(const std::string& why) {
@@ -380,14 +384,7 @@ void H2Connection::fail(const std::string& why) {
   closing_ = true;
   out_.clear();
   out_offset_ = 0;
-  auto sinks = std::move(sinks_);
-  sinks_.clear();
-  for (auto& [id, s] : sinks) s->on_close(kConnectionLost);
-  if (acceptor_ != nullptr) {
-    H2StreamAcceptor* a = acceptor_;
-    acceptor_ = nullptr;
-    a->on_connection_closed();
-  }
+  tell_closed();
   teardown();
 }
 

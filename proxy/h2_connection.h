@@ -155,6 +155,9 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   void send_pending();
   void wait_writable();
   void fail(const std::string& why);
+  // Every sink hears on_close(kConnectionLost), then the acceptor hears the
+  // connection went; neither hears more.
+  void tell_closed();
   void teardown();
   H2StreamSink* sink(int32_t stream) const;
 
