@@ -312,15 +312,22 @@ void H2Connection::on_read(size_t n) {
   read_some();
 }
 
+// Sends what nghttp2 has, at most kMaxUnsent at a time, until nghttp2 has
+// nothing more (a window or the bodies ran out) or the socket is full (then
+// the write-readiness handler goes on). Stopping at the cap with the socket
+// still taking bytes would leave frames in nghttp2 that no event sends.
 void H2Connection::flush() {
   if (torn_down_ || session_ == nullptr) return;
-  if (!writing_) {
+  bool more = true;
+  while (more && !writing_ && !torn_down_) {
+    more = false;
     while (out_.size() - out_offset_ < kMaxUnsent) {
       const uint8_t* data = nullptr;
       ssize_t n = nghttp2_session_mem_send(session_, &data);
       if (n < 0) return fail(std::string("HTTP/2 error: ") + nghttp2_strerror(static_cast<int>(n)));
       if (n == 0) break;
       out_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
+      more = out_.size() - out_offset_ >= kMaxUnsent;
     }
     send_pending();
   }
