@@ -61,7 +61,10 @@ int wrapper_hops(const grpc::ServerContextBase& call) {
 }
 
 grpc::Status check_wrapper_hops(const grpc::ServerContextBase& call, std::string_view wrapper_name) {
-  int hops = wrapper_hops(call);
+  return check_hop_count(wrapper_hops(call), wrapper_name);
+}
+
+grpc::Status check_hop_count(int hops, std::string_view wrapper_name) {
   if (hops < kMaxWrapperHops) return grpc::Status::OK;
   return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                       "wrapper \"" + std::string(wrapper_name) + "\" refuses a call that has already passed " +

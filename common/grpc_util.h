@@ -31,6 +31,8 @@ int wrapper_hops(const grpc::ServerContextBase& call);
 // FAILED_PRECONDITION naming the loop and the limit once a call has passed
 // kMaxWrapperHops wrappers; OK before.
 grpc::Status check_wrapper_hops(const grpc::ServerContextBase& call, std::string_view wrapper_name);
+// The same for a count read elsewhere (the frame relay's request headers).
+grpc::Status check_hop_count(int hops, std::string_view wrapper_name);
 
 // The caller's W3C `traceparent` metadata, or "" (handed on to hooks).
 std::string traceparent_of(const grpc::ServerContextBase& call);

@@ -278,24 +278,11 @@ class FrameCall final : public H2StreamSink, public CallHost {
     }
     state_.sandbox_id = sandbox_id_of(state_.rpc, request_);
     state_.secrets = collect_secrets(request_);
-    if (grpc::Status s = admit(); !s.ok()) return finish(s);
+    if (grpc::Status s = admit_call(hops_, shared_.options.wrapper_name, shared_.options.tracker); !s.ok()) {
+      return finish(s);
+    }
     runner_started_ = true;
     runner_.start();
-  }
-
-  grpc::Status admit() const {
-    const std::string& name = shared_.options.wrapper_name;
-    if (hops_ >= kMaxWrapperHops) {
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                          "wrapper \"" + name + "\" refuses a call that has already passed " +
-                              (hops_ >= 1000000 ? std::string("at least 1000000") : std::to_string(hops_)) +
-                              " wrappers (limit " + std::to_string(kMaxWrapperHops) +
-                              "): the wrappers form a loop; check each wrapper's delegate.endpoint");
-    }
-    if (shared_.options.tracker.draining()) {
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "wrapper \"" + name + "\" is shutting down");
-    }
-    return grpc::Status::OK;
   }
 
   H2Headers delegate_headers() {

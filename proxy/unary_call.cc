@@ -79,7 +79,11 @@ void log_call(const CallLogEntry& entry, std::chrono::steady_clock::time_point s
 
 grpc::Status admit_call(const grpc::ServerContextBase& call, const std::string& wrapper_name,
                         const CallTracker& tracker) {
-  if (grpc::Status s = check_wrapper_hops(call, wrapper_name); !s.ok()) return s;
+  return admit_call(wrapper_hops(call), wrapper_name, tracker);
+}
+
+grpc::Status admit_call(int hops, const std::string& wrapper_name, const CallTracker& tracker) {
+  if (grpc::Status s = check_hop_count(hops, wrapper_name); !s.ok()) return s;
   if (tracker.draining()) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "wrapper \"" + wrapper_name + "\" is shutting down");
   }

@@ -120,6 +120,8 @@ LogLine call_log_line(const CallLogEntry& entry, std::chrono::microseconds laten
 // for shutdown.
 grpc::Status admit_call(const grpc::ServerContextBase& call, const std::string& wrapper_name,
                         const CallTracker& tracker);
+// The same for a call whose hop count was read elsewhere (the frame relay).
+grpc::Status admit_call(int hops, const std::string& wrapper_name, const CallTracker& tracker);
 
 template <class Req, class Resp>
 class UnaryCall final : public CallHost {
