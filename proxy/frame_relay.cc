@@ -2,6 +2,7 @@
 
 #include "common/log.h"
 #include "proxy/frame_call.h"
+#include "proxy/grpc_h2.h"
 #include "proxy/h2_connection.h"
 
 #include <grpcpp/server_posix.h>
@@ -156,11 +157,12 @@ class PipedCall final : public H2StreamSink {
     internal_stream_ = 0;
     internal_.reset();
     if (gateway_closed_) return;
-    if (code != 0) {
-      owner_.gateway().reset(stream_, code == kConnectionLost ? uint32_t{NGHTTP2_INTERNAL_ERROR} : code);
-    } else if (!responded_) {
-      owner_.gateway().reset(stream_, NGHTTP2_INTERNAL_ERROR);
-    }
+    if (code == 0 && responded_) return;
+    // A stream reset from this side tells its sink nothing more: the call
+    // retires itself.
+    gateway_closed_ = true;
+    owner_.gateway().reset(stream_, code != 0 && code != kConnectionLost ? code : uint32_t{NGHTTP2_INTERNAL_ERROR});
+    owner_.retire(stream_);
   }
   void upstream_taken(size_t n) { owner_.gateway().consume(stream_, n); }
 
@@ -181,6 +183,45 @@ class PipedCall final : public H2StreamSink {
   bool responded_ = false;
   bool gateway_closed_ = false;
 };
+
+// A stream answered at once, before any relay: what gRPC's server answers a
+// request whose headers it refuses.
+class RefusedCall final : public H2StreamSink {
+ public:
+  RefusedCall(CallOwner& owner, int32_t stream, grpc::Status status)
+      : owner_(owner), stream_(stream), status_(std::move(status)) {}
+  void on_headers(H2Headers&&, bool) override {
+    if (answered_) return;
+    answered_ = true;
+    owner_.gateway().submit_response(stream_,
+                                     {{":status", "200"},
+                                      {"content-type", "application/grpc"},
+                                      {"grpc-status", std::to_string(static_cast<int>(status_.error_code()))},
+                                      {"grpc-message", percent_encode(status_.error_message())}},
+                                     nullptr);
+  }
+  void on_data(const uint8_t*, size_t len) override { owner_.gateway().consume(stream_, len); }
+  void on_end_stream() override {}
+  void on_close(uint32_t) override { owner_.retire(stream_); }
+
+ private:
+  CallOwner& owner_;
+  const int32_t stream_;
+  const grpc::Status status_;
+  bool answered_ = false;
+};
+
+// gRPC's server refuses a request whose header list (RFC 7541 sizes: name,
+// value and 32 for each, pseudo-headers included) passes 8 KiB, and drops
+// the whole connection a little further on: a delegate that is a gRPC
+// server would do that to the delegate connection every call shares.
+constexpr size_t kMaxRequestMetadata = 8 * 1024;
+
+size_t header_list_size(const H2Headers& headers) {
+  size_t n = 0;
+  for (const H2Header& h : headers) n += h.name.size() + h.value.size() + 32;
+  return n;
+}
 
 }  // namespace
 
@@ -207,8 +248,12 @@ H2StreamSink* GatewayConnection::accept_stream(int32_t stream, const H2Headers& 
   std::string_view encoding = find_header(headers, "grpc-encoding");
   std::unique_ptr<H2StreamSink> call;
   // A compressed request goes to gRPC's server, which decompresses it.
-  if (unary != state_.unary_paths.end() && (encoding.empty() || encoding == "identity") &&
-      find_header(headers, ":method") == "POST") {
+  if (header_list_size(headers) > kMaxRequestMetadata) {
+    call = std::make_unique<RefusedCall>(
+        *this, stream,
+        grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "received initial metadata size exceeds limit"));
+  } else if (unary != state_.unary_paths.end() && (encoding.empty() || encoding == "identity") &&
+             find_header(headers, ":method") == "POST") {
     call = make_frame_call(*this, shared_, stream, unary->second, headers);
   } else {
     auto piped = std::make_unique<PipedCall>(*this, stream);

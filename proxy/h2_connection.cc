@@ -182,8 +182,10 @@ std::shared_ptr<H2Connection> H2Connection::make(boost::asio::io_context& io, Un
     c->session_ = nullptr;
     return c;
   }
-  nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, options.stream_window}};
-  nghttp2_submit_settings(c->session_, NGHTTP2_FLAG_NONE, settings, 1);
+  // A client side takes no pushed streams (the relay would only ignore them).
+  nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, options.stream_window},
+                                       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
+  nghttp2_submit_settings(c->session_, NGHTTP2_FLAG_NONE, settings, side == Side::kClient ? 2 : 1);
   nghttp2_session_set_local_window_size(c->session_, NGHTTP2_FLAG_NONE, 0,
                                         static_cast<int32_t>(options.connection_window));
   return c;
@@ -261,8 +263,8 @@ void H2Connection::body_grew(int32_t stream) {
 }
 
 void H2Connection::reset(int32_t stream, uint32_t error_code) {
-  if (!open()) return;
   sinks_.erase(stream);
+  if (!open()) return;
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream, error_code);
   dirty();
 }
@@ -334,6 +336,7 @@ void H2Connection::flush() {
   if (torn_down_) return;
   if (out_offset_ == out_.size() &&
       (closing_ || (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)))) {
+    tell_closed();  // nothing should be open by now; if something is, it hears so
     teardown();
   }
 }
