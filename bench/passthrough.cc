@@ -41,6 +41,7 @@ struct Target {
   std::vector<long> switches;
   long calls_16way = 0;
   double secs_16way = 0;
+  double hops_cpu_16way_us = 0;  // over every hop but the driver, during the 16-way rounds
   double p(double q) const { return us[static_cast<size_t>(q * (us.size() - 1))]; }
   double throughput() const { return calls_16way / secs_16way; }
   // Per call, over every hop but the driver.
@@ -123,10 +124,17 @@ long concurrent(const std::string& socket, int threads, std::chrono::millisecond
 
 // 16-way throughput, interleaved like the sequential run.
 void throughput(std::vector<Target>& targets, int rounds, std::chrono::milliseconds each) {
+  auto hops_cpu = [](const Target& t) {
+    double sum = 0;
+    for (size_t i = 1; i < t.groups.size(); i++) sum += cpu_us(t.groups[i]);
+    return sum;
+  };
   for (int r = 0; r < rounds; r++) {
     for (auto& t : targets) {
+      const double cpu0 = hops_cpu(t);
       t.calls_16way += concurrent(t.socket, 16, each);
       t.secs_16way += std::chrono::duration<double>(each).count();
+      t.hops_cpu_16way_us += hops_cpu(t) - cpu0;
     }
   }
 }
@@ -250,15 +258,16 @@ void print_side_by_side(const std::vector<Target>& targets, int calls, std::chro
       "side by side (16-way: one channel, 16 callers, %d x %.1f s interleaved; hop cpu/switches: per call, summed "
       "over the hop's processes, driver excluded)\n",
       rounds, std::chrono::duration<double>(each).count());
-  std::printf("  %-26s %7s %7s %9s %9s %11s %11s %13s\n", "", "p50 us", "p99 us", "calls/s", "p50 x(a)", "calls % (a)",
-              "hop cpu us", "hop switches");
+  std::printf("  %-26s %7s %7s %9s %9s %11s %11s %13s %14s\n", "", "p50 us", "p99 us", "calls/s", "p50 x(a)",
+              "calls % (a)", "hop cpu us", "hop switches", "16-way cpu us");
   for (const auto& t : targets) {
     std::printf("  %-26s %7.1f %7.1f %9.0f %9.2f %10.0f%% ", t.label.c_str(), t.p(0.5), t.p(0.99), t.throughput(),
                 t.p(0.5) / direct.p(0.5), 100 * t.throughput() / direct.throughput());
     if (t.groups.size() > 1) {
-      std::printf("%11.0f %13.1f\n", t.hops_cpu_us(calls), t.hops_switches(calls));
+      std::printf("%11.0f %13.1f %14.1f\n", t.hops_cpu_us(calls), t.hops_switches(calls),
+                  t.hops_cpu_16way_us / std::max<long>(t.calls_16way, 1));
     } else {
-      std::printf("%11s %13s\n", "-", "-");
+      std::printf("%11s %13s %14s\n", "-", "-", "-");
     }
   }
 }

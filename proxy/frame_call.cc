@@ -313,7 +313,7 @@ class FrameCall final : public H2StreamSink, public CallHost {
                           "delegate \"" + d.name() + "\" sent a " + std::string(rpc_name(state_.rpc)) +
                               " reply larger than " + std::to_string(kMaxGrpcMessage) + " bytes");
     }
-    grpc::Status s = reply_.status(code, unavailable_message(d, "the connection was lost"));
+    grpc::Status s = reply_.status(code, [&d] { return unavailable_message(d, "the connection was lost"); });
     if (!s.ok()) return s;
     std::optional<std::string_view> payload = single_message(reply_.body);
     static const WireCheck kReplyCheck(*Resp::descriptor());

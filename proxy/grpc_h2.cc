@@ -170,14 +170,19 @@ bool H2Answer::has_grpc_status() const {
   return !find_header(trailers, "grpc-status").empty();
 }
 
-grpc::Status H2Answer::status(uint32_t close_code, const std::string& lost_message) const {
+bool H2Answer::has_http_error() const {
+  std::string_view http = find_header(trailers.empty() ? headers : trailers, ":status");
+  return !http.empty() && http != "200";
+}
+
+grpc::Status H2Answer::status(uint32_t close_code) const {
   std::string_view code = find_header(trailers, "grpc-status");
   if (code.empty()) {
     std::string_view http = find_header(trailers.empty() ? headers : trailers, ":status");
     if (!http.empty() && http != "200") {
       return grpc::Status(code_of_http_status(http), "Received http2 header with status: " + std::string(http));
     }
-    if (close_code == kConnectionLost) return grpc::Status(grpc::StatusCode::UNAVAILABLE, lost_message);
+    if (close_code == kConnectionLost) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the connection was lost");
     if (close_code != 0) {
       return grpc::Status(code_of_reset(close_code),
                           "Received RST_STREAM with error code " + std::to_string(close_code));

@@ -48,10 +48,20 @@ struct H2Answer {
   bool got_headers = false;
   void add_headers(H2Headers&& h, bool end_stream);
   // `close_code`: the stream's HTTP/2 error code (kConnectionLost when the
-  // connection went). A status carried in the trailers wins.
-  grpc::Status status(uint32_t close_code, const std::string& lost_message) const;
+  // connection went: UNAVAILABLE with `lost()`, made only then). A status
+  // carried in the trailers wins.
+  template <class LostMessage>
+  grpc::Status status(uint32_t close_code, LostMessage&& lost) const {
+    if (close_code == kConnectionLost && !has_grpc_status() && !has_http_error()) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, lost());
+    }
+    return status(close_code);
+  }
+  grpc::Status status(uint32_t close_code) const;
   // True when the status came from the peer's own grpc-status.
   bool has_grpc_status() const;
+  // True for an HTTP status other than 200 (and no grpc-status).
+  bool has_http_error() const;
 };
 
 }  // namespace owrap

@@ -37,12 +37,12 @@ void H2Flusher::flush() {
   // A flush may mark further connections (a body taken on one side lets the
   // other side's window open): keep going until nothing is left.
   while (!dirty_.empty()) {
-    auto batch = std::move(dirty_);
-    dirty_.clear();
-    for (auto& c : batch) {
+    batch_.swap(dirty_);
+    for (auto& c : batch_) {
       c->marked_ = false;
       c->flush();
     }
+    batch_.clear();
   }
 }
 
@@ -53,6 +53,9 @@ struct H2Connection::Callbacks {
     (void)frame;
     H2Connection& c = self(user);
     c.building_.clear();
+    // A moved-from block has no room left: room for a gRPC request's
+    // headers at once, not five reallocations on the way.
+    c.building_.reserve(12);
     c.building_bytes_ = 0;
     return 0;
   }
@@ -134,7 +137,7 @@ struct H2Connection::Callbacks {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (body->trailers) {
           *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-          std::vector<nghttp2_nv> nva = to_nv(*body->trailers);
+          NvList nva(*body->trailers);
           nghttp2_submit_trailer(session, id, nva.data(), nva.size());
           body->trailers.reset();
         }
@@ -146,16 +149,31 @@ struct H2Connection::Callbacks {
     return static_cast<ssize_t>(n);
   }
 
-  static std::vector<nghttp2_nv> to_nv(const H2Headers& headers) {
-    std::vector<nghttp2_nv> nva;
-    nva.reserve(headers.size());
-    for (const H2Header& h : headers) {
-      nva.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(h.name.data())),
-                     reinterpret_cast<uint8_t*>(const_cast<char*>(h.value.data())), h.name.size(), h.value.size(),
-                     NGHTTP2_NV_FLAG_NONE});
+  // The headers as nghttp2 takes them, pointing into `headers`; on the
+  // stack for a block of gRPC's usual size.
+  class NvList {
+   public:
+    explicit NvList(const H2Headers& headers) {
+      nghttp2_nv* out = headers.size() <= kInline ? inline_ : (heap_.resize(headers.size()), heap_.data());
+      for (size_t i = 0; i < headers.size(); i++) {
+        const H2Header& h = headers[i];
+        out[i] = {reinterpret_cast<uint8_t*>(const_cast<char*>(h.name.data())),
+                  reinterpret_cast<uint8_t*>(const_cast<char*>(h.value.data())), h.name.size(), h.value.size(),
+                  NGHTTP2_NV_FLAG_NONE};
+      }
+      data_ = out;
+      size_ = headers.size();
     }
-    return nva;
-  }
+    const nghttp2_nv* data() const { return data_; }
+    size_t size() const { return size_; }
+
+   private:
+    static constexpr size_t kInline = 16;
+    nghttp2_nv inline_[kInline];
+    std::vector<nghttp2_nv> heap_;
+    const nghttp2_nv* data_ = nullptr;
+    size_t size_ = 0;
+  };
 };
 
 std::shared_ptr<H2Connection> H2Connection::make(boost::asio::io_context& io, UniqueFd fd, Side side,
@@ -224,7 +242,7 @@ H2StreamSink* H2Connection::sink(int32_t stream) const {
 
 int32_t H2Connection::submit_request(const H2Headers& headers, H2Body* body, H2StreamSink* sink) {
   if (!open()) return NGHTTP2_ERR_INVALID_STATE;
-  std::vector<nghttp2_nv> nva = Callbacks::to_nv(headers);
+  Callbacks::NvList nva(headers);
   nghttp2_data_provider provider{};
   provider.source.ptr = body;
   provider.read_callback = &Callbacks::read_body;
@@ -238,7 +256,7 @@ int32_t H2Connection::submit_request(const H2Headers& headers, H2Body* body, H2S
 
 int H2Connection::submit_response(int32_t stream, const H2Headers& headers, H2Body* body) {
   if (!open()) return NGHTTP2_ERR_INVALID_STATE;
-  std::vector<nghttp2_nv> nva = Callbacks::to_nv(headers);
+  Callbacks::NvList nva(headers);
   nghttp2_data_provider provider{};
   provider.source.ptr = body;
   provider.read_callback = &Callbacks::read_body;
@@ -249,7 +267,7 @@ int H2Connection::submit_response(int32_t stream, const H2Headers& headers, H2Bo
 
 int H2Connection::submit_headers(int32_t stream, const H2Headers& headers, bool end_stream) {
   if (!open()) return NGHTTP2_ERR_INVALID_STATE;
-  std::vector<nghttp2_nv> nva = Callbacks::to_nv(headers);
+  Callbacks::NvList nva(headers);
   int rv = nghttp2_submit_headers(session_, end_stream ? NGHTTP2_FLAG_END_STREAM : NGHTTP2_FLAG_NONE, stream, nullptr,
                                   nva.data(), nva.size(), nullptr);
   dirty();

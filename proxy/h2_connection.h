@@ -78,6 +78,7 @@ class H2Flusher {
 
  private:
   std::vector<std::shared_ptr<H2Connection>> dirty_;
+  std::vector<std::shared_ptr<H2Connection>> batch_;  // kept, with its room, between flushes
 };
 
 // A server-side connection hands each new stream, with its request

@@ -65,7 +65,8 @@ TEST_CASE("binary headers: base64 without padding, either form read back", "[grp
 }
 
 TEST_CASE("an answer's status as gRPC's client reports it", "[grpc_h2]") {
-  const std::string lost = "delegate \"memory\" is unavailable: the connection was lost";
+  const std::string lost_text = "delegate \"memory\" is unavailable: the connection was lost";
+  auto lost = [&] { return lost_text; };
   H2Answer ok;
   ok.add_headers({{":status", "200"}, {"content-type", "application/grpc"}}, false);
   ok.add_headers({{"grpc-status", "0"}}, true);
@@ -96,7 +97,7 @@ TEST_CASE("an answer's status as gRPC's client reports it", "[grpc_h2]") {
 
   H2Answer none;
   CHECK(none.status(kConnectionLost, lost).error_code() == grpc::StatusCode::UNAVAILABLE);
-  CHECK(none.status(kConnectionLost, lost).error_message() == lost);
+  CHECK(none.status(kConnectionLost, lost).error_message() == lost_text);
   CHECK(none.status(NGHTTP2_CANCEL, lost).error_code() == grpc::StatusCode::CANCELLED);
   CHECK(none.status(NGHTTP2_REFUSED_STREAM, lost).error_code() == grpc::StatusCode::UNAVAILABLE);
   CHECK(none.status(NGHTTP2_PROTOCOL_ERROR, lost).error_code() == grpc::StatusCode::INTERNAL);
