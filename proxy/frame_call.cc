@@ -148,7 +148,7 @@ class FrameCall final : public H2StreamSink, public CallHost {
   void on_close(uint32_t code) override {
     gateway_closed_ = true;
     delivered_ = finished_ && code == 0;
-    if (!finished_) cancel(grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled by the caller"));
+    if (!finished_) cancel(caller_gone_status());
     if (finished_ && !logged_) log();
     maybe_retire();
   }
@@ -348,8 +348,32 @@ class FrameCall final : public H2StreamSink, public CallHost {
     runner_.on_cancelled(why);
     if (delegate_stream_ > 0) {
       reset_delegate();
-      if (!runner_.finished()) runner_.on_delegate_done(why, true);
+      if (!runner_.finished()) runner_.on_delegate_done(delegate_cut_status(why), true);
     }
+  }
+
+  // gRPC's client resets the stream at its deadline, which it reckoned a
+  // little before this end did (the headers' transit, a timeout rounded
+  // up): a reset that close to the deadline is the deadline, as gRPC's
+  // server reports it on the gRPC path.
+  grpc::Status caller_gone_status() const {
+    if (state_.deadline != std::chrono::steady_clock::time_point::max()) {
+      const auto slack = CallRunner::deadline_margin(state_.deadline - start_) + std::chrono::milliseconds(2);
+      if (std::chrono::steady_clock::now() + slack >= state_.deadline) {
+        return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the caller's deadline passed");
+      }
+    }
+    return grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled by the caller");
+  }
+
+  // A delegate call cut because its caller went away answers what gRPC's
+  // client reports for a call cut with its server call (the gRPC path
+  // links them), so after-phases and the access log read the same.
+  static grpc::Status delegate_cut_status(const grpc::Status& why) {
+    if (why.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "Deadline Exceeded");
+    }
+    return grpc::Status(grpc::StatusCode::CANCELLED, "CANCELLED");
   }
 
   void on_deadline() {
