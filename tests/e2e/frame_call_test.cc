@@ -324,8 +324,24 @@ TEST_CASE("frame call: resumes racing the caller's deadline: one answer and one 
       INFO(ok << " ok, " << late << " late");
       CHECK(ok + late == n);
       CHECK(wait_for([&] { return create_lines(*w.proc) == n; }));
+      // Cancels racing the resume, from 8 callers at once.
+      std::atomic<int> answered{0};
+      std::vector<std::thread> callers;
+      for (int t = 0; t < 8; t++) {
+        callers.emplace_back([&, t] {
+          auto own = stub_for(w.socket);
+          for (int i = 0; i < 25; i++) {
+            grpc::Status s = create(*own, "x-" + std::to_string(t) + "-" + std::to_string(i), 0ms,
+                                    std::chrono::milliseconds(26 + i % 9));
+            if (s.ok() || s.error_code() == grpc::StatusCode::CANCELLED) answered++;
+          }
+        });
+      }
+      for (auto& c : callers) c.join();
+      CHECK(answered == 200);
+      CHECK(wait_for([&] { return create_lines(*w.proc) == n + 200; }));
       std::this_thread::sleep_for(200ms);
-      CHECK(create_lines(*w.proc) == n);
+      CHECK(create_lines(*w.proc) == n + 200);
       CHECK(w.proc->running());
     }
   }
