@@ -177,6 +177,10 @@ class FrameCall final : public H2StreamSink, public CallHost {
   void call_delegate() override {
     const Delegate& d = shared_.options.delegate;
     if (!d.available()) return runner_.on_delegate_done(unavailable_delegate_status(d), false);
+    // As gRPC's client: a call whose deadline has passed is not sent.
+    if (std::chrono::steady_clock::now() >= state_.deadline) {
+      return runner_.on_delegate_done(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "Deadline Exceeded"), false);
+    }
     std::string error;
     delegate_ = shared_.delegate_connection(&error);
     if (!delegate_) {

@@ -282,7 +282,9 @@ void H2Connection::body_grew(int32_t stream) {
 
 void H2Connection::reset(int32_t stream, uint32_t error_code) {
   sinks_.erase(stream);
-  if (!open()) return;
+  // Even while closing: the stream is closed in nghttp2 before anything
+  // more is sent, so no body of a call that is going away is read again.
+  if (session_ == nullptr || torn_down_) return;
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream, error_code);
   dirty();
 }
