@@ -49,6 +49,10 @@ bool is_transport_metadata(std::string_view key) {
          key == "content-encoding" || key == "lb-token";
 }
 
+bool is_binary_metadata(std::string_view key) {
+  return key.size() > 4 && key.substr(key.size() - 4) == "-bin";
+}
+
 int wrapper_hops(const grpc::ServerContextBase& call) {
   auto it = call.client_metadata().find(grpc::string_ref(kHopsMetadata.data(), kHopsMetadata.size()));
   if (it == call.client_metadata().end()) return 0;
@@ -89,7 +93,7 @@ std::optional<std::string> relayable_response_metadata(std::string_view key, std
   if (secrets != nullptr && !secrets->empty()) {
     std::string scrubbed = redact_secrets(v, *secrets);
     if (scrubbed != v) {
-      if (key.size() > 4 && key.substr(key.size() - 4) == "-bin") return std::nullopt;
+      if (is_binary_metadata(key)) return std::nullopt;
       v = std::move(scrubbed);
     }
   }

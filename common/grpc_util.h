@@ -20,6 +20,8 @@ std::optional<grpc::StatusCode> parse_status_code(std::string_view name);
 
 // True for metadata keys gRPC owns (":path", "grpc-*", "content-type", ...).
 bool is_transport_metadata(std::string_view key);
+// True for a binary key ("...-bin"), whose value travels base64-encoded.
+bool is_binary_metadata(std::string_view key);
 
 // How many wrappers a call has passed: each wrapper reads it from the
 // request metadata and sends it on one higher, so a loop of wrappers (one

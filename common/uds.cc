@@ -108,12 +108,19 @@ Result<bool> ensure_private_dir(const std::string& dir) {
   return check_existing_private_dir(dir);
 }
 
-bool socket_answers(const std::string& path) {
+Result<UniqueFd> connect_unix(const std::string& path, bool nonblocking) {
   auto addr = make_addr(path);
-  if (!addr) return false;
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return false;
-  return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr.value()), sizeof(sockaddr_un)) == 0;
+  if (!addr) return Error{addr.error()};
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0));
+  if (!fd) return Error{"socket(): " + errno_text(errno)};
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr.value()), sizeof(sockaddr_un)) != 0) {
+    return Error{"connect " + path + ": " + errno_text(errno)};
+  }
+  return fd;
+}
+
+bool socket_answers(const std::string& path) {
+  return connect_unix(path, false).ok();
 }
 
 namespace {

@@ -109,6 +109,10 @@ class PeerCheckedAcceptor {
   std::atomic<bool> stopping_{false};
 };
 
+// A connected Unix stream socket (close-on-exec; non-blocking when asked:
+// a Unix socket connects at once or not at all, EAGAIN when its backlog is
+// full), or why not.
+Result<UniqueFd> connect_unix(const std::string& path, bool nonblocking);
 // Connects to a Unix socket and reports whether something accepts there.
 bool socket_answers(const std::string& path);
 

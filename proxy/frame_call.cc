@@ -11,50 +11,12 @@
 #include "proxy/wire_check.h"
 
 #include <nghttp2/nghttp2.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
-
-#include <cerrno>
-#include <cstring>
 
 namespace owrap {
 
 namespace {
-
-UniqueFd connect_unix(const std::string& path, std::string* error) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof addr.sun_path) {
-    *error = "no usable socket path";
-    return {};
-  }
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd) {
-    *error = std::string("socket: ") + std::strerror(errno);
-    return {};
-  }
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  // A Unix socket connects at once or not at all (EAGAIN: its backlog is full).
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    *error = "connect " + path + ": " + std::strerror(errno);
-    return {};
-  }
-  return fd;
-}
-
-// The gateway-side half of a call is the call itself; this is the other
-// half, the delegate's stream.
-template <class Call>
-struct DelegateSink final : H2StreamSink {
-  explicit DelegateSink(Call& c) : call(c) {}
-  void on_headers(H2Headers&& h, bool end) override { call.delegate_headers(std::move(h), end); }
-  void on_data(const uint8_t* d, size_t n) override { call.delegate_data(d, n); }
-  void on_end_stream() override {}
-  void on_close(uint32_t code) override { call.delegate_closed(code); }
-  Call& call;
-};
 
 // A call object is over 1 KiB: glibc serves such a request outside its
 // fast bins and first merges every fast-bin chunk the last call freed
@@ -208,7 +170,7 @@ class FrameCall final : public H2StreamSink, public CallHost {
     if (deadline_timer_) deadline_timer_->cancel();
     reset_delegate();
     if (gateway_closed_) return log();
-    H2Headers h{{":status", "200"}, {"content-type", "application/grpc"}};
+    H2Headers h = grpc_response_headers();
     add_metadata(reply_.headers, h);
     const bool initial_metadata = h.size() > 2;
     if (s.ok()) {
@@ -225,11 +187,7 @@ class FrameCall final : public H2StreamSink, public CallHost {
     // block.
     H2Headers trailers;
     H2Headers& status_block = initial_metadata ? trailers : h;
-    status_block.push_back({"grpc-status", std::to_string(static_cast<int>(s.error_code()))});
-    status_block.push_back({"grpc-message", percent_encode(s.error_message())});
-    if (!s.error_details().empty()) {
-      status_block.push_back({"grpc-status-details-bin", encode_binary_header(s.error_details())});
-    }
+    add_grpc_status(s, status_block);
     add_metadata(reply_.trailers, status_block);
     if (!initial_metadata) {
       owner_.gateway().submit_response(stream_, h, nullptr);
@@ -239,9 +197,9 @@ class FrameCall final : public H2StreamSink, public CallHost {
     owner_.gateway().submit_headers(stream_, trailers, true);
   }
 
-  // The delegate's stream.
-  void delegate_headers(H2Headers&& h, bool end) { reply_.add_headers(std::move(h), end); }
-  void delegate_data(const uint8_t* data, size_t len) {
+  // The delegate's stream (UpstreamSink).
+  void upstream_headers(H2Headers&& h, bool end) { reply_.add_headers(std::move(h), end); }
+  void upstream_data(const uint8_t* data, size_t len) {
     if (delegate_) delegate_->consume(delegate_stream_, len);
     if (reply_too_large_) return;
     if (reply_.body.size() + len > kMaxGrpcMessage + 5) {
@@ -249,17 +207,19 @@ class FrameCall final : public H2StreamSink, public CallHost {
       reply_.body.clear();
       // gRPC's client gives up on such a reply; so does the relay.
       delegate_->reset(delegate_stream_, NGHTTP2_CANCEL);
-      delegate_closed(NGHTTP2_CANCEL);
+      upstream_closed(NGHTTP2_CANCEL);
       return;
     }
     reply_.body.append(reinterpret_cast<const char*>(data), len);
   }
-  void delegate_closed(uint32_t code) {
+  void upstream_end() {}
+  void upstream_closed(uint32_t code) {
     delegate_stream_ = 0;
     delegate_.reset();
     if (finished_ || runner_.finished()) return;
     runner_.on_delegate_done(delegate_status(code), true);
   }
+  void upstream_taken(size_t) {}
 
  private:
   // Runs one event on the call and what it submitted, then lets the call
@@ -335,8 +295,7 @@ class FrameCall final : public H2StreamSink, public CallHost {
   // a -bin value is judged on its bytes, and passed on as it came.
   void add_metadata(const H2Headers& from, H2Headers& to) const {
     for (const H2Header& m : from) {
-      const bool binary = m.name.size() > 4 && m.name.compare(m.name.size() - 4, 4, "-bin") == 0;
-      if (binary) {
+      if (is_binary_metadata(m.name)) {
         if (relayable_response_metadata(m.name, decode_binary_header(m.value), &state_.secrets)) to.push_back(m);
       } else if (auto v = relayable_response_metadata(m.name, m.value, &state_.secrets)) {
         to.push_back({m.name, std::move(*v)});
@@ -363,9 +322,7 @@ class FrameCall final : public H2StreamSink, public CallHost {
   grpc::Status caller_gone_status() const {
     if (state_.deadline != std::chrono::steady_clock::time_point::max()) {
       const auto slack = CallRunner::deadline_margin(state_.deadline - start_) + std::chrono::milliseconds(2);
-      if (std::chrono::steady_clock::now() + slack >= state_.deadline) {
-        return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the caller's deadline passed");
-      }
+      if (std::chrono::steady_clock::now() + slack >= state_.deadline) return deadline_passed();
     }
     return grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled by the caller");
   }
@@ -382,7 +339,11 @@ class FrameCall final : public H2StreamSink, public CallHost {
 
   void on_deadline() {
     if (finished_) return;
-    cancel(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the caller's deadline passed"));
+    cancel(deadline_passed());
+  }
+
+  static grpc::Status deadline_passed() {
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the caller's deadline passed");
   }
 
   void reset_delegate() {
@@ -425,10 +386,10 @@ class FrameCall final : public H2StreamSink, public CallHost {
   uint64_t timer_generation_ = 0;
   std::shared_ptr<H2Connection> delegate_;
   int32_t delegate_stream_ = 0;
-  DelegateSink<FrameCall> delegate_sink_{*this};
-  H2Body delegate_body_;  // the request, toward the delegate
-  H2Answer reply_;        // what the delegate sent
-  H2Body reply_body_;     // the answer, toward the caller
+  UpstreamSink<FrameCall> delegate_sink_{*this};  // the delegate's stream
+  H2Body delegate_body_;                          // the request, toward the delegate
+  H2Answer reply_;                                // what the delegate sent
+  H2Body reply_body_;                             // the answer, toward the caller
   bool reply_too_large_ = false;
   bool request_done_ = false;
   bool runner_started_ = false;
@@ -452,16 +413,17 @@ std::unique_ptr<H2StreamSink> make_call(CallOwner& owner, RelayShared& shared, i
 }  // namespace
 
 std::shared_ptr<H2Connection> RelayShared::delegate_connection(std::string* error) {
-  if (delegate && delegate->accepts_streams()) return delegate;
-  if (delegate && delegate->open_streams() == 0) delegate->close();
-  delegate.reset();
+  if (keep_if_usable(delegate)) return delegate;
   if (stopping) {
     *error = "the wrapper is stopping";
     return nullptr;
   }
-  UniqueFd fd = connect_unix(options.delegate.socket_path(), error);
-  if (!fd) return nullptr;
-  delegate = H2Connection::make(io, std::move(fd), H2Connection::Side::kClient, flusher, nullptr,
+  auto fd = connect_unix(options.delegate.socket_path(), true);
+  if (!fd) {
+    *error = fd.error();
+    return nullptr;
+  }
+  delegate = H2Connection::make(io, std::move(fd.value()), H2Connection::Side::kClient, flusher, nullptr,
                                 "delegate " + options.delegate.name());
   delegate->start();
   return delegate;

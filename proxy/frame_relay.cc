@@ -54,7 +54,6 @@ class GatewayConnection final : public H2StreamAcceptor,
   void retire(int32_t stream) override {
     boost::asio::post(shared_.io, [self = shared_from_this(), stream] { self->calls_.erase(stream); });
   }
-  size_t calls() const { return calls_.size(); }
 
  private:
   // The socket pair to the wrapper's own gRPC server, one per gateway
@@ -69,19 +68,6 @@ class GatewayConnection final : public H2StreamAcceptor,
 };
 
 namespace {
-
-// The other end of a piped stream: the call is the sink on both
-// connections.
-template <class Call>
-struct UpstreamSink final : H2StreamSink {
-  explicit UpstreamSink(Call& c) : call(c) {}
-  void on_headers(H2Headers&& h, bool end) override { call.upstream_headers(std::move(h), end); }
-  void on_data(const uint8_t* d, size_t n) override { call.upstream_data(d, n); }
-  void on_end_stream() override { call.upstream_end(); }
-  void on_close(uint32_t code) override { call.upstream_closed(code); }
-  void on_body_taken(size_t n) override { call.upstream_taken(n); }
-  Call& call;
-};
 
 // Any other stream, relayed frame for frame to the wrapper's gRPC server.
 class PipedCall final : public H2StreamSink {
@@ -193,12 +179,9 @@ class RefusedCall final : public H2StreamSink {
   void on_headers(H2Headers&&, bool) override {
     if (answered_) return;
     answered_ = true;
-    owner_.gateway().submit_response(stream_,
-                                     {{":status", "200"},
-                                      {"content-type", "application/grpc"},
-                                      {"grpc-status", std::to_string(static_cast<int>(status_.error_code()))},
-                                      {"grpc-message", percent_encode(status_.error_message())}},
-                                     nullptr);
+    H2Headers h = grpc_response_headers();
+    add_grpc_status(status_, h);
+    owner_.gateway().submit_response(stream_, h, nullptr);
   }
   void on_data(const uint8_t*, size_t len) override { owner_.gateway().consume(stream_, len); }
   void on_end_stream() override {}
@@ -226,9 +209,7 @@ size_t header_list_size(const H2Headers& headers) {
 }  // namespace
 
 std::shared_ptr<H2Connection> GatewayConnection::internal_connection() {
-  if (internal_ && internal_->accepts_streams()) return internal_;
-  if (internal_ && internal_->open_streams() == 0) internal_->close();
-  internal_.reset();
+  if (keep_if_usable(internal_)) return internal_;
   if (shared_.server == nullptr || shared_.stopping) return nullptr;
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) != 0) {
@@ -245,15 +226,15 @@ std::shared_ptr<H2Connection> GatewayConnection::internal_connection() {
 
 H2StreamSink* GatewayConnection::accept_stream(int32_t stream, const H2Headers& headers) {
   auto unary = state_.unary_paths.find(find_header(headers, ":path"));
-  std::string_view encoding = find_header(headers, "grpc-encoding");
-  std::unique_ptr<H2StreamSink> call;
   // A compressed request goes to gRPC's server, which decompresses it.
+  std::string_view encoding = find_header(headers, "grpc-encoding");
+  const bool uncompressed = encoding.empty() || encoding == "identity";
+  std::unique_ptr<H2StreamSink> call;
   if (header_list_size(headers) > kMaxRequestMetadata) {
     call = std::make_unique<RefusedCall>(
         *this, stream,
         grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "received initial metadata size exceeds limit"));
-  } else if (unary != state_.unary_paths.end() && (encoding.empty() || encoding == "identity") &&
-             find_header(headers, ":method") == "POST") {
+  } else if (unary != state_.unary_paths.end() && uncompressed && find_header(headers, ":method") == "POST") {
     call = make_frame_call(*this, shared_, stream, unary->second, headers);
   } else {
     auto piped = std::make_unique<PipedCall>(*this, stream);
@@ -300,10 +281,6 @@ void FrameRelay::start_connection(UniqueFd fd) {
   state_->connections.insert(c);
   c->start(std::move(fd));
   state_->shared.flusher.flush();
-}
-
-size_t FrameRelay::connections() const {
-  return state_->connections.size();
 }
 
 void FrameRelay::stop() {

@@ -69,9 +69,6 @@ class FrameRelay {
   // delegate streams reset) and joins the relay's thread. Idempotent.
   void stop();
 
-  // Live gateway connections; the relay's thread only.
-  size_t connections() const;
-
   struct State;
 
  private:

@@ -155,6 +155,16 @@ std::string decode_binary_header(std::string_view text) {
   return out;
 }
 
+H2Headers grpc_response_headers() {
+  return {{":status", "200"}, {"content-type", "application/grpc"}};
+}
+
+void add_grpc_status(const grpc::Status& s, H2Headers& block) {
+  block.push_back({"grpc-status", std::to_string(static_cast<int>(s.error_code()))});
+  block.push_back({"grpc-message", percent_encode(s.error_message())});
+  if (!s.error_details().empty()) block.push_back({"grpc-status-details-bin", encode_binary_header(s.error_details())});
+}
+
 void H2Answer::add_headers(H2Headers&& h, bool end_stream) {
   if (!got_headers) {
     got_headers = true;

@@ -29,6 +29,13 @@ int hops_of(const H2Headers& headers);
 std::string percent_encode(std::string_view s);
 std::string percent_decode(std::string_view s);
 
+// The response headers gRPC's server starts every answer with.
+H2Headers grpc_response_headers();
+// grpc-status, grpc-message (percent-encoded) and, when `s` has details,
+// grpc-status-details-bin: the status as trailers (or a trailers-only
+// block) carry it.
+void add_grpc_status(const grpc::Status& s, H2Headers& block);
+
 // A -bin header's value (base64, unpadded as gRPC writes it) and back;
 // undecodable text is empty.
 std::string encode_binary_header(std::string_view bytes);

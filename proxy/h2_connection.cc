@@ -20,6 +20,10 @@ constexpr size_t kReadChunk = 32 * 1024;
 // A header block larger than this resets its stream (gRPC's own server
 // refuses far less: 16 KiB).
 constexpr size_t kMaxHeaderBlock = 64 * 1024;
+// Flow-control windows the relay grants its peers: a stream's, and the
+// whole connection's.
+constexpr uint32_t kStreamWindow = 1u << 20;
+constexpr uint32_t kConnectionWindow = 16u << 20;
 }  // namespace
 
 std::string_view find_header(const H2Headers& headers, std::string_view name) {
@@ -49,8 +53,7 @@ void H2Flusher::flush() {
 struct H2Connection::Callbacks {
   static H2Connection& self(void* user) { return *static_cast<H2Connection*>(user); }
 
-  static int on_begin_headers(nghttp2_session*, const nghttp2_frame* frame, void* user) {
-    (void)frame;
+  static int on_begin_headers(nghttp2_session*, const nghttp2_frame*, void* user) {
     H2Connection& c = self(user);
     c.building_.clear();
     // A moved-from block has no room left: room for a gRPC request's
@@ -177,8 +180,7 @@ struct H2Connection::Callbacks {
 };
 
 std::shared_ptr<H2Connection> H2Connection::make(boost::asio::io_context& io, UniqueFd fd, Side side,
-                                                 H2Flusher& flusher, H2StreamAcceptor* acceptor, std::string who,
-                                                 Options options) {
+                                                 H2Flusher& flusher, H2StreamAcceptor* acceptor, std::string who) {
   std::shared_ptr<H2Connection> c(new H2Connection(io, std::move(fd), side, flusher, acceptor, std::move(who)));
   nghttp2_session_callbacks* cbs = nullptr;
   nghttp2_session_callbacks_new(&cbs);
@@ -201,11 +203,10 @@ std::shared_ptr<H2Connection> H2Connection::make(boost::asio::io_context& io, Un
     return c;
   }
   // A client side takes no pushed streams (the relay would only ignore them).
-  nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, options.stream_window},
+  nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, kStreamWindow},
                                        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
   nghttp2_submit_settings(c->session_, NGHTTP2_FLAG_NONE, settings, side == Side::kClient ? 2 : 1);
-  nghttp2_session_set_local_window_size(c->session_, NGHTTP2_FLAG_NONE, 0,
-                                        static_cast<int32_t>(options.connection_window));
+  nghttp2_session_set_local_window_size(c->session_, NGHTTP2_FLAG_NONE, 0, static_cast<int32_t>(kConnectionWindow));
   return c;
 }
 
@@ -287,10 +288,6 @@ void H2Connection::reset(int32_t stream, uint32_t error_code) {
   if (session_ == nullptr || torn_down_) return;
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream, error_code);
   dirty();
-}
-
-void H2Connection::detach(int32_t stream) {
-  sinks_.erase(stream);
 }
 
 void H2Connection::consume(int32_t stream, size_t len) {
@@ -383,8 +380,8 @@ void H2Connection::wait_writable() {
                      [self = shared_from_this()](const boost::system::error_code& ec) {
                        self->writing_ = false;
                        if (ec || self->torn_down_) return;
-                       self->send_pending();
-                       if (!self->writing_) self->dirty();  // more frames may be waiting in nghttp2
+                       // flush() sends what is left first, then what nghttp2 has.
+                       self->dirty();
                        self->flusher_.flush();
                      });
 }
@@ -434,6 +431,13 @@ void H2Connection::teardown() {
       self->session_ = nullptr;
     }
   });
+}
+
+bool keep_if_usable(std::shared_ptr<H2Connection>& c) {
+  if (c && c->accepts_streams()) return true;
+  if (c && c->open_streams() == 0) c->close();
+  c.reset();
+  return false;
 }
 
 }  // namespace owrap

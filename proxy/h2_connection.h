@@ -57,6 +57,20 @@ class H2StreamSink {
 };
 inline constexpr uint32_t kConnectionLost = 0xffffffff;
 
+// The second sink of a call that relays between two connections: the call
+// is the sink on the caller's connection, this forwards the other
+// connection's stream to the call's upstream_* methods.
+template <class Call>
+struct UpstreamSink final : H2StreamSink {
+  explicit UpstreamSink(Call& c) : call(c) {}
+  void on_headers(H2Headers&& h, bool end) override { call.upstream_headers(std::move(h), end); }
+  void on_data(const uint8_t* d, size_t n) override { call.upstream_data(d, n); }
+  void on_end_stream() override { call.upstream_end(); }
+  void on_close(uint32_t code) override { call.upstream_closed(code); }
+  void on_body_taken(size_t n) override { call.upstream_taken(n); }
+  Call& call;
+};
+
 // Bytes waiting to go out as one stream's DATA frames, then its trailers.
 struct H2Body {
   std::string bytes;
@@ -95,18 +109,10 @@ class H2StreamAcceptor {
 class H2Connection : public std::enable_shared_from_this<H2Connection> {
  public:
   enum class Side { kServer, kClient };
-  struct Options {
-    uint32_t stream_window = 1u << 20;
-    uint32_t connection_window = 16u << 20;
-  };
   // `acceptor` (server side) outlives the connection or detaches with
   // close(); `who` names the peer in log lines.
   static std::shared_ptr<H2Connection> make(boost::asio::io_context& io, UniqueFd fd, Side side, H2Flusher& flusher,
-                                            H2StreamAcceptor* acceptor, std::string who, Options options);
-  static std::shared_ptr<H2Connection> make(boost::asio::io_context& io, UniqueFd fd, Side side, H2Flusher& flusher,
-                                            H2StreamAcceptor* acceptor, std::string who) {
-    return make(io, std::move(fd), side, flusher, acceptor, std::move(who), Options{});
-  }
+                                            H2StreamAcceptor* acceptor, std::string who);
   ~H2Connection();
   H2Connection(const H2Connection&) = delete;
   H2Connection& operator=(const H2Connection&) = delete;
@@ -131,8 +137,6 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   // New bytes (or the end, or trailers) in a body given to a submit call.
   void body_grew(int32_t stream);
   void reset(int32_t stream, uint32_t error_code);
-  // The sink goes away before its stream closed: no more callbacks to it.
-  void detach(int32_t stream);
   // `len` bytes of `stream`'s DATA have been dealt with: the peer may send
   // as many more.
   void consume(int32_t stream, size_t len);
@@ -179,5 +183,9 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   bool closing_ = false;
   bool torn_down_ = false;
 };
+
+// True when `c` can take a new stream; otherwise `c` is let go (closed
+// first if no stream of it is open) and the caller makes a new one.
+bool keep_if_usable(std::shared_ptr<H2Connection>& c);
 
 }  // namespace owrap

@@ -234,8 +234,7 @@ bool WireCheck::parses(const grpc::ByteBuffer& bytes) const {
   grpc::Slice slice;
   // One slice for a typical reply; a large one is copied together.
   if (!bytes.TrySingleSlice(&slice).ok() && !bytes.DumpToSingleSlice(&slice).ok()) return false;
-  wire_detail::Reader in(slice.begin(), slice.end());
-  return wire_detail::check_fields(in, type_, 0, 0);
+  return parses(std::string_view(reinterpret_cast<const char*>(slice.begin()), slice.size()));
 }
 
 bool WireCheck::parses(std::string_view bytes) const {

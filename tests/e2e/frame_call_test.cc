@@ -49,21 +49,6 @@ size_t count(const std::string& text, const std::string& needle) {
   return n;
 }
 
-// True while a process of group `pgid` runs (a zombie is dead).
-bool group_alive(pid_t pgid) {
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    std::string stat = read_file(entry.path().string() + "/stat");
-    auto close = stat.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream fields(stat.substr(close + 2));
-    std::string state;
-    long ppid = 0, group = 0;
-    fields >> state >> ppid >> group;
-    if (group == pgid && state != "Z" && state != "X") return true;
-  }
-  return false;
-}
-
 std::vector<pid_t> pids_in(const std::string& file) {
   std::vector<pid_t> pids;
   std::istringstream in(read_file(file));

@@ -79,22 +79,6 @@ v1::DriverSandbox get(v1::ComputeDriver::Stub& stub, const std::string& id) {
   return resp.sandbox();
 }
 
-// True while a process of group `pgid` runs. A killed orphan may linger as
-// a zombie until init reaps it: dead, and not counted.
-bool group_alive(pid_t pgid) {
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    std::string stat = read_file(entry.path().string() + "/stat");
-    auto close = stat.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream fields(stat.substr(close + 2));
-    std::string state;
-    long ppid = 0, group = 0;
-    fields >> state >> ppid >> group;
-    if (group == pgid && state != "Z" && state != "X") return true;
-  }
-  return false;
-}
-
 }  // namespace
 
 TEST_CASE("a chain of two wrappers: the outer wrapper's hooks run first, each sees its own layer",

@@ -326,4 +326,18 @@ bool python_grpc_available() {
   return run_command({system_python3(), "-c", "import grpc, google.protobuf"}, &out, &err) == 0;
 }
 
+bool group_alive(pid_t pgid) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::string stat = read_file(entry.path().string() + "/stat");
+    auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 2));
+    std::string state;
+    long ppid = 0, group = 0;
+    fields >> state >> ppid >> group;
+    if (group == pgid && state != "Z" && state != "X") return true;
+  }
+  return false;
+}
+
 }  // namespace owrap::test

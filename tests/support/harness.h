@@ -119,4 +119,8 @@ std::string system_python3();
 // Python hook examples need both).
 bool python_grpc_available();
 
+// True while a process of group `pgid` runs. A killed orphan may linger as
+// a zombie until init reaps it: dead, and not counted.
+bool group_alive(pid_t pgid);
+
 }  // namespace owrap::test
