@@ -1,5 +1,7 @@
 #include "bench/proc_stats.h"
 
+#include "tests/support/harness.h"
+
 #include <unistd.h>
 
 #include <filesystem>
@@ -25,18 +27,9 @@ long rss_kb(const std::vector<pid_t>& pids) {
 }
 
 double cpu_us(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  // The command name may hold spaces and parentheses: fields start after the last ')'.
-  auto close = all.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(all.substr(close + 2));
-  std::string f;
-  double ticks = 0;
-  for (int i = 3; i <= 15 && fields >> f; i++) {
-    if (i == 14 || i == 15) ticks += std::stod(f);
-  }
-  return ticks * 1e6 / sysconf(_SC_CLK_TCK);
+  auto stat = test::proc_stat(pid);
+  if (!stat) return 0;
+  return static_cast<double>(stat->utime_ticks + stat->stime_ticks) * 1e6 / sysconf(_SC_CLK_TCK);
 }
 
 double cpu_us(const std::vector<pid_t>& pids) {

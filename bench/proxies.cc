@@ -50,17 +50,8 @@ std::string version_after(const std::string& text, const std::string& marker) {
 
 std::vector<pid_t> children_of(pid_t parent) {
   std::vector<pid_t> kids;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(entry.path() / "stat");
-    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto close = all.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream fields(all.substr(close + 2));
-    std::string state;
-    pid_t ppid = 0;
-    if (fields >> state >> ppid && ppid == parent) kids.push_back(std::stoi(name));
+  for (const auto& p : test::all_processes()) {
+    if (p.ppid == parent) kids.push_back(p.pid);
   }
   return kids;
 }

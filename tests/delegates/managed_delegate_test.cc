@@ -20,30 +20,15 @@ using namespace owrap::test;
 using Catch::Contains;
 
 namespace {
-// Gone, or a zombie nobody has reaped yet: either way not running.
 bool dead(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  if (!stat) return true;
-  std::string content((std::istreambuf_iterator<char>(stat)), {});
-  auto close = content.rfind(')');
-  return close != std::string::npos && content.size() > close + 2 && content[close + 2] == 'Z';
+  return process_dead(pid);
 }
 
 // Live (not zombie) processes whose process group is `pgid`.
 std::vector<pid_t> live_group_members(pid_t pgid) {
   std::vector<pid_t> out;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    std::string name = entry.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream stat(entry.path() / "stat");
-    std::string content((std::istreambuf_iterator<char>(stat)), {});
-    auto close = content.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(content.substr(close + 2));
-    char state = 0;
-    long ppid = 0, pgrp = 0;
-    rest >> state >> ppid >> pgrp;
-    if (state != 'Z' && pgrp == pgid) out.push_back(static_cast<pid_t>(std::stol(name)));
+  for (const auto& p : all_processes()) {
+    if (p.state != 'Z' && p.state != 'X' && p.pgrp == pgid) out.push_back(p.pid);
   }
   return out;
 }

@@ -106,38 +106,16 @@ HookOutcome wait(Call& call, std::chrono::seconds limit = 30s) {
   return outcome;
 }
 
-// "R", "S", "Z", ... or "" once the process is gone.
-std::string proc_state(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), {});
-  auto close = stat.rfind(')');
-  if (close == std::string::npos || close + 2 >= stat.size()) return "";
-  return stat.substr(close + 2, 1);
-}
-
 bool dead(pid_t pid) {
-  auto state = proc_state(pid);
-  return state.empty() || state == "Z" || state == "X";
+  return process_dead(pid);
 }
 
 // Children of this test process that are zombies: nobody reaped them.
 std::vector<pid_t> zombie_children() {
   std::vector<pid_t> zombies;
-  DIR* d = ::opendir("/proc");
-  while (dirent* e = ::readdir(d)) {
-    pid_t pid = std::atoi(e->d_name);
-    if (pid <= 0) continue;
-    std::ifstream in(std::string("/proc/") + e->d_name + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), {});
-    auto close = stat.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(stat.substr(close + 2));
-    std::string state;
-    pid_t ppid = 0;
-    rest >> state >> ppid;
-    if (ppid == ::getpid() && state == "Z") zombies.push_back(pid);
+  for (const auto& p : all_processes()) {
+    if (p.ppid == ::getpid() && p.state == 'Z') zombies.push_back(p.pid);
   }
-  ::closedir(d);
   return zombies;
 }
 

@@ -326,16 +326,47 @@ bool python_grpc_available() {
   return run_command({system_python3(), "-c", "import grpc, google.protobuf"}, &out, &err) == 0;
 }
 
+std::optional<ProcStat> proc_stat(pid_t pid) {
+  int fd = ::open(("/proc/" + std::to_string(pid) + "/stat").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  char buf[1024];
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return std::nullopt;
+  std::string text(buf, static_cast<size_t>(n));
+  // The command name may hold spaces and parentheses: fields start after the last ')'.
+  auto close = text.rfind(')');
+  if (close == std::string::npos || close + 2 >= text.size()) return std::nullopt;
+  std::istringstream fields(text.substr(close + 2));
+  ProcStat s;
+  s.pid = pid;
+  long skip = 0;
+  fields >> s.state >> s.ppid >> s.pgrp;
+  for (int field = 6; field <= 13; field++) fields >> skip;  // session .. cmajflt
+  fields >> s.utime_ticks >> s.stime_ticks;
+  if (!fields) return std::nullopt;
+  return s;
+}
+
+std::vector<ProcStat> all_processes() {
+  std::vector<ProcStat> out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (auto s = proc_stat(static_cast<pid_t>(std::stol(name)))) out.push_back(*s);
+  }
+  return out;
+}
+
+bool process_dead(pid_t pid) {
+  auto s = proc_stat(pid);
+  return !s || s->state == 'Z' || s->state == 'X';
+}
+
 bool group_alive(pid_t pgid) {
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    std::string stat = read_file(entry.path().string() + "/stat");
-    auto close = stat.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream fields(stat.substr(close + 2));
-    std::string state;
-    long ppid = 0, group = 0;
-    fields >> state >> ppid >> group;
-    if (group == pgid && state != "Z" && state != "X") return true;
+  for (const auto& p : all_processes()) {
+    if (p.pgrp == pgid && p.state != 'Z' && p.state != 'X') return true;
   }
   return false;
 }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -118,6 +119,24 @@ std::string system_python3();
 // True when system_python3() can import grpc and google.protobuf (the
 // Python hook examples need both).
 bool python_grpc_available();
+
+// One process as /proc/<pid>/stat shows it. A process can vanish between
+// the open and the read (the read then fails with ESRCH, which an ifstream's
+// iterator turns into an exception), so every test reads /proc through these.
+struct ProcStat {
+  pid_t pid = 0;
+  char state = 0;  // 'R', 'S', 'Z', ...
+  pid_t ppid = 0;
+  pid_t pgrp = 0;
+  long utime_ticks = 0;
+  long stime_ticks = 0;
+};
+// nullopt once the process is gone.
+std::optional<ProcStat> proc_stat(pid_t pid);
+// Every process readable now.
+std::vector<ProcStat> all_processes();
+// Gone, or a zombie nobody reaped yet: either way not running.
+bool process_dead(pid_t pid);
 
 // True while a process of group `pgid` runs. A killed orphan may linger as
 // a zombie until init reaps it: dead, and not counted.
