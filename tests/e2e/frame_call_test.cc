@@ -250,10 +250,20 @@ TEST_CASE("frame call: a caller giving up on a slow delegate: in doubt for the a
   }
   CHECK_THAT(failures["frames deadline"], Contains("DEADLINE_EXCEEDED"));
   CHECK_THAT(lines["frames deadline"], Contains("\"status\":\"DEADLINE_EXCEEDED\""));
-  CHECK(failures["frames deadline"] == failures["grpc deadline"]);
   CHECK(failures["frames cancel"] == failures["grpc cancel"]);
-  CHECK(lines["frames deadline"] == lines["grpc deadline"]);
   CHECK(lines["frames cancel"] == lines["grpc cancel"]);
+  // On the gRPC path the delegate call is a child linked to the server
+  // call: when the caller's deadline passes, the child's own deadline timer
+  // and the server call's cancel race inside gRPC, so that path reports
+  // DEADLINE_EXCEEDED mostly and CANCELLED on a loaded machine. The frame
+  // relay answers the deadline every time; it matches gRPC's usual answer.
+  const std::string usual = "{\"status_code\":\"DEADLINE_EXCEEDED\",\"message\":\"Deadline Exceeded\"";
+  const std::string raced = "{\"status_code\":\"CANCELLED\",\"message\":\"CANCELLED\"";
+  CHECK_THAT(failures["frames deadline"], Contains(usual));
+  CHECK_THAT(failures["grpc deadline"], Contains(usual) || Contains(raced));
+  CHECK_THAT(lines["frames deadline"], Contains("\"error\":\"Deadline Exceeded\",\"status\":\"DEADLINE_EXCEEDED\""));
+  CHECK_THAT(lines["grpc deadline"],
+             Contains("\"status\":\"DEADLINE_EXCEEDED\"") || Contains("\"status\":\"CANCELLED\""));
 }
 
 TEST_CASE("frame call: SIGTERM with 20 creates in a slow exec hook: exit 0 in time, no hook left, a line each",
