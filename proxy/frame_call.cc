@@ -105,6 +105,9 @@ class FrameCall final : public H2StreamSink, public CallHost {
                                                                  " vs. " + std::to_string(kMaxGrpcMessage) + ")"));
     }
     request_bytes_.append(reinterpret_cast<const char*>(data), len);
+    // gRPC's server starts a unary call on its first whole message, without
+    // waiting for the caller to end its side.
+    if (first_message(request_bytes_)) request_complete();
   }
   void on_end_stream() override { request_complete(); }
   void on_close(uint32_t code) override {
@@ -214,14 +217,35 @@ class FrameCall final : public H2StreamSink, public CallHost {
   }
   void upstream_end() {}
   void upstream_closed(uint32_t code) {
+    const bool unprocessed = code == NGHTTP2_REFUSED_STREAM && delegate_ && delegate_->unprocessed(delegate_stream_);
     delegate_stream_ = 0;
     delegate_.reset();
     if (finished_ || runner_.finished()) return;
+    // The delegate said GOAWAY without having seen the call (a server
+    // restarting, or closing an idle connection as tonic's and gRPC's do):
+    // gRPC's client sends such a call again, on a new connection, once.
+    if (unprocessed && !resent_) return resend();
+    if (unprocessed) {
+      return runner_.on_delegate_done(
+          grpc::Status(grpc::StatusCode::UNAVAILABLE, unavailable_message(shared_.options.delegate, "GOAWAY received")),
+          false);
+    }
     runner_.on_delegate_done(delegate_status(code), true);
   }
   void upstream_taken(size_t) {}
+  void upstream_headers_too_large() { headers_too_large_ = true; }
 
  private:
+  void resend() {
+    resent_ = true;
+    reply_ = H2Answer{};
+    delegate_body_ = H2Body{};
+    headers_too_large_ = false;
+    // The first attempt's body was given away as it went out.
+    if (raw_) request_bytes_ = framed_message(request_.SerializeAsString());
+    call_delegate();
+  }
+
   // Runs one event on the call and what it submitted, then lets the call
   // go if it is done.
   template <class F>
@@ -234,12 +258,17 @@ class FrameCall final : public H2StreamSink, public CallHost {
   void request_complete() {
     if (request_done_ || finished_) return;
     request_done_ = true;
-    std::optional<std::string_view> payload = single_message(request_bytes_);
+    std::optional<std::string_view> payload = first_message(request_bytes_);
+    if (!payload) return finish(grpc::Status(grpc::StatusCode::INTERNAL, "Unable to parse request"));
     const std::string_view rpc = rpc_name(state_.rpc);
-    if (!payload || !request_.ParseFromArray(payload->data(), static_cast<int>(payload->size()))) {
+    if (!request_.ParseFromArray(payload->data(), static_cast<int>(payload->size()))) {
       return finish(grpc::Status(grpc::StatusCode::INTERNAL, std::string(rpc) + ": the request does not parse as " +
                                                                  Req::descriptor()->full_name()));
     }
+    // The delegate gets what gRPC's server would have passed on: that one
+    // message, uncompressed.
+    if (raw_ && payload->size() + 5 != request_bytes_.size()) request_bytes_ = framed_message(*payload);
+    if (raw_ && request_bytes_[0] != 0) request_bytes_[0] = 0;
     state_.sandbox_id = sandbox_id_of(state_.rpc, request_);
     state_.secrets = collect_secrets(request_);
     if (grpc::Status s = admit_call(hops_, shared_.options.wrapper_name, shared_.options.tracker); !s.ok()) {
@@ -277,8 +306,18 @@ class FrameCall final : public H2StreamSink, public CallHost {
                           "delegate \"" + d.name() + "\" sent a " + std::string(rpc_name(state_.rpc)) +
                               " reply larger than " + std::to_string(kMaxGrpcMessage) + " bytes");
     }
+    // As gRPC's client refuses them (its limit is lower: 16 KiB).
+    if (headers_too_large_) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "received initial metadata size exceeds limit");
+    }
     grpc::Status s = reply_.status(code, [&d] { return unavailable_message(d, "the connection was lost"); });
     if (!s.ok()) return s;
+    // Without an encoding gRPC's client ignores the compressed flag, and
+    // the caller gets the message with it cleared.
+    const std::string_view encoding = find_header(reply_.headers, "grpc-encoding");
+    if (!reply_.body.empty() && reply_.body[0] == 1 && (encoding.empty() || encoding == "identity")) {
+      reply_.body[0] = 0;
+    }
     std::optional<std::string_view> payload = single_message(reply_.body);
     static const WireCheck kReplyCheck(*Resp::descriptor());
     const bool parses =
@@ -391,6 +430,8 @@ class FrameCall final : public H2StreamSink, public CallHost {
   H2Answer reply_;                                // what the delegate sent
   H2Body reply_body_;                             // the answer, toward the caller
   bool reply_too_large_ = false;
+  bool resent_ = false;             // the call went to the delegate a second time (resend)
+  bool headers_too_large_ = false;  // the delegate sent a header block past the relay's limit
   bool request_done_ = false;
   bool runner_started_ = false;
   bool finished_ = false;

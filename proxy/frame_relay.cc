@@ -151,6 +151,7 @@ class PipedCall final : public H2StreamSink {
     owner_.retire(stream_);
   }
   void upstream_taken(size_t n) { owner_.gateway().consume(stream_, n); }
+  void upstream_headers_too_large() {}  // the reset that follows resets the caller's stream
 
  private:
   void finish_request() {
@@ -234,6 +235,10 @@ H2StreamSink* GatewayConnection::accept_stream(int32_t stream, const H2Headers& 
     call = std::make_unique<RefusedCall>(
         *this, stream,
         grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "received initial metadata size exceeds limit"));
+  } else if (find_header(headers, "te").empty()) {
+    // gRPC's server answers so (nghttp2 already resets a te other than
+    // "trailers"); the delegate, a gRPC server too, would answer the same.
+    call = std::make_unique<RefusedCall>(*this, stream, grpc::Status(grpc::StatusCode::UNKNOWN, "Missing :te header"));
   } else if (unary != state_.unary_paths.end() && uncompressed && find_header(headers, ":method") == "POST") {
     call = make_frame_call(*this, shared_, stream, unary->second, headers);
   } else {

@@ -53,22 +53,35 @@ std::optional<std::chrono::nanoseconds> parse_grpc_timeout(std::string_view v) {
     if (c < '0' || c > '9') return std::nullopt;
     n = n * 10 + (c - '0');
   }
+  int64_t unit_ns = 0;
   switch (v.back()) {
     case 'H':
-      return std::chrono::hours(n);
+      unit_ns = 3600'000'000'000;
+      break;
     case 'M':
-      return std::chrono::minutes(n);
+      unit_ns = 60'000'000'000;
+      break;
     case 'S':
-      return std::chrono::seconds(n);
+      unit_ns = 1'000'000'000;
+      break;
     case 'm':
-      return std::chrono::milliseconds(n);
+      unit_ns = 1'000'000;
+      break;
     case 'u':
-      return std::chrono::microseconds(n);
+      unit_ns = 1'000;
+      break;
     case 'n':
-      return std::chrono::nanoseconds(n);
+      unit_ns = 1;
+      break;
     default:
       return std::nullopt;
   }
+  // 99999999H is 3.6e20 ns, past int64: it wrapped to a deadline already
+  // passed. gRPC saturates such a timeout (tonic sends 99999999H for a
+  // Duration too large to write); so does this, far enough below the
+  // clock's limit that now() + timeout cannot overflow either.
+  if (n > kMaxGrpcTimeout.count() / unit_ns) return kMaxGrpcTimeout;
+  return std::chrono::nanoseconds(n * unit_ns);
 }
 
 std::string format_grpc_timeout(std::chrono::nanoseconds left) {
@@ -119,14 +132,26 @@ std::string percent_decode(std::string_view s) {
   return out;
 }
 
+namespace {
+uint32_t message_length(std::string_view body) {
+  return (static_cast<uint32_t>(static_cast<uint8_t>(body[1])) << 24) |
+         (static_cast<uint32_t>(static_cast<uint8_t>(body[2])) << 16) |
+         (static_cast<uint32_t>(static_cast<uint8_t>(body[3])) << 8) |
+         static_cast<uint32_t>(static_cast<uint8_t>(body[4]));
+}
+}  // namespace
+
 std::optional<std::string_view> single_message(std::string_view body) {
   if (body.size() < 5 || body[0] != 0) return std::nullopt;
-  uint32_t len = (static_cast<uint32_t>(static_cast<uint8_t>(body[1])) << 24) |
-                 (static_cast<uint32_t>(static_cast<uint8_t>(body[2])) << 16) |
-                 (static_cast<uint32_t>(static_cast<uint8_t>(body[3])) << 8) |
-                 static_cast<uint32_t>(static_cast<uint8_t>(body[4]));
-  if (body.size() - 5 != len) return std::nullopt;
+  if (body.size() - 5 != message_length(body)) return std::nullopt;
   return body.substr(5);
+}
+
+std::optional<std::string_view> first_message(std::string_view body) {
+  if (body.size() < 5 || (body[0] != 0 && body[0] != 1)) return std::nullopt;
+  const uint32_t len = message_length(body);
+  if (body.size() - 5 < len) return std::nullopt;
+  return body.substr(5, len);
 }
 
 std::string framed_message(std::string_view payload) {

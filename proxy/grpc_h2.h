@@ -18,7 +18,9 @@ namespace owrap {
 // delegate channel allow.
 inline constexpr size_t kMaxGrpcMessage = 64 * 1024 * 1024;
 
-// grpc-timeout: up to 8 digits and a unit (H M S m u n).
+// grpc-timeout: up to 8 digits and a unit (H M S m u n); a longer time
+// than kMaxGrpcTimeout (about 100 years) is that.
+inline constexpr std::chrono::nanoseconds kMaxGrpcTimeout = std::chrono::hours(24 * 365 * 100);
 std::optional<std::chrono::nanoseconds> parse_grpc_timeout(std::string_view value);
 std::string format_grpc_timeout(std::chrono::nanoseconds left);
 
@@ -43,6 +45,11 @@ std::string decode_binary_header(std::string_view text);
 
 // The payload of a body holding exactly one uncompressed message.
 std::optional<std::string_view> single_message(std::string_view body);
+// What gRPC's server takes as a unary call's request when no compression
+// was announced: the first message, whole; bytes after it are never read,
+// and the compressed flag means nothing without an encoding. Nothing when
+// the body ends before a message does ("Unable to parse request").
+std::optional<std::string_view> first_message(std::string_view body);
 // `payload` with its 5-byte length prefix.
 std::string framed_message(std::string_view payload);
 

@@ -63,11 +63,15 @@ struct H2Connection::Callbacks {
     return 0;
   }
 
-  static int on_header(nghttp2_session*, const nghttp2_frame*, const uint8_t* name, size_t namelen,
+  static int on_header(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
                        const uint8_t* value, size_t valuelen, uint8_t, void* user) {
     H2Connection& c = self(user);
     c.building_bytes_ += namelen + valuelen + 32;
-    if (c.building_bytes_ > kMaxHeaderBlock) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (c.building_bytes_ > kMaxHeaderBlock) {
+      // nghttp2 resets the stream and skips the rest of the block.
+      if (H2StreamSink* s = c.sink(frame->hd.stream_id)) s->on_headers_too_large();
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
     c.building_.push_back({std::string(reinterpret_cast<const char*>(name), namelen),
                            std::string(reinterpret_cast<const char*>(value), valuelen)});
     return 0;
@@ -94,8 +98,27 @@ struct H2Connection::Callbacks {
           if (H2StreamSink* s = c.sink(id)) s->on_end_stream();
         }
         break;
+      case NGHTTP2_GOAWAY:
+        // nghttp2 closes the streams past it (REFUSED_STREAM) right after.
+        c.goaway_last_stream_ = frame->goaway.last_stream_id;
+        break;
       default:
         break;
+    }
+    return 0;
+  }
+
+  // A server that has sent its whole answer while the caller's side is
+  // still open resets the stream with NO_ERROR (RFC 9113 8.1), as gRPC's
+  // server does: otherwise a caller that never ends its side keeps the
+  // stream, and its call, open for as long as the connection lasts.
+  static int on_frame_send(nghttp2_session* session, const nghttp2_frame* frame, void* user) {
+    H2Connection& c = self(user);
+    const bool ends = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 &&
+                      (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA);
+    if (ends && c.side_ == Side::kServer &&
+        nghttp2_session_get_stream_remote_close(session, frame->hd.stream_id) == 0) {
+      nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
     }
     return 0;
   }
@@ -189,6 +212,7 @@ std::shared_ptr<H2Connection> H2Connection::make(boost::asio::io_context& io, Un
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, &Callbacks::on_frame_recv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, &Callbacks::on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &Callbacks::on_stream_close);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cbs, &Callbacks::on_frame_send);
   nghttp2_option* opt = nullptr;
   nghttp2_option_new(&opt);
   // Windows open only as the relay passes bytes on (consume), so a slow

@@ -54,6 +54,9 @@ class H2StreamSink {
   // The connection sent bytes of this stream's body: the producer may take
   // as many more from its own peer (flow control across the relay).
   virtual void on_body_taken(size_t) {}
+  // A header block passed the relay's limit: the stream is reset
+  // (on_close with an error follows).
+  virtual void on_headers_too_large() {}
 };
 inline constexpr uint32_t kConnectionLost = 0xffffffff;
 
@@ -68,6 +71,7 @@ struct UpstreamSink final : H2StreamSink {
   void on_end_stream() override { call.upstream_end(); }
   void on_close(uint32_t code) override { call.upstream_closed(code); }
   void on_body_taken(size_t n) override { call.upstream_taken(n); }
+  void on_headers_too_large() override { call.upstream_headers_too_large(); }
   Call& call;
 };
 
@@ -143,6 +147,9 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   // GOAWAY, then closes once the frames are out; every sink hears
   // on_close(kConnectionLost) for streams still open.
   void close();
+  // Client side: the peer's GOAWAY said it never processed `stream` (its
+  // id is past the GOAWAY's last-stream-id), so it may be sent again.
+  bool unprocessed(int32_t stream) const { return goaway_last_stream_ >= 0 && stream > goaway_last_stream_; }
   const std::string& who() const { return who_; }
   size_t open_streams() const { return sinks_.size(); }
 
@@ -175,6 +182,7 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   std::unordered_map<int32_t, H2StreamSink*> sinks_;
   H2Headers building_;  // the header block being received (HTTP/2 never interleaves two)
   size_t building_bytes_ = 0;
+  int32_t goaway_last_stream_ = -1;  // the peer's GOAWAY's last-stream-id, once one came
   std::unique_ptr<uint8_t[]> read_buf_;
   std::string out_;  // bytes nghttp2 produced that the socket did not take yet
   size_t out_offset_ = 0;

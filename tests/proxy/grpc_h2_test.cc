@@ -14,6 +14,13 @@ TEST_CASE("grpc-timeout: every unit, and what is not a timeout", "[grpc_h2]") {
   CHECK(parse_grpc_timeout("3M") == std::chrono::minutes(3));
   CHECK(parse_grpc_timeout("99999999u") == std::chrono::microseconds(99999999));
   CHECK(parse_grpc_timeout("5n") == std::chrono::nanoseconds(5));
+  // 99999999H (what tonic sends for a Duration too large to write) and
+  // 99999999M are past int64 nanoseconds: they saturate, never wrap.
+  CHECK(parse_grpc_timeout("99999999H") == kMaxGrpcTimeout);
+  CHECK(parse_grpc_timeout("2562048H") == kMaxGrpcTimeout);
+  CHECK(parse_grpc_timeout("99999999M") == kMaxGrpcTimeout);
+  CHECK(parse_grpc_timeout("876000H") == std::chrono::hours(876000));
+  CHECK(parse_grpc_timeout("99999999S") == std::chrono::seconds(99999999));
   for (const char* bad : {"", "m", "100", "123456789m", "-1m", "1x", "1.5S", " 1S"}) {
     INFO(bad);
     CHECK_FALSE(parse_grpc_timeout(bad).has_value());
@@ -55,6 +62,23 @@ TEST_CASE("message framing: exactly one uncompressed message", "[grpc_h2]") {
   std::string compressed = framed;
   compressed[0] = 1;
   CHECK_FALSE(single_message(compressed).has_value());
+}
+
+TEST_CASE("a unary request's message, as gRPC's server takes it", "[grpc_h2]") {
+  std::string framed = framed_message("abc");
+  CHECK(first_message(framed) == std::string_view("abc"));
+  CHECK(first_message(framed + framed_message("second")) == std::string_view("abc"));  // the rest is never read
+  std::string flagged = framed;
+  flagged[0] = 1;  // no encoding: the flag means nothing
+  CHECK(first_message(flagged) == std::string_view("abc"));
+  CHECK(first_message(framed_message("")) == std::string_view(""));
+  CHECK_FALSE(first_message("").has_value());
+  CHECK_FALSE(first_message(framed.substr(0, 4)).has_value());
+  CHECK_FALSE(first_message(framed.substr(0, 7)).has_value());
+  CHECK_FALSE(first_message(std::string("\0\xff\xff\xff\xff", 5) + "abc").has_value());
+  std::string bad_flag = framed;
+  bad_flag[0] = 2;
+  CHECK_FALSE(first_message(bad_flag).has_value());
 }
 
 TEST_CASE("binary headers: base64 without padding, either form read back", "[grpc_h2]") {
