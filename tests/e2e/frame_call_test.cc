@@ -257,11 +257,12 @@ TEST_CASE("frame call: a caller giving up on a slow delegate: in doubt for the a
   CHECK(lines["frames cancel"] == lines["grpc cancel"]);
 }
 
-// A caller's reset can reach the wrapper just before the wrapper's own
-// deadline fires (the caller reckoned its deadline first; on a loaded box
-// the reset overtakes the timer). The gRPC relay's linked delegate call then
-// ended CANCELLED, not DEADLINE_EXCEEDED, and the after-phase and access log
-// said so; a cancel 5 ms before the deadline stands for that reset here.
+// Both relays take a caller gone within the deadline margin for the
+// deadline (CallRunner::at_deadline): a cancel 15 ms before a 300 ms
+// deadline checks that they agree. The race behind it (the gRPC relay's
+// linked delegate call ended CANCELLED when the server call's cancellation
+// at the deadline beat the call's own deadline timer) cannot be forced from
+// here; the "giving up on a slow delegate" parity test above hit it.
 TEST_CASE("frame call: a reset just before the caller's deadline is the deadline, on both relays",
           "[e2e][frames][hooks]") {
   for (std::string relay : {"frames", "grpc"}) {
