@@ -35,6 +35,12 @@ std::chrono::milliseconds CallRunner::deadline_margin(std::chrono::steady_clock:
   return std::clamp(fifth, std::chrono::milliseconds(0), std::chrono::milliseconds(20));
 }
 
+bool CallRunner::at_deadline(std::chrono::steady_clock::time_point deadline,
+                             std::chrono::steady_clock::time_point start, std::chrono::steady_clock::time_point now) {
+  if (deadline == std::chrono::steady_clock::time_point::max()) return false;
+  return now + deadline_margin(deadline - start) + std::chrono::milliseconds(2) >= deadline;
+}
+
 void CallRunner::start() {
   phase_ = Phase::kBefore;
   next_ = 0;

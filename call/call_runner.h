@@ -65,6 +65,13 @@ class CallRunner {
   // How long before the caller's deadline a suspended stage is given up, so
   // the answer (naming the stage) still reaches the caller in time.
   static std::chrono::milliseconds deadline_margin(std::chrono::steady_clock::duration remaining);
+  // Whether a caller that went away at `now` gave up at its deadline (set at
+  // `start`): gRPC's client resets the stream at its deadline, which it
+  // reckoned a little before this end did (the headers' transit, a timeout
+  // rounded up), so a reset that close to the deadline is the deadline. Both
+  // relays judge by this, so their access logs and after-phases agree.
+  static bool at_deadline(std::chrono::steady_clock::time_point deadline, std::chrono::steady_clock::time_point start,
+                          std::chrono::steady_clock::time_point now);
 
  private:
   enum class Phase { kBefore, kDelegate, kAfter, kDone };

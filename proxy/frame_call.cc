@@ -354,15 +354,8 @@ class FrameCall final : public H2StreamSink, public CallHost {
     }
   }
 
-  // gRPC's client resets the stream at its deadline, which it reckoned a
-  // little before this end did (the headers' transit, a timeout rounded
-  // up): a reset that close to the deadline is the deadline, as gRPC's
-  // server reports it on the gRPC path.
   grpc::Status caller_gone_status() const {
-    if (state_.deadline != std::chrono::steady_clock::time_point::max()) {
-      const auto slack = CallRunner::deadline_margin(state_.deadline - start_) + std::chrono::milliseconds(2);
-      if (std::chrono::steady_clock::now() + slack >= state_.deadline) return deadline_passed();
-    }
+    if (CallRunner::at_deadline(state_.deadline, start_, std::chrono::steady_clock::now())) return deadline_passed();
     return grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled by the caller");
   }
 

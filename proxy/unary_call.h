@@ -295,6 +295,14 @@ class UnaryCall final : public CallHost {
     } else if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
       may_have_reached = !never_connected(s);
       s = name_unavailable_delegate(s, relay_.delegate);
+    } else if (s.error_code() == grpc::StatusCode::CANCELLED &&
+               CallRunner::at_deadline(state_.deadline, start_, std::chrono::steady_clock::now())) {
+      // The linked delegate call carries the caller's deadline: it ends
+      // DEADLINE_EXCEEDED when its own timer fires first, CANCELLED when the
+      // server call's cancellation at that deadline (its timer, or the
+      // caller's reset) reaches it first. Which wins is a race a loaded box
+      // flips; the frame relay answers the deadline for both.
+      s = grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "Deadline Exceeded");
     }
     runner_.on_delegate_done(s, may_have_reached);
     end_op();
@@ -317,7 +325,7 @@ class UnaryCall final : public CallHost {
     if (!server_ctx_.IsCancelled()) return end_op();
     // gRPC cancels a call whose deadline passed the same way as one the
     // caller cancelled; say which it was.
-    if (std::chrono::steady_clock::now() >= state_.deadline) {
+    if (CallRunner::at_deadline(state_.deadline, start_, std::chrono::steady_clock::now())) {
       runner_.on_cancelled(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the caller's deadline passed"));
     } else {
       runner_.on_cancelled();

@@ -441,3 +441,19 @@ TEST_CASE("finished runs after the answer for every stage whose before ran; prog
   // "never" did not run its before step: it is not told.
   CHECK(finished == std::vector<std::string>{"a:4:not_called", "slow:4:not_called"});
 }
+
+// Both relays classify a caller that went away by this: the gRPC relay's
+// delegate call ended CANCELLED or DEADLINE_EXCEEDED at the same deadline
+// depending on which of two timers fired first (a flaky parity test on a
+// loaded box); within the margin it is the deadline on both.
+TEST_CASE("at_deadline: a caller gone within the margin of its deadline gave up at the deadline", "[call]") {
+  using std::chrono::milliseconds;
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + milliseconds(300);  // margin: min(300/5, 20) + 2 = 22 ms
+  CHECK(CallRunner::at_deadline(deadline, start, deadline + milliseconds(5)));
+  CHECK(CallRunner::at_deadline(deadline, start, deadline));
+  CHECK(CallRunner::at_deadline(deadline, start, deadline - milliseconds(21)));
+  CHECK_FALSE(CallRunner::at_deadline(deadline, start, deadline - milliseconds(30)));
+  CHECK_FALSE(
+      CallRunner::at_deadline(std::chrono::steady_clock::time_point::max(), start, start + std::chrono::hours(1)));
+}

@@ -184,7 +184,8 @@ TEST_CASE("frame call: callers cancelling during an exec hook: hook killed, one 
       CHECK(wait_for([&] { return count(read_file(dir.file("after.jsonl")), "on_create_failed") == 5 + n; }));
       CHECK(count(read_file(dir.file("after.jsonl")), "not_called") == 5 + n);
       CHECK(wait_for([&] { return fd_count(w.proc->pid()) <= fds + 2; }));
-      CHECK(thread_count(w.proc->pid()) <= threads + 1);
+      // gRPC and Asio may run a short-lived thread of their own under load.
+      CHECK(wait_for([&] { return thread_count(w.proc->pid()) <= threads + 1; }));
       CHECK(create(*stub, "after").ok());  // still served
     }
   }
@@ -250,20 +251,38 @@ TEST_CASE("frame call: a caller giving up on a slow delegate: in doubt for the a
   }
   CHECK_THAT(failures["frames deadline"], Contains("DEADLINE_EXCEEDED"));
   CHECK_THAT(lines["frames deadline"], Contains("\"status\":\"DEADLINE_EXCEEDED\""));
+  // Both relays judge a caller gone at its deadline alike
+  // (CallRunner::at_deadline), whichever of gRPC's linked-call timer and
+  // cancellation won on the gRPC path.
+  CHECK(failures["frames deadline"] == failures["grpc deadline"]);
   CHECK(failures["frames cancel"] == failures["grpc cancel"]);
+  CHECK(lines["frames deadline"] == lines["grpc deadline"]);
   CHECK(lines["frames cancel"] == lines["grpc cancel"]);
-  // On the gRPC path the delegate call is a child linked to the server
-  // call: when the caller's deadline passes, the child's own deadline timer
-  // and the server call's cancel race inside gRPC, so that path reports
-  // DEADLINE_EXCEEDED mostly and CANCELLED on a loaded machine. The frame
-  // relay answers the deadline every time; it matches gRPC's usual answer.
-  const std::string usual = "{\"status_code\":\"DEADLINE_EXCEEDED\",\"message\":\"Deadline Exceeded\"";
-  const std::string raced = "{\"status_code\":\"CANCELLED\",\"message\":\"CANCELLED\"";
-  CHECK_THAT(failures["frames deadline"], Contains(usual));
-  CHECK_THAT(failures["grpc deadline"], Contains(usual) || Contains(raced));
-  CHECK_THAT(lines["frames deadline"], Contains("\"error\":\"Deadline Exceeded\",\"status\":\"DEADLINE_EXCEEDED\""));
-  CHECK_THAT(lines["grpc deadline"],
-             Contains("\"status\":\"DEADLINE_EXCEEDED\"") || Contains("\"status\":\"CANCELLED\""));
+}
+
+// Both relays take a caller gone within the deadline margin for the
+// deadline (CallRunner::at_deadline): a cancel 15 ms before a 300 ms
+// deadline checks that they agree. The race behind it (the gRPC relay's
+// linked delegate call ended CANCELLED when the server call's cancellation
+// at the deadline beat the call's own deadline timer) cannot be forced from
+// here; the "giving up on a slow delegate" parity test above hit it.
+TEST_CASE("frame call: a reset just before the caller's deadline is the deadline, on both relays",
+          "[e2e][frames][hooks]") {
+  for (std::string relay : {"frames", "grpc"}) {
+    SECTION(relay) {
+      TempDir dir;
+      std::string hooks = exec_hook_toml("audit", after_hook(dir), "\"on_create_failed\"");
+      WrapperProc w(dir, spec_for(relay, memory_command({}, {"--delay", "CreateSandbox=2000"}), hooks));
+      auto stub = stub_for(w.socket);
+      grpc::Status s = create(*stub, "edge", 300ms, 285ms);
+      // Cancelled, or past its deadline if the canceller woke late.
+      CHECK((s.error_code() == grpc::StatusCode::CANCELLED || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED));
+      REQUIRE(wait_for([&] { return file_contains(dir.file("after.jsonl"), "on_create_failed"); }));
+      CHECK_THAT(read_file(dir.file("after.jsonl")), Contains("\"status_code\":\"DEADLINE_EXCEEDED\""));
+      REQUIRE(wait_for([&] { return create_lines(*w.proc) == 1; }));
+      CHECK_THAT(w.proc->log(), Contains("\"status\":\"DEADLINE_EXCEEDED\""));
+    }
+  }
 }
 
 TEST_CASE("frame call: SIGTERM with 20 creates in a slow exec hook: exit 0 in time, no hook left, a line each",

@@ -366,7 +366,8 @@ TEST_CASE("frame relay: 200 cancelled direct calls reach the delegate as cancels
       std::chrono::seconds(10)));
   CHECK(w.proc->log().find("\"status\":\"CANCELLED\"") != std::string::npos);
   CHECK(wait_for([&] { return fd_count(w.proc->pid()) <= fds + 2; }));
-  CHECK(thread_count(w.proc->pid()) <= threads + 1);
+  // gRPC and Asio may run a short-lived thread of their own under load.
+  CHECK(wait_for([&] { return thread_count(w.proc->pid()) <= threads + 1; }));
 }
 
 TEST_CASE("frame relay: channels opened and dropped leave no socket behind", "[e2e][frames][attack]") {

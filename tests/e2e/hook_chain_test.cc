@@ -117,7 +117,7 @@ TEST_CASE("a chain of two wrappers: the outer wrapper's hooks run first, each se
   CHECK_FALSE(file_contains(wrapper.proc->log_file(), "TOKEN-chain-e2e-secret"));
 }
 
-TEST_CASE("a caller that cancels while an exec hook runs: its process group is gone within 100 ms",
+TEST_CASE("a caller that cancels while an exec hook runs: its process group is gone within a second",
           "[e2e][hooks][exec]") {
   TempDir dir;
   // The hook and a background child of its own, both in the hook's group.
@@ -146,7 +146,9 @@ TEST_CASE("a caller that cancels while an exec hook runs: its process group is g
   REQUIRE(wait_for([&] { return !group_alive(pgid); }, 2s));
   auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
   INFO("process group gone after " << took.count() << " ms");
-  CHECK(took < 100ms);
+  // Killed at the cancel, against the hook's 60 s sleep; 100 ms (the
+  // cancel crossing a socket, then SIGKILL) failed on a loaded box.
+  CHECK(took < 1000ms);
   caller.join();
   CHECK(status.error_code() == grpc::StatusCode::CANCELLED);
 }

@@ -49,20 +49,28 @@ double get_sandbox_ms(v1::ComputeDriver::Stub& stub) {
 
 }  // namespace
 
-TEST_CASE("50 calls suspended for 300 ms neither serialize nor delay an unrelated call", "[e2e][pipeline]") {
+// The stage suspends for 2 s (300 ms made "every GetSandbox answered before
+// the first create" a race with starting 50 threads on a loaded box).
+TEST_CASE("50 calls suspended for 2 s neither serialize nor delay an unrelated call", "[e2e][pipeline]") {
   TempDir dir;
-  WrapperProc w(dir, delayed({}, 300));
+  WrapperProc w(dir, delayed({}, 2000, 10000));
   auto stub = stub_for(w.socket);
   std::vector<double> idle;
   for (int i = 0; i < 20; i++) idle.push_back(get_sandbox_ms(*stub));
 
-  std::atomic<int> ok{0};
+  std::atomic<int> ok{0}, ready{0};
+  std::atomic<bool> go{false};
   std::atomic<int64_t> first_answer_us{INT64_MAX};
-  auto started = Clock::now();
+  Clock::time_point started;
   std::vector<std::thread> creators;
   for (int i = 0; i < 50; i++) {
     creators.emplace_back([&, i] {
+      // Connected before the clock starts: only the creates themselves are
+      // in flight while the GetSandbox calls are measured.
       auto own = stub_for(w.socket);
+      (void)get_sandbox_ms(*own);
+      ready++;
+      while (!go.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
       if (create(*own, "sb-" + std::to_string(i)).ok()) ok++;
       int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
       int64_t prev = first_answer_us.load();
@@ -70,7 +78,12 @@ TEST_CASE("50 calls suspended for 300 ms neither serialize nor delay an unrelate
       }
     });
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // all 50 are suspended now
+  CHECK(wait_for([&] { return ready == 50; }, std::chrono::seconds(30)));
+  started = Clock::now();
+  go = true;
+  // A create on a connected channel reaches the stage in about a millisecond;
+  // 300 ms leaves a loaded box room, and is well inside the 2 s suspension.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
   std::vector<double> busy;
   for (int i = 0; i < 20; i++) busy.push_back(get_sandbox_ms(*stub));
   auto gets_done_us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
@@ -84,58 +97,66 @@ TEST_CASE("50 calls suspended for 300 ms neither serialize nor delay an unrelate
   CHECK(ok == 50);
   // The unrelated calls all finished while every create was still suspended.
   CHECK(gets_done_us < first_answer_us.load());
-  CHECK(busy[10] < idle[10] + 20.0);
-  // 50 x 300 ms in parallel, not 15 s in a row.
-  CHECK(all_done < std::chrono::seconds(3));
+  // Queued behind the creates, a GetSandbox would wait the 2 s suspension;
+  // 50 ms over the idle median is a time slice or two on a loaded box.
+  CHECK(busy[10] < idle[10] + 50.0);
+  // 50 x 2 s in parallel, not 100 s in a row.
+  CHECK(all_done < std::chrono::seconds(10));
 }
 
 TEST_CASE("a caller deadline shorter than a suspended stage: DEADLINE_EXCEEDED naming the stage", "[e2e][pipeline]") {
   TempDir dir;
   std::string record = dir.file("record.jsonl");
-  WrapperProc w(dir, delayed(record, 300));
+  WrapperProc w(dir, delayed(record, 3000, 5000));
   auto stub = stub_for(w.socket);
+  (void)get_sandbox_ms(*stub);  // connected: the 100 ms are the call's own
   auto start = Clock::now();
   grpc::Status s = create(*stub, "late", std::chrono::milliseconds(100));
   auto took = Clock::now() - start;
   CHECK(s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
   CHECK_THAT(s.error_message(), Contains("testing_delay"));
-  CHECK(took < std::chrono::milliseconds(250));
+  // Answered at the deadline, not when the 3 s stage ends: 1.5 s is what a
+  // loaded box needs at worst, and still half the stage.
+  CHECK(took < std::chrono::milliseconds(1500));
   std::printf("deadline 100 ms answered after %.1f ms: %s\n", std::chrono::duration<double, std::milli>(took).count(),
               s.error_message().c_str());
-  // The delegate never saw it; the stage's own timeout works the same way.
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  // The delegate never saw it, not even once the stage's 3 s were up.
+  std::this_thread::sleep_until(start + std::chrono::milliseconds(3500));
   CHECK_FALSE(file_contains(record, "\"rpc\":\"CreateSandbox\""));
 }
 
 TEST_CASE("a stage's own timeout ends the call with DEADLINE_EXCEEDED naming it", "[e2e][pipeline]") {
   TempDir dir;
-  WrapperProc w(dir, delayed({}, 1000, 200));
+  WrapperProc w(dir, delayed({}, 5000, 200));
   auto stub = stub_for(w.socket);
   auto start = Clock::now();
   grpc::Status s = create(*stub, "slow");
   CHECK(s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
   CHECK_THAT(s.error_message(), Contains("\"testing_delay\" did not finish within its timeout of 200 ms"));
-  CHECK(Clock::now() - start < std::chrono::milliseconds(900));
+  // At the 200 ms timeout, not when the 5 s stage ends.
+  CHECK(Clock::now() - start < std::chrono::milliseconds(2500));
 }
 
 TEST_CASE("a caller that cancels during a suspended stage: the delegate is never called", "[e2e][pipeline]") {
   TempDir dir;
   std::string record = dir.file("record.jsonl");
-  WrapperProc w(dir, delayed(record, 500));
+  WrapperProc w(dir, delayed(record, 2000, 5000));
   auto stub = stub_for(w.socket);
+  (void)get_sandbox_ms(*stub);  // connected: the create reaches the stage at once
   grpc::ClientContext ctx;
   v1::CreateSandboxRequest req;
   *req.mutable_sandbox() = make_sandbox("cancelled");
   v1::CreateSandboxResponse resp;
+  auto start = Clock::now();
   std::thread canceller([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
     ctx.TryCancel();
   });
   grpc::Status s = stub->CreateSandbox(&ctx, req, &resp);
   canceller.join();
   CHECK(s.error_code() == grpc::StatusCode::CANCELLED);
   REQUIRE(wait_for([&] { return w.proc->log().find("\"status\":\"CANCELLED\"") != std::string::npos; }));
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  std::this_thread::sleep_until(start + std::chrono::milliseconds(2500));  // past the stage's end
   CHECK_FALSE(file_contains(record, "\"rpc\":\"CreateSandbox\""));
   CHECK_THAT(w.proc->log(), Contains("while stage \\\"testing_delay\\\" was running"));
 }
@@ -145,14 +166,19 @@ TEST_CASE("SIGTERM with suspended calls: grace, then they are cancelled and the 
   WrapperProc w(dir, delayed({}, 60000, 60000, "shutdown_grace_ms = 300\n"));
   std::vector<std::thread> callers;
   std::atomic<int> answered{0};
+  std::atomic<int> ready{0};
   for (int i = 0; i < 5; i++) {
     callers.emplace_back([&, i] {
       auto stub = stub_for(w.socket);
+      (void)get_sandbox_ms(*stub);
+      ready++;
       grpc::Status s = create(*stub, "stuck-" + std::to_string(i), std::chrono::milliseconds(20000));
       if (!s.ok()) answered++;
     });
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  CHECK(wait_for([&] { return ready == 5; }, std::chrono::seconds(30)));
+  // Connected callers reach the 60 s stage within a millisecond or so.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
   auto sent = Clock::now();
   w.proc->signal(SIGTERM);
   CHECK(w.proc->wait(std::chrono::seconds(10)) == 0);

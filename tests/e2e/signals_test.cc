@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <grpcpp/client_context.h>
+#include <atomic>
 #include <csignal>
 #include <filesystem>
 #include <thread>
@@ -58,7 +59,10 @@ TEST_CASE("SIGINT while waiting for an endpoint delegate at start-up", "[e2e][si
   spec.ready_timeout_ms = 60000;
   write_file(dir.file("w.toml"), wrapper_toml(spec, dir.file("run/acme.sock")));
   Process wrapper({wrapper_bin(), "run", "--config", dir.file("w.toml")}, dir.file("w.log"));
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // Not a fixed sleep: before its SignalWatcher blocks SIGINT (exec and
+  // loading take a while on a loaded box) the wrapper would die of it.
+  REQUIRE(wait_for([&] { return blocks_signal(wrapper.pid(), SIGINT); }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // then it waits for the endpoint
   auto sent = std::chrono::steady_clock::now();
   wrapper.signal(SIGINT);
   CHECK(wrapper.wait(std::chrono::seconds(10)) == 0);
@@ -91,14 +95,25 @@ TEST_CASE("an idle connection does not hold shutdown for the grace; calls in fli
   }
   // One call in flight when SIGTERM arrives: it is answered.
   grpc::Status in_flight;
+  std::atomic<bool> connected{false};
   std::thread caller([&] {
     auto stub = stub_for(w.socket);
+    {
+      grpc::ClientContext ctx;
+      v1::GetCapabilitiesResponse caps;
+      (void)stub->GetCapabilities(&ctx, {}, &caps);
+    }
+    connected = true;
     grpc::ClientContext ctx;
     v1::CreateSandboxRequest req;
     *req.mutable_sandbox() = make_sandbox("late");
     v1::CreateSandboxResponse resp;
     in_flight = stub->CreateSandbox(&ctx, req, &resp);
   });
+  // Connected first: a create that had not reached the wrapper when SIGTERM
+  // came would be refused, not answered (200 ms from a cold start was not
+  // always enough on a loaded box). Then it reaches the 600 ms stage at once.
+  CHECK(wait_for([&] { return connected.load(); }));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   auto sent = std::chrono::steady_clock::now();
   w.proc->signal(SIGTERM);

@@ -176,10 +176,11 @@ TEST_CASE("a watcher that stops reading is ended; others are unaffected", "[e2e]
     grpc::ClientContext c;
     v1::CreateSandboxResponse r;
     REQUIRE(stub->CreateSandbox(&c, req, &r).ok());
-    // A reader that keeps up: on a loaded machine the fast watcher's own
-    // thread may be starved for longer than eight events take, and it
-    // would then (rightly) be ended as well.
-    REQUIRE(wait_for([&] { return fast.size() >= 2 * static_cast<size_t>(i + 1); }, std::chrono::seconds(30)));
+    // The fast watcher's queue holds 8 events too: on a loaded box its
+    // reader thread could fall that far behind creates made back to back,
+    // and be ended as well. Kept within 4 events, it never is.
+    const size_t made = 2 * static_cast<size_t>(i + 1);
+    if (fast.size() + 4 < made) REQUIRE(wait_for([&] { return fast.size() + 4 >= made; }, std::chrono::seconds(30)));
   }
   REQUIRE(wait_for([&] { return fast.size() == expected; }, std::chrono::seconds(30)));
   REQUIRE(wait_for([&] { return one.proc->log().find("ending a watcher that fell behind") != std::string::npos; }));

@@ -296,7 +296,7 @@ TEST_CASE("a timeout kills the hook's whole process group", "[exec]") {
   CHECK(wait_for([] { return zombie_children().empty(); }, 3s));
 }
 
-TEST_CASE("a cancelled caller: the hook's process group is gone within 100 ms", "[exec]") {
+TEST_CASE("a cancelled caller: the hook's process group is gone within a second", "[exec]") {
   TempDir dir;
   IoThread io;
   ExecHook hook(exec_spec("slow", {script(dir, "slow.sh", kSleepingGroup)}, {{"PIDS", dir.file("pids")}}), io.io);
@@ -310,7 +310,9 @@ TEST_CASE("a cancelled caller: the hook's process group is gone within 100 ms", 
   while (!(dead(pids[0]) && dead(pids[1])) && Clock::now() - cancelled < 2s) std::this_thread::sleep_for(1ms);
   auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - cancelled);
   INFO("killed after " << took.count() << " ms");
-  CHECK(took < 100ms);
+  // SIGKILLed at the cancel, against a 60 s sleep and a 30 s budget; 100 ms
+  // was a scheduling hiccup away from failing on a loaded 2-core box.
+  CHECK(took < 1000ms);
 
   auto outcome = wait(call, 5s);
   CHECK(outcome.failure.error_code() == grpc::StatusCode::CANCELLED);
@@ -492,7 +494,9 @@ TEST_CASE("a queued invocation whose deadline passes, or that is cancelled, neve
   TempDir dir;
   IoThread io;
   std::string starts = dir.file("starts");
-  auto path = script(dir, "one.sh", "echo start >> \"$STARTS\"\nsleep 1\necho '{\"allowed\": true}'\n");
+  // The running one holds the only slot for 3 s: the 200 ms deadline and the
+  // cancel below must come while it runs, also on a loaded box.
+  auto path = script(dir, "one.sh", "echo start >> \"$STARTS\"\nsleep 3\necho '{\"allowed\": true}'\n");
   auto spec = exec_spec("one", {path}, {{"STARTS", starts}});
   spec.max_in_flight = 1;
   ExecHook hook(spec, io.io);

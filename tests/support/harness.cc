@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -367,6 +368,18 @@ bool process_dead(pid_t pid) {
 bool group_alive(pid_t pgid) {
   for (const auto& p : all_processes()) {
     if (p.pgrp == pgid && p.state != 'Z' && p.state != 'X') return true;
+  }
+  return false;
+}
+
+bool blocks_signal(pid_t pid, int sig) {
+  // getline on a stream never throws here (no exceptions() set): a process
+  // that vanishes mid-read reads as not blocking.
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("SigBlk:", 0) != 0) continue;
+    unsigned long long mask = std::strtoull(line.c_str() + 7, nullptr, 16);
+    return (mask >> (sig - 1)) & 1ULL;
   }
   return false;
 }

@@ -142,4 +142,11 @@ bool process_dead(pid_t pid);
 // a zombie until init reaps it: dead, and not counted.
 bool group_alive(pid_t pgid);
 
+// Whether process `pid` blocks `sig` (SigBlk of /proc/<pid>/status, its main
+// thread): a program that takes signals through a SignalWatcher blocks them
+// first, so from then on the signal is handled, not fatal. False for a
+// process that is gone. A test that signals a process it just started waits
+// for this instead of sleeping.
+bool blocks_signal(pid_t pid, int sig);
+
 }  // namespace owrap::test
