@@ -2,6 +2,7 @@
 // would never send (no message, two messages, a short or compressed one,
 // odd headers), and a delegate that answers as no gRPC server would. Each
 // answer is compared with what the wrapper gives with relay = "grpc".
+#include "proxy/grpc_h2.h"
 #include "tests/support/harness.h"
 
 #include <nghttp2/nghttp2.h>
@@ -29,42 +30,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 const std::string kGet = "/openshell.compute.v1.ComputeDriver/GetSandbox";
 
-int unix_connect(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-bool send_all(int fd, std::string_view bytes) {
-  while (!bytes.empty()) {
-    ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    bytes.remove_prefix(static_cast<size_t>(n));
-  }
-  return true;
-}
-
-size_t fd_count(pid_t pid) {
-  size_t n = 0;
-  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) n++;
-  return n;
-}
-
 std::string grpc_frame(const std::string& payload, uint8_t flag = 0) {
-  std::string f(5, '\0');
+  std::string f = owrap::framed_message(payload);
   f[0] = static_cast<char>(flag);
-  uint32_t n = static_cast<uint32_t>(payload.size());
-  f[1] = static_cast<char>(n >> 24);
-  f[2] = static_cast<char>(n >> 16);
-  f[3] = static_cast<char>(n >> 8);
-  f[4] = static_cast<char>(n);
-  return f + payload;
+  return f;
 }
 
 std::string get_request(const std::string& id) {
@@ -114,7 +83,7 @@ struct StreamAnswer {
 // sent on a socket of the test's own; the answers read back per stream.
 class RawClient {
  public:
-  explicit RawClient(const std::string& socket) : fd_(unix_connect(socket)) {
+  explicit RawClient(const std::string& socket) : fd_(raw_connect(socket)) {
     nghttp2_session_callbacks* cbs = nullptr;
     nghttp2_session_callbacks_new(&cbs);
     nghttp2_session_callbacks_set_on_header_callback(cbs, [](nghttp2_session*, const nghttp2_frame* f, const uint8_t* n,

@@ -28,21 +28,6 @@ namespace hookpb = openshell::driver_wrapper::hooks::v1;
 
 namespace {
 
-size_t count_dir(const std::string& path) {
-  size_t n = 0;
-  if (DIR* d = ::opendir(path.c_str())) {
-    while (::readdir(d) != nullptr) n++;
-    ::closedir(d);
-  }
-  return n;
-}
-size_t fd_count(pid_t pid) {
-  return count_dir("/proc/" + std::to_string(pid) + "/fd");
-}
-size_t thread_count(pid_t pid) {
-  return count_dir("/proc/" + std::to_string(pid) + "/task");
-}
-
 size_t count(const std::string& text, const std::string& needle) {
   size_t n = 0;
   for (size_t p = 0; (p = text.find(needle, p)) != std::string::npos; p += needle.size()) n++;

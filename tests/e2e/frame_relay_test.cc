@@ -29,38 +29,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-int raw_connect(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-void write_all(int fd, std::string_view bytes) {
-  while (!bytes.empty()) {
-    ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    if (n <= 0) return;
-    bytes.remove_prefix(static_cast<size_t>(n));
-  }
-}
-
-size_t count_dir(const std::string& path) {
-  size_t n = 0;
-  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator(path)) n++;
-  return n;
-}
-size_t fd_count(pid_t pid) {
-  return count_dir("/proc/" + std::to_string(pid) + "/fd");
-}
-size_t thread_count(pid_t pid) {
-  return count_dir("/proc/" + std::to_string(pid) + "/task");
-}
-
 // An HTTP/2 client made of bytes: nghttp2 writes the frames, the test
 // sends them as it likes (or never reads the answers).
 struct RawH2 {
@@ -287,7 +255,7 @@ TEST_CASE("frame relay: garbage, a wrong or half preface, a SETTINGS flood leave
   for (const std::string& a : attacks) {
     int fd = raw_connect(w.socket);
     REQUIRE(fd >= 0);
-    std::thread writer([&] { write_all(fd, a); });
+    std::thread writer([&] { send_all(fd, a); });
     CHECK(get_sandbox(w.socket, "none").error_code() == grpc::StatusCode::NOT_FOUND);
     ::shutdown(fd, SHUT_WR);
     writer.join();
@@ -313,8 +281,8 @@ TEST_CASE("frame relay: a gateway streaming frames without pause does not starve
     REQUIRE(fd >= 0);
     fds.push_back(fd);
     writers.emplace_back([&, fd] {
-      write_all(fd, kPreface + raw_frame(0x4, 0, 0, ""));
-      while (!stop) write_all(fd, chunk);
+      send_all(fd, kPreface + raw_frame(0x4, 0, 0, ""));
+      while (!stop) send_all(fd, chunk);
     });
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -516,7 +484,7 @@ TEST_CASE("frame relay: a gateway that never reads its replies does not hold up 
     std::string out = kPreface + h2.bytes();
     // The window it announced is tiny; it never sends WINDOW_UPDATE and
     // never reads.
-    write_all(fd, out);
+    send_all(fd, out);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   auto t0 = Clock::now();
@@ -678,10 +646,10 @@ TEST_CASE("frame relay: a gateway that says GOAWAY and keeps its socket open lea
     v1::CreateSandboxRequest req;
     *req.mutable_sandbox() = make_sandbox("g" + std::to_string(fd) + std::to_string(rand()));
     h2.request("/openshell.compute.v1.ComputeDriver/CreateSandbox", req.SerializeAsString());
-    write_all(fd, kPreface + h2.bytes());
+    send_all(fd, kPreface + h2.bytes());
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     nghttp2_submit_goaway(h2.session, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, nullptr, 0);
-    write_all(fd, h2.bytes());
+    send_all(fd, h2.bytes());
     return fd;
   };
   ::close(once());

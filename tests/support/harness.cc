@@ -15,7 +15,9 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cerrno>
@@ -382,6 +384,48 @@ bool blocks_signal(pid_t pid, int sig) {
     return (mask >> (sig - 1)) & 1ULL;
   }
   return false;
+}
+
+int raw_connect(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (fd < 0 || path.size() >= sizeof addr.sun_path) {
+    if (fd >= 0) ::close(fd);
+    return -1;
+  }
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool send_all(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+namespace {
+size_t count_dir(const std::string& path) {
+  std::error_code ec;
+  size_t n = 0;
+  for (std::filesystem::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) n++;
+  return n;
+}
+}  // namespace
+
+size_t fd_count(pid_t pid) {
+  return count_dir("/proc/" + std::to_string(pid) + "/fd");
+}
+
+size_t thread_count(pid_t pid) {
+  return count_dir("/proc/" + std::to_string(pid) + "/task");
 }
 
 }  // namespace owrap::test

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace owrap::test {
@@ -148,5 +149,14 @@ bool group_alive(pid_t pgid);
 // process that is gone. A test that signals a process it just started waits
 // for this instead of sleeping.
 bool blocks_signal(pid_t pid, int sig);
+
+// Raw bytes on a Unix socket, for tests that speak HTTP/2 frame by frame:
+// a blocking connection (-1 when refused), and a send of every byte (false
+// once the peer is gone).
+int raw_connect(const std::string& path);
+bool send_all(int fd, std::string_view bytes);
+// Open descriptors and threads of a running process.
+size_t fd_count(pid_t pid);
+size_t thread_count(pid_t pid);
 
 }  // namespace owrap::test
