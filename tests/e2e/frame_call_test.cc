@@ -28,12 +28,6 @@ namespace hookpb = openshell::driver_wrapper::hooks::v1;
 
 namespace {
 
-size_t count(const std::string& text, const std::string& needle) {
-  size_t n = 0;
-  for (size_t p = 0; (p = text.find(needle, p)) != std::string::npos; p += needle.size()) n++;
-  return n;
-}
-
 std::vector<pid_t> pids_in(const std::string& file) {
   std::vector<pid_t> pids;
   std::istringstream in(read_file(file));
@@ -95,7 +89,7 @@ grpc::Status create(v1::ComputeDriver::Stub& stub, const std::string& id, std::c
 }
 
 size_t create_lines(const Process& p) {
-  return count(p.log(), "\"rpc\":\"CreateSandbox\"");
+  return count_of(p.log(), "\"rpc\":\"CreateSandbox\"");
 }
 
 // A LifecycleHook server: `delay` before each answer; `heed_cancel` false
@@ -162,12 +156,12 @@ TEST_CASE("frame call: callers cancelling during an exec hook: hook killed, one 
       const int n = 40;
       for (int i = 5; i < 5 + n; i++) CHECK(cancelled_once(i));
       CHECK(wait_for([&] { return create_lines(*w.proc) == 5 + n; }));
-      CHECK(count(w.proc->log(), "\"status\":\"CANCELLED\"") == 5 + n);
+      CHECK(count_of(w.proc->log(), "\"status\":\"CANCELLED\"") == 5 + n);
       // Every hook process group is gone, well before its 2 s sleep.
       for (pid_t p : pids_in(dir.file("pids"))) CHECK(wait_for([&] { return !group_alive(p); }, 1s));
       // The after-phase heard each one, with the delegate never called.
-      CHECK(wait_for([&] { return count(read_file(dir.file("after.jsonl")), "on_create_failed") == 5 + n; }));
-      CHECK(count(read_file(dir.file("after.jsonl")), "not_called") == 5 + n);
+      CHECK(wait_for([&] { return count_of(read_file(dir.file("after.jsonl")), "on_create_failed") == 5 + n; }));
+      CHECK(count_of(read_file(dir.file("after.jsonl")), "not_called") == 5 + n);
       CHECK(wait_for([&] { return fd_count(w.proc->pid()) <= fds + 2; }));
       // gRPC and Asio may run a short-lived thread of their own under load.
       CHECK(wait_for([&] { return thread_count(w.proc->pid()) <= threads + 1; }));
@@ -365,7 +359,7 @@ TEST_CASE("frame call: a grpc hook that never answers, and one that answers afte
         CHECK(wait_for([&] { return create_lines(*w.proc) == 10; }));
         if (heed) CHECK(wait_for([&] { return server.service.saw_cancel == 10; }));
         if (!heed) CHECK(wait_for([&] { return server.service.answered == 10; }));
-        CHECK(wait_for([&] { return count(read_file(dir.file("after.jsonl")), "on_create_failed") == 10; }));
+        CHECK(wait_for([&] { return count_of(read_file(dir.file("after.jsonl")), "on_create_failed") == 10; }));
         std::this_thread::sleep_for(200ms);
         CHECK(create_lines(*w.proc) == 10);
         CHECK(w.proc->running());

@@ -389,16 +389,6 @@ node_selectr = { pool = "sandboxes" }
   CHECK_THAT(c.error_message(), Contains("node_selectr"));
 }
 
-namespace {
-
-size_t count_of(const std::string& text, const std::string& needle) {
-  size_t n = 0;
-  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) n++;
-  return n;
-}
-
-}  // namespace
-
 TEST_CASE("quota counts from the wrapper's watch: sandboxes made and deleted straight at the driver",
           "[e2e][hooks][quota]") {
   TempDir dir;

@@ -36,17 +36,6 @@ grpc::Status create(v1::ComputeDriver::Stub& stub, const std::string& id,
   v1::CreateSandboxResponse resp;
   return stub.CreateSandbox(&ctx, req, &resp);
 }
-
-double get_sandbox_ms(v1::ComputeDriver::Stub& stub) {
-  grpc::ClientContext ctx;
-  v1::GetSandboxRequest req;
-  req.set_sandbox_id("warm");
-  v1::GetSandboxResponse resp;
-  auto start = Clock::now();
-  (void)stub.GetSandbox(&ctx, req, &resp);
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
 }  // namespace
 
 // The stage suspends for 2 s (300 ms made "every GetSandbox answered before
@@ -58,45 +47,18 @@ TEST_CASE("50 calls suspended for 2 s neither serialize nor delay an unrelated c
   std::vector<double> idle;
   for (int i = 0; i < 20; i++) idle.push_back(get_sandbox_ms(*stub));
 
-  std::atomic<int> ok{0}, ready{0};
-  std::atomic<bool> go{false};
-  std::atomic<int64_t> first_answer_us{INT64_MAX};
-  Clock::time_point started;
-  std::vector<std::thread> creators;
-  for (int i = 0; i < 50; i++) {
-    creators.emplace_back([&, i] {
-      // Connected before the clock starts: only the creates themselves are
-      // in flight while the GetSandbox calls are measured.
-      auto own = stub_for(w.socket);
-      (void)get_sandbox_ms(*own);
-      ready++;
-      while (!go.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      if (create(*own, "sb-" + std::to_string(i)).ok()) ok++;
-      int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
-      int64_t prev = first_answer_us.load();
-      while (us < prev && !first_answer_us.compare_exchange_weak(prev, us)) {
-      }
-    });
-  }
-  CHECK(wait_for([&] { return ready == 50; }, std::chrono::seconds(30)));
-  started = Clock::now();
-  go = true;
   // A create on a connected channel reaches the stage in about a millisecond;
   // 300 ms leaves a loaded box room, and is well inside the 2 s suspension.
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  std::vector<double> busy;
-  for (int i = 0; i < 20; i++) busy.push_back(get_sandbox_ms(*stub));
-  auto gets_done_us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
-  for (auto& t : creators) t.join();
-  auto all_done = Clock::now() - started;
-
+  BesideSuspended r = get_sandbox_beside_creates(w.socket, *stub, 50, std::chrono::milliseconds(300), "sb-");
   std::sort(idle.begin(), idle.end());
-  std::sort(busy.begin(), busy.end());
+  const auto& busy = r.busy_ms;
+  const auto all_done = r.all_creates;
   std::printf("GetSandbox p50 idle %.2f ms, with 50 suspended creates %.2f ms (max %.2f ms); 50 creates in %.0f ms\n",
               idle[10], busy[10], busy.back(), std::chrono::duration<double, std::milli>(all_done).count());
-  CHECK(ok == 50);
+  CHECK(r.all_connected);
+  CHECK(r.ok == 50);
   // The unrelated calls all finished while every create was still suspended.
-  CHECK(gets_done_us < first_answer_us.load());
+  CHECK(r.gets_first);
   // Queued behind the creates, a GetSandbox would wait the 2 s suspension;
   // 50 ms over the idle median is a time slice or two on a loaded box.
   CHECK(busy[10] < idle[10] + 50.0);

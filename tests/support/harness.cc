@@ -20,7 +20,10 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <climits>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -426,6 +429,63 @@ size_t fd_count(pid_t pid) {
 
 size_t thread_count(pid_t pid) {
   return count_dir("/proc/" + std::to_string(pid) + "/task");
+}
+
+size_t count_of(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t p = 0; (p = text.find(needle, p)) != std::string::npos; p += needle.size()) n++;
+  return n;
+}
+
+double get_sandbox_ms(v1::ComputeDriver::Stub& stub) {
+  grpc::ClientContext ctx;
+  v1::GetSandboxRequest req;
+  req.set_sandbox_id("warm");
+  v1::GetSandboxResponse resp;
+  auto start = std::chrono::steady_clock::now();
+  (void)stub.GetSandbox(&ctx, req, &resp);
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
+BesideSuspended get_sandbox_beside_creates(const std::string& socket, v1::ComputeDriver::Stub& stub, int creates,
+                                           std::chrono::milliseconds settle, const std::string& prefix) {
+  using Clock = std::chrono::steady_clock;
+  std::atomic<int> ok{0}, ready{0};
+  std::atomic<bool> go{false};
+  std::atomic<int64_t> first_answer_us{INT64_MAX};
+  Clock::time_point started;
+  std::vector<std::thread> creators;
+  for (int i = 0; i < creates; i++) {
+    creators.emplace_back([&, i] {
+      // Connected before the clock starts: only the creates themselves are
+      // in flight while the GetSandbox calls are measured.
+      auto own = stub_for(socket);
+      (void)get_sandbox_ms(*own);
+      ready++;
+      while (!go.load()) std::this_thread::sleep_for(std::chrono::microseconds(200));
+      grpc::ClientContext ctx;
+      v1::CreateSandboxRequest req;
+      *req.mutable_sandbox() = make_sandbox(prefix + std::to_string(i));
+      v1::CreateSandboxResponse resp;
+      if (own->CreateSandbox(&ctx, req, &resp).ok()) ok++;
+      int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
+      for (int64_t prev = first_answer_us.load(); us < prev && !first_answer_us.compare_exchange_weak(prev, us);) {
+      }
+    });
+  }
+  BesideSuspended out;
+  out.all_connected = wait_for([&] { return ready == creates; }, std::chrono::seconds(30));
+  started = Clock::now();
+  go = true;
+  std::this_thread::sleep_for(settle);
+  for (int i = 0; i < 20; i++) out.busy_ms.push_back(get_sandbox_ms(stub));
+  const int64_t gets_done_us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
+  for (auto& t : creators) t.join();
+  out.all_creates = Clock::now() - started;
+  out.gets_first = gets_done_us < first_answer_us.load();
+  out.ok = ok.load();
+  std::sort(out.busy_ms.begin(), out.busy_ms.end());
+  return out;
 }
 
 }  // namespace owrap::test

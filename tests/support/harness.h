@@ -159,4 +159,24 @@ bool send_all(int fd, std::string_view bytes);
 size_t fd_count(pid_t pid);
 size_t thread_count(pid_t pid);
 
+// Occurrences of `needle` in `text` (not overlapping).
+size_t count_of(const std::string& text, const std::string& needle);
+
+// One GetSandbox of an id nobody made, timed in milliseconds.
+double get_sandbox_ms(v1::ComputeDriver::Stub& stub);
+
+// `creates` CreateSandbox calls (ids `prefix`0, 1, ...) from channels of
+// their own, each connected before all start together; `settle` later, 20
+// GetSandbox calls on `stub`. With a stage that suspends the creates: how
+// an unrelated call fares beside suspended ones (issue 8's figure).
+struct BesideSuspended {
+  bool all_connected = false;   // every creator connected within 30 s
+  std::vector<double> busy_ms;  // the 20 GetSandbox calls, sorted
+  bool gets_first = false;      // all of them answered before the first create
+  int ok = 0;                   // creates answered OK
+  std::chrono::steady_clock::duration all_creates{};
+};
+BesideSuspended get_sandbox_beside_creates(const std::string& socket, v1::ComputeDriver::Stub& stub, int creates,
+                                           std::chrono::milliseconds settle, const std::string& prefix);
+
 }  // namespace owrap::test
